@@ -1,0 +1,182 @@
+//! The gate every received frame passes: size, shape and cluster id checks,
+//! and the hand-over to the driver. One place, so that every transport
+//! rejects bad input the same way (requirement 9 and "bad input").
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use gossip_proto::v1::Envelope;
+use prost::Message;
+use tokio::sync::mpsc;
+
+use crate::error::Rejection;
+use crate::id::NodeId;
+use crate::stats::Stats;
+
+/// The receiving end a transport hands frames to. Cloneable and cheap; each
+/// call validates synchronously and returns the verdict the transport should
+/// report to the peer.
+#[derive(Clone, Debug)]
+pub struct Inbound {
+    cluster_id: Arc<str>,
+    max_message_size: usize,
+    tx: mpsc::Sender<Envelope>,
+    stats: Arc<Stats>,
+}
+
+impl Inbound {
+    /// Builds the gate; `tx` feeds the driver.
+    pub(crate) fn new(
+        cluster_id: &str,
+        max_message_size: usize,
+        tx: mpsc::Sender<Envelope>,
+        stats: Arc<Stats>,
+    ) -> Self {
+        Self {
+            cluster_id: cluster_id.into(),
+            max_message_size,
+            tx,
+            stats,
+        }
+    }
+
+    /// Largest frame accepted, in bytes. Transports must check a frame's
+    /// announced length against it before allocating a buffer for it.
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+
+    /// The cluster id this member belongs to.
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// Decodes an encoded `gossip.v1.Envelope` and accepts it.
+    ///
+    /// # Errors
+    /// [`Rejection::Oversized`] (checked before decoding),
+    /// [`Rejection::Malformed`], or any error of [`Inbound::accept`].
+    pub fn accept_bytes(&self, frame: &[u8]) -> Result<(), Rejection> {
+        let result = self
+            .check_size(frame.len())
+            .and_then(|()| Envelope::decode(frame).map_err(|e| Rejection::Malformed(e.to_string())))
+            .and_then(|env| self.admit(env, frame.len()));
+        if let Err(r) = &result {
+            self.stats.count_rejection(r);
+        }
+        result
+    }
+
+    /// Accepts a decoded envelope (transports such as gRPC decode
+    /// themselves).
+    ///
+    /// # Errors
+    /// [`Rejection::Oversized`], [`Rejection::Malformed`] if the sender is
+    /// missing or invalid, [`Rejection::ForeignCluster`],
+    /// [`Rejection::Overloaded`] or [`Rejection::ShuttingDown`].
+    pub fn accept(&self, env: Envelope) -> Result<(), Rejection> {
+        let size = env.encoded_len();
+        let result = self.check_size(size).and_then(|()| self.admit(env, size));
+        if let Err(r) = &result {
+            self.stats.count_rejection(r);
+        }
+        result
+    }
+
+    fn check_size(&self, size: usize) -> Result<(), Rejection> {
+        if size > self.max_message_size {
+            return Err(Rejection::Oversized {
+                size,
+                max: self.max_message_size,
+            });
+        }
+        Ok(())
+    }
+
+    fn admit(&self, env: Envelope, size: usize) -> Result<(), Rejection> {
+        if env.cluster_id != *self.cluster_id {
+            return Err(Rejection::ForeignCluster {
+                expected: self.cluster_id.to_string(),
+                got: env.cluster_id.chars().take(128).collect(),
+            });
+        }
+        let from = env
+            .from
+            .as_ref()
+            .ok_or_else(|| Rejection::Malformed("missing sender".into()))?;
+        NodeId::from_pb(from).map_err(|e| Rejection::Malformed(e.to_string()))?;
+        if env.body.is_none() {
+            return Err(Rejection::Malformed("missing message body".into()));
+        }
+        match self.tx.try_send(env) {
+            Ok(()) => {
+                self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .bytes_received
+                    .fetch_add(size as u64, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => Err(Rejection::Overloaded),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Rejection::ShuttingDown),
+        }
+    }
+}
+
+/// Builds an [`Inbound`] and the receiving end of its queue, for transports'
+/// own tests and for drivers outside this crate (e.g. the simulator).
+pub fn inbound_channel(
+    cluster_id: &str,
+    max_message_size: usize,
+    capacity: usize,
+    stats: Arc<Stats>,
+) -> (Inbound, mpsc::Receiver<Envelope>) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    (Inbound::new(cluster_id, max_message_size, tx, stats), rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gossip_proto::v1 as pb;
+
+    fn env(cluster: &str) -> Envelope {
+        Envelope {
+            cluster_id: cluster.into(),
+            from: Some(pb::NodeId {
+                addr: "127.0.0.1:1".into(),
+                generation: 1,
+            }),
+            body: Some(pb::envelope::Body::Gossip(pb::Gossip {})),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn rejects_bad_frames_and_counts_them() {
+        let stats = Arc::new(Stats::default());
+        let (inbound, mut rx) = inbound_channel("c1", 1024, 8, stats.clone());
+        assert!(matches!(
+            inbound.accept_bytes(&[0xff, 0xff, 0xff]),
+            Err(Rejection::Malformed(_))
+        ));
+        assert!(matches!(
+            inbound.accept_bytes(&vec![0u8; 2048]),
+            Err(Rejection::Oversized { size: 2048, .. })
+        ));
+        assert!(matches!(
+            inbound.accept(env("other")),
+            Err(Rejection::ForeignCluster { .. })
+        ));
+        let mut no_from = env("c1");
+        no_from.from = None;
+        assert!(matches!(inbound.accept(no_from), Err(Rejection::Malformed(_))));
+        assert!(rx.try_recv().is_err(), "nothing rejected reaches the driver");
+        inbound.accept_bytes(&env("c1").encode_to_vec()).unwrap();
+        assert!(rx.try_recv().is_ok());
+        let s = stats.snapshot();
+        assert_eq!(
+            (s.rejected_malformed, s.rejected_oversized, s.rejected_foreign_cluster, s.messages_received),
+            (2, 1, 1, 1)
+        );
+    }
+}

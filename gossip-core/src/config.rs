@@ -1,0 +1,127 @@
+//! Protocol configuration. Defaults suit a LAN, like memberlist's LAN profile.
+
+use std::time::Duration;
+
+/// Maximum length of a key, in bytes.
+pub const MAX_KEY_LEN: usize = 256;
+/// Maximum number of metadata entries of one member.
+pub const MAX_META_ENTRIES: usize = 64;
+/// Maximum total size of one member's metadata (keys plus values), in bytes.
+pub const MAX_META_BYTES: usize = 4096;
+/// Bytes of every message reserved for the envelope (cluster id, sender,
+/// framing) when packing piggybacked data.
+pub(crate) const ENVELOPE_OVERHEAD: usize = 512;
+
+/// Configuration of one member. All durations are [`Duration`]s.
+///
+/// Defaults (see [`Config::default`]) follow memberlist's LAN profile: gossip
+/// every 200 ms, probe every 1 s with a 500 ms probe timeout, fanout 3.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Cluster id carried by every message; messages from another cluster
+    /// are rejected. Default `"default"`.
+    pub cluster_id: String,
+    /// Period of anti-entropy push-pull rounds (scuttlebutt). Default 200 ms.
+    pub gossip_interval: Duration,
+    /// Number of random live peers contacted per gossip round, and the number
+    /// of peers an eager push goes to. Default 3.
+    pub fanout: usize,
+    /// Period of failure-detector probes (SWIM 4.1). Default 1 s.
+    pub probe_interval: Duration,
+    /// Time to wait for a direct ack before probing indirectly. Default 500 ms.
+    pub probe_timeout: Duration,
+    /// Number of members asked to probe indirectly (SWIM's k). Default 3.
+    pub indirect_probes: usize,
+    /// Suspicion timeout multiplier: the minimum suspicion timeout is
+    /// `suspicion_mult * max(1, log10(n)) * probe_interval` (memberlist).
+    /// Default 4.
+    pub suspicion_mult: u32,
+    /// The maximum suspicion timeout is this multiple of the minimum; the
+    /// timeout shrinks from the maximum toward the minimum as independent
+    /// suspicions arrive (Lifeguard section 4.2). Default 6.
+    pub suspicion_max_mult: u32,
+    /// Each piggybacked update is sent `retransmit_mult * ceil(log10(n + 1))`
+    /// times (SWIM 4.4, memberlist). Default 4.
+    pub retransmit_mult: u32,
+    /// How long dead and left members, and deleted keys, are kept as
+    /// tombstones so that stale gossip cannot bring them back. Default 60 s.
+    pub tombstone_ttl: Duration,
+    /// Largest encoded message, in bytes, sent or accepted. Larger states go
+    /// as several bounded messages. Default 64 KiB.
+    pub max_message_size: usize,
+    /// First delay before retrying a seed that has not answered; doubles up
+    /// to [`Config::seed_retry_max`]. Default 500 ms.
+    pub seed_retry_initial: Duration,
+    /// Longest delay between seed retries. Default 10 s.
+    pub seed_retry_max: Duration,
+    /// Broadcast deduplication cache: at most this many ids. Default 10 000.
+    pub dedup_capacity: usize,
+    /// Broadcast deduplication cache: ids older than this are forgotten.
+    /// Default 10 min.
+    pub dedup_max_age: Duration,
+    /// Default hop limit of a broadcast. Default 8.
+    pub broadcast_ttl: u32,
+    /// Push fresh updates at once to `fanout` peers, which forward on first
+    /// receipt (rumor mongering). Default true. Disable to measure plain
+    /// anti-entropy.
+    pub eager_push: bool,
+    /// Size of the inbound queue between transports and the driver, in
+    /// messages; beyond it frames are dropped and counted. Default 4096.
+    pub inbound_queue: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            cluster_id: "default".to_owned(),
+            gossip_interval: Duration::from_millis(200),
+            fanout: 3,
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_millis(500),
+            indirect_probes: 3,
+            suspicion_mult: 4,
+            suspicion_max_mult: 6,
+            retransmit_mult: 4,
+            tombstone_ttl: Duration::from_secs(60),
+            max_message_size: 64 * 1024,
+            seed_retry_initial: Duration::from_millis(500),
+            seed_retry_max: Duration::from_secs(10),
+            dedup_capacity: 10_000,
+            dedup_max_age: Duration::from_secs(600),
+            broadcast_ttl: 8,
+            eager_push: true,
+            inbound_queue: 4096,
+        }
+    }
+}
+
+impl Config {
+    /// The minimum suspicion timeout for a cluster of `n` members:
+    /// `suspicion_mult * max(1, log10(n)) * probe_interval`.
+    pub fn suspicion_min(&self, n: usize) -> Duration {
+        let scale = (n.max(1) as f64).log10().max(1.0);
+        self.probe_interval
+            .mul_f64(f64::from(self.suspicion_mult) * scale)
+    }
+
+    /// The maximum suspicion timeout: `suspicion_max_mult` times the minimum.
+    pub fn suspicion_max(&self, n: usize) -> Duration {
+        self.suspicion_min(n) * self.suspicion_max_mult.max(1)
+    }
+
+    /// An upper bound on the time from a member's crash to its removal from
+    /// every other member's `members()`: two probe periods to notice (the
+    /// crash may land just after a probe, and every member must first probe
+    /// it), then the maximum suspicion timeout, then dissemination slack.
+    pub fn detection_bound(&self, n: usize) -> Duration {
+        let rounds = (n.max(2) as f64).log2().ceil() as u32 + 2;
+        self.probe_interval * 2 + self.suspicion_max(n) + self.gossip_interval * rounds
+    }
+
+    /// How many times each piggybacked update is retransmitted in a cluster of
+    /// `n` members.
+    pub fn retransmit_limit(&self, n: usize) -> u32 {
+        let scale = ((n + 1) as f64).log10().ceil().max(1.0) as u32;
+        self.retransmit_mult * scale
+    }
+}

@@ -1,0 +1,325 @@
+//! The tokio driver: a thin shell that runs the sans-IO [`Machine`] over a
+//! [`Transport`]. One loop: wait for a frame, a timer or a command; call the
+//! matching `handle_*`; drain `poll_transmit` and `poll_event`; send; re-arm
+//! the timer from `poll_timeout`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use gossip_proto::v1::Envelope;
+use prost::Message;
+use tokio::sync::{Notify, Semaphore, broadcast, mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{Instrument, debug, info_span, trace, warn};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::error::{GossipError, TransportError};
+use crate::event::{Event, KeyEntry, MemberInfo};
+use crate::id::{NodeAddr, NodeId};
+use crate::machine::{Machine, Transmit};
+use crate::membership::{BoxFuture, Membership};
+use crate::stats::{Stats, StatsSnapshot};
+use crate::transport::Transport;
+
+/// Capacity of the event channel per subscriber.
+const EVENT_CAPACITY: usize = 4096;
+/// Sends in flight at once; beyond it a send is dropped and counted.
+const MAX_IN_FLIGHT: usize = 512;
+/// Frames handled per lock of the machine.
+const BATCH: usize = 64;
+
+/// Options of one member's life, beside the protocol [`Config`].
+#[derive(Clone, Debug, Default)]
+pub struct MemberOptions {
+    /// Generation of this life; default: wall clock in ms since the Unix epoch.
+    pub generation: Option<u64>,
+    /// Seed of the protocol's RNG; default: derived from the address and the
+    /// generation.
+    pub rng_seed: Option<u64>,
+    /// Initial metadata.
+    pub meta: BTreeMap<String, String>,
+}
+
+struct Shared<T> {
+    machine: Mutex<Machine>,
+    transport: T,
+    config: Config,
+    wake: Notify,
+    events: broadcast::Sender<Event>,
+    stats: Arc<Stats>,
+    stop: watch::Sender<bool>,
+}
+
+/// A member of a gossip cluster over transport `T`: the [`Machine`] plus the
+/// tasks that drive it.
+///
+/// Constructing a member starts no task; [`Member::start`] spawns the
+/// transport's server and the driver loop; [`Membership::shutdown`] leaves
+/// gracefully and returns once every task has ended (requirement 11).
+pub struct Member<T: Transport> {
+    shared: Arc<Shared<T>>,
+    task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl<T: Transport> Member<T> {
+    /// Builds a member whose identity is the transport's local address.
+    ///
+    /// # Errors
+    /// [`GossipError::TooLarge`] / [`GossipError::TooManyMetaEntries`] if the
+    /// initial metadata breaks the limits.
+    pub fn new(config: Config, transport: T, options: MemberOptions) -> Result<Self, GossipError> {
+        let generation = options.generation.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(1)
+        });
+        let id = NodeId::new(transport.local_addr(), generation);
+        let seed = options.rng_seed.unwrap_or_else(|| {
+            xxhash_rust::xxh3::xxh3_64_with_seed(id.addr.as_str().as_bytes(), generation)
+        });
+        let now = tokio::time::Instant::now().into_std();
+        let mut machine = Machine::new(id, config.clone(), seed, now);
+        if !options.meta.is_empty() {
+            machine.set_meta(now, options.meta)?;
+        }
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let (stop, _) = watch::channel(false);
+        let stats = Arc::new(Stats::default());
+        Ok(Self {
+            shared: Arc::new(Shared {
+                machine: Mutex::new(machine),
+                transport,
+                config,
+                wake: Notify::new(),
+                events,
+                stats,
+                stop,
+            }),
+            task: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// Starts the transport's server and the driver loop. Calling it again
+    /// while running is a no-op; a member that has shut down stays down.
+    ///
+    /// # Errors
+    /// The transport's error if it cannot start serving;
+    /// [`TransportError::Other`] if the member has already shut down.
+    pub async fn start(&self) -> Result<(), TransportError> {
+        let mut task = self.task.lock().await;
+        if task.is_some() {
+            return Ok(());
+        }
+        if *self.shared.stop.borrow() {
+            return Err(TransportError::Other("member has shut down".into()));
+        }
+        let (inbound, rx) = crate::codec::inbound_channel(
+            &self.shared.config.cluster_id,
+            self.shared.config.max_message_size,
+            self.shared.config.inbound_queue,
+            self.shared.stats.clone(),
+        );
+        self.shared.transport.start(inbound).await?;
+        let shared = self.shared.clone();
+        let span = info_span!("member", addr = %self.local_id().addr);
+        *task = Some(tokio::spawn(run(shared, rx).instrument(span)));
+        Ok(())
+    }
+
+    /// The transport this member runs over.
+    pub fn transport(&self) -> &T {
+        &self.shared.transport
+    }
+
+    /// The configuration this member runs with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// True once [`Member::start`] has run and until shutdown has finished.
+    pub async fn is_running(&self) -> bool {
+        self.task.lock().await.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    fn machine(&self) -> MutexGuard<'_, Machine> {
+        lock(&self.shared.machine)
+    }
+
+    fn command<R>(&self, f: impl FnOnce(&mut Machine, std::time::Instant) -> R) -> R {
+        let r = f(&mut self.machine(), now());
+        self.shared.wake.notify_one();
+        r
+    }
+}
+
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+fn lock<M>(m: &Mutex<M>) -> MutexGuard<'_, M> {
+    // A panic while holding the lock cannot leave the machine half-updated in
+    // a way later calls rely on; keep serving rather than cascading panics.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn run<T: Transport>(shared: Arc<Shared<T>>, mut rx: mpsc::Receiver<Envelope>) {
+    let mut stop = shared.stop.subscribe();
+    let mut sends = JoinSet::new();
+    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let send_timeout = shared.config.probe_timeout.max(Duration::from_millis(500)) * 2;
+    loop {
+        flush(&shared, &mut sends, &permits, send_timeout);
+        while sends.try_join_next().is_some() {}
+        let deadline = lock(&shared.machine).poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            msg = rx.recv() => {
+                let Some(msg) = msg else { break };
+                let mut m = lock(&shared.machine);
+                let t = now();
+                m.handle_message(t, msg);
+                for _ in 0..BATCH {
+                    match rx.try_recv() {
+                        Ok(msg) => m.handle_message(t, msg),
+                        Err(_) => break,
+                    }
+                }
+            }
+            () = sleep => lock(&shared.machine).handle_timeout(now()),
+            () = shared.wake.notified() => {}
+        }
+    }
+    // Graceful leave: announce, give the announcements a moment, then stop.
+    lock(&shared.machine).leave(now());
+    flush(&shared, &mut sends, &permits, send_timeout);
+    let grace = tokio::time::timeout(send_timeout, async {
+        while sends.join_next().await.is_some() {}
+    });
+    if grace.await.is_err() {
+        debug!("leave announcements still in flight at shutdown; aborting them");
+    }
+    sends.shutdown().await;
+    shared.transport.shutdown().await;
+}
+
+/// Drains the machine's outputs: events to subscribers, transmits to the
+/// transport (each send its own task, bounded in number and time).
+fn flush<T: Transport>(
+    shared: &Arc<Shared<T>>,
+    sends: &mut JoinSet<()>,
+    permits: &Arc<Semaphore>,
+    send_timeout: Duration,
+) {
+    let (transmits, events) = {
+        let mut m = lock(&shared.machine);
+        let mut t = Vec::new();
+        while let Some(x) = m.poll_transmit() {
+            t.push(x);
+        }
+        let mut e = Vec::new();
+        while let Some(x) = m.poll_event() {
+            e.push(x);
+        }
+        (t, e)
+    };
+    for e in events {
+        trace!(?e, "event");
+        // No subscriber is fine.
+        let _ = shared.events.send(e);
+    }
+    for Transmit { to, msg } in transmits {
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            shared.stats.send_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            continue;
+        };
+        let shared = shared.clone();
+        sends.spawn(async move {
+            let _permit = permit;
+            let size = msg.encoded_len();
+            match tokio::time::timeout(send_timeout, shared.transport.send(&to, msg)).await {
+                Ok(Ok(())) => shared.stats.count_sent(size),
+                Ok(Err(e)) => {
+                    shared.stats.send_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    debug!(%to, error = %e, "send failed");
+                }
+                Err(_) => {
+                    shared.stats.send_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    debug!(%to, "send timed out");
+                }
+            }
+        });
+    }
+}
+
+impl<T: Transport> Membership for Member<T> {
+    fn local_id(&self) -> NodeId {
+        self.machine().local_id().clone()
+    }
+
+    fn members(&self) -> Vec<MemberInfo> {
+        self.machine().members(now())
+    }
+
+    fn all_members(&self) -> Vec<MemberInfo> {
+        self.machine().all_members(now())
+    }
+
+    fn add_seed(&self, addr: NodeAddr) {
+        self.command(|m, t| m.add_seed(t, addr));
+    }
+
+    fn set_meta(&self, meta: BTreeMap<String, String>) -> Result<(), GossipError> {
+        self.command(|m, t| m.set_meta(t, meta))
+    }
+
+    fn set_key(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, GossipError> {
+        self.command(|m, t| m.set_key(t, key, value, ttl))
+    }
+
+    fn delete_key(&self, key: &str) -> Result<Option<u64>, GossipError> {
+        self.command(|m, t| m.delete_key(t, key))
+    }
+
+    fn get_key(&self, owner: &NodeAddr, key: &str) -> Option<KeyEntry> {
+        self.machine().get_key(now(), owner, key)
+    }
+
+    fn kv(&self) -> BTreeMap<NodeAddr, BTreeMap<String, KeyEntry>> {
+        self.machine().kv(now())
+    }
+
+    fn broadcast(&self, payload: Bytes, ttl_hops: Option<u32>) -> Result<Uuid, GossipError> {
+        self.command(|m, t| m.broadcast(t, payload, ttl_hops))
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.shared.events.subscribe()
+    }
+
+    fn stats(&self) -> StatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let mut task = self.task.lock().await;
+            let _ = self.shared.stop.send(true);
+            if let Some(t) = task.take() {
+                if let Err(e) = t.await {
+                    warn!(error = %e, "driver task ended abnormally");
+                }
+            }
+        })
+    }
+}

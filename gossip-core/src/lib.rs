@@ -1,0 +1,42 @@
+//! Transport-agnostic gossip membership.
+//!
+//! A member knows its own address (its identity), metadata and key/value
+//! state; given one live seed it learns every live member, their metadata and
+//! keys. Membership and failure detection follow SWIM (Das, Gupta and
+//! Motivala, 2002) with Lifeguard's dynamic suspicion timeout (Dadgar et al.,
+//! 2018); state dissemination is scuttlebutt push-pull anti-entropy (van
+//! Renesse et al., 2008) plus eager push of fresh writes (rumor mongering).
+//!
+//! The protocol is the sans-IO [`Machine`]: it takes `(now, message)` and timer
+//! expiries and yields messages to send, its next deadline and [`Event`]s. It
+//! never reads a clock, opens a socket or spawns a task. [`Member`] drives it
+//! with tokio over any [`Transport`]; [`MemNetwork`] is an in-memory transport
+//! for tests and simulation.
+#![deny(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+mod codec;
+mod config;
+mod driver;
+mod error;
+mod event;
+mod id;
+mod machine;
+mod mem;
+mod membership;
+mod stats;
+mod transport;
+
+pub use codec::{Inbound, inbound_channel};
+pub use config::{Config, MAX_KEY_LEN, MAX_META_BYTES, MAX_META_ENTRIES};
+pub use driver::{Member, MemberOptions};
+pub use error::{AddrError, GossipError, Rejection, TransportError};
+pub use event::{BroadcastMsg, Event, KeyEntry, MemberInfo, MemberState};
+pub use id::{NodeAddr, NodeId};
+pub use machine::{Machine, Transmit};
+pub use mem::{MemNetwork, MemTransport};
+pub use membership::{BoxFuture, Membership};
+pub use stats::{Stats, StatsSnapshot};
+
+/// The wire schema, re-exported for transports.
+pub use gossip_proto::v1 as pb;

@@ -1,0 +1,48 @@
+//! The one trait a transport adapter implements.
+
+use std::future::Future;
+
+use gossip_proto::v1::Envelope;
+
+use crate::codec::Inbound;
+use crate::error::TransportError;
+use crate::id::NodeAddr;
+
+/// A way to deliver [`Envelope`]s between members: one-way, unordered and
+/// lossy is enough (the protocol tolerates loss, duplication and reordering,
+/// like SWIM over UDP). Replies are ordinary messages sent back to the
+/// sender's advertised address (`Envelope.from.addr`).
+///
+/// Lifecycle: constructing a transport may bind its socket but must not spawn
+/// tasks; [`Transport::start`] spawns the accept loop and hands every
+/// received frame to the given [`Inbound`], which validates it (size, cluster
+/// id, shape) and returns the [`Rejection`](crate::Rejection) the transport
+/// reports back to the peer. [`Transport::shutdown`] stops every task the
+/// transport spawned and returns once they ended.
+pub trait Transport: Send + Sync + 'static {
+    /// The address peers reach this member at; it becomes the member's
+    /// identity. Known after binding (so binding port 0 works).
+    fn local_addr(&self) -> NodeAddr;
+
+    /// Starts accepting frames and handing them to `inbound`.
+    ///
+    /// # Errors
+    /// [`TransportError::Io`] if serving cannot start.
+    fn start(&self, inbound: Inbound) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// Delivers one message to `to`. `Ok` means the peer accepted the frame;
+    /// the caller does not retry (gossip repairs loss).
+    ///
+    /// # Errors
+    /// [`TransportError::Unreachable`] if the peer cannot be reached,
+    /// [`TransportError::Rejected`] if it refused the frame.
+    fn send(
+        &self,
+        to: &NodeAddr,
+        msg: Envelope,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// Stops serving and closes connections; returns when every task of the
+    /// transport has ended.
+    fn shutdown(&self) -> impl Future<Output = ()> + Send;
+}

@@ -1,0 +1,2 @@
+//! Placeholder; filled by its own issue.
+#![deny(missing_docs)]
