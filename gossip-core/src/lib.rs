@@ -25,6 +25,7 @@ mod machine;
 mod mem;
 mod membership;
 mod stats;
+mod tls;
 mod transport;
 
 pub use codec::{Inbound, inbound_channel};
@@ -37,6 +38,7 @@ pub use machine::{Machine, Transmit};
 pub use mem::{MemNetwork, MemTransport};
 pub use membership::{BoxFuture, Membership};
 pub use stats::{Stats, StatsSnapshot};
+pub use tls::{MtlsFiles, TlsConfig};
 
 /// The wire schema, re-exported for transports.
 pub use gossip_proto::v1 as pb;
