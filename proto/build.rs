@@ -10,9 +10,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         tonic_prost_build::configure()
             .build_client(true)
             .build_server(true)
+            .bytes(".")
             .compile_fds(fds)?;
     } else {
-        prost_build::Config::new().compile_fds(fds)?;
+        prost_build::Config::new().bytes(["."]).compile_fds(fds)?;
     }
     Ok(())
 }

@@ -17,13 +17,18 @@
 
 mod codec;
 mod config;
+mod dedup;
+mod detector;
 mod driver;
 mod error;
 mod event;
 mod id;
+mod kv;
 mod machine;
 mod mem;
+mod members;
 mod membership;
+mod queue;
 mod stats;
 mod tls;
 mod transport;

@@ -1,0 +1,712 @@
+//! The sans-IO protocol state machine.
+//!
+//! Shape (after quinn-proto): getters take `&self`; `handle_*` feed network
+//! and timer inputs; commands (`add_seed`, `set_key`, ...) come from the
+//! application; after every input the caller drains `poll_transmit`, then
+//! reads `poll_timeout`, then drains `poll_event`. Time (`now`) and the RNG
+//! seed are inputs: the machine never reads a clock, opens a socket or spawns
+//! a task, so a run is reproducible from its seed.
+//!
+//! The rules live in three files: this one (state, commands, timers, the
+//! one `match` on message kinds), `probe.rs` (SWIM failure detection and
+//! membership updates) and `sync.rs` (scuttlebutt anti-entropy and eager
+//! pushes).
+
+mod probe;
+mod sync;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gossip_proto::v1 as pb;
+use gossip_proto::v1::envelope::Body;
+use prost::Message;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tracing::{debug, trace};
+use uuid::Uuid;
+
+use crate::config::{Config, ENVELOPE_OVERHEAD, MAX_KEY_LEN, MAX_META_BYTES, MAX_META_ENTRIES};
+use crate::dedup::Dedup;
+use crate::detector::Detector;
+use crate::error::GossipError;
+use crate::event::{BroadcastMsg, Event, KeyEntry, MemberInfo, MemberState};
+use crate::id::{NodeAddr, NodeId};
+use crate::kv::{ENTRY_OVERHEAD, KeyChange};
+use crate::members::{Fact, Node, Table};
+use crate::queue::TransmitQueue;
+
+/// Bytes of each message given to piggybacked membership updates at most.
+const UPDATE_BUDGET: usize = 1024;
+/// Peers a leave is announced to directly; the rest hear it by gossip.
+const LEAVE_FANOUT: usize = 64;
+/// Every this many gossip rounds, one dead member is also contacted, so that
+/// the two sides of a healed partition find each other again.
+const DEAD_CONTACT_EVERY: u64 = 5;
+/// Smallest maximum message size the machine accepts, in bytes.
+const MIN_MESSAGE_SIZE: usize = 2048;
+
+/// A message for the driver to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transmit {
+    /// Destination address.
+    pub to: NodeAddr,
+    /// The message; its encoded size never exceeds the configured
+    /// `max_message_size`.
+    pub msg: pb::Envelope,
+}
+
+struct Seed {
+    next_attempt: Instant,
+    backoff: Duration,
+    answered: bool,
+}
+
+/// The gossip protocol of one member, with no I/O.
+///
+/// # Example
+/// ```
+/// use std::time::Instant;
+/// use gossip_core::{Config, Machine, NodeAddr, NodeId};
+///
+/// let now = Instant::now();
+/// let id = NodeId::new(NodeAddr::parse("127.0.0.1:7001").unwrap(), 1);
+/// let mut m = Machine::new(id, Config::default(), 42, now);
+/// m.add_seed(now, NodeAddr::parse("127.0.0.1:7002").unwrap());
+/// let t = m.poll_transmit().expect("the seed is contacted at once");
+/// assert_eq!(t.to.as_str(), "127.0.0.1:7002");
+/// assert_eq!(m.members(now).len(), 1, "a seed is not a member until it answers");
+/// ```
+pub struct Machine {
+    id: NodeId,
+    cfg: Config,
+    rng: ChaCha8Rng,
+    table: Table,
+    det: Detector,
+    updates: TransmitQueue<NodeAddr, pb::MemberUpdate>,
+    bcasts: TransmitQueue<Uuid, pb::Broadcast>,
+    dedup: Dedup,
+    seeds: HashMap<NodeAddr, Seed>,
+    dead_pool: Vec<NodeAddr>,
+    bcast_version: u64,
+    next_gossip: Instant,
+    next_probe: Instant,
+    next_gc: Instant,
+    next_expiry: Option<Instant>,
+    rounds: u64,
+    left: bool,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+}
+
+impl Machine {
+    /// A new member `id` with protocol `config`, its RNG seeded with
+    /// `rng_seed`, at time `now`. It knows only itself until a seed answers
+    /// or a peer contacts it.
+    pub fn new(id: NodeId, mut config: Config, rng_seed: u64, now: Instant) -> Self {
+        config.max_message_size = config.max_message_size.max(MIN_MESSAGE_SIZE);
+        config.fanout = config.fanout.max(1);
+        let mut rng = ChaCha8Rng::seed_from_u64(rng_seed);
+        // Spread the first probe over one period so members do not probe in
+        // lockstep.
+        let probe_offset = config.probe_interval.mul_f64(rng.random_range(0.0..1.0));
+        let gossip_offset = config.gossip_interval.mul_f64(rng.random_range(0.0..1.0));
+        let me = Fact {
+            id: id.clone(),
+            incarnation: 0,
+            state: MemberState::Alive,
+        };
+        Self {
+            table: Table::new(me, now),
+            det: Detector::new(),
+            updates: TransmitQueue::new(),
+            bcasts: TransmitQueue::new(),
+            dedup: Dedup::new(config.dedup_capacity, config.dedup_max_age),
+            seeds: HashMap::new(),
+            dead_pool: Vec::new(),
+            bcast_version: 0,
+            next_gossip: now + gossip_offset,
+            next_probe: now + probe_offset,
+            next_gc: now + gc_period(&config),
+            next_expiry: None,
+            rounds: 0,
+            left: false,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            id,
+            cfg: config,
+            rng,
+        }
+    }
+
+    // ---------------------------------------------------------------- getters
+
+    /// This member's id.
+    pub fn local_id(&self) -> &NodeId {
+        &self.id
+    }
+
+    /// The configuration in force (after clamping: `max_message_size` is at
+    /// least 2048 bytes, `fanout` at least 1).
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// This member's current incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.table.me().fact.incarnation
+    }
+
+    /// The live members (alive or suspect), self included, sorted by address.
+    pub fn members(&self, now: Instant) -> Vec<MemberInfo> {
+        self.collect_members(now, true)
+    }
+
+    /// Every known member, tombstones included, sorted by address.
+    pub fn all_members(&self, now: Instant) -> Vec<MemberInfo> {
+        self.collect_members(now, false)
+    }
+
+    /// One member by address, tombstones included.
+    pub fn member(&self, now: Instant, addr: &NodeAddr) -> Option<MemberInfo> {
+        self.table.get(addr).map(|n| self.info(now, n))
+    }
+
+    fn collect_members(&self, now: Instant, live_only: bool) -> Vec<MemberInfo> {
+        let mut v: Vec<MemberInfo> = self
+            .table
+            .iter()
+            .filter(|n| !live_only || n.is_live())
+            .map(|n| self.info(now, n))
+            .collect();
+        v.sort_by(|a, b| a.addr.cmp(&b.addr));
+        v
+    }
+
+    fn info(&self, now: Instant, n: &Node) -> MemberInfo {
+        MemberInfo {
+            addr: n.fact.id.addr.clone(),
+            generation: n.fact.id.generation,
+            incarnation: n.fact.incarnation,
+            state: n.fact.state,
+            meta: n.owner.meta.clone(),
+            version: n.owner.version,
+            last_heard: n.last_heard.map(|t| now.saturating_duration_since(t)),
+        }
+    }
+
+    /// A key of a live owner (`None` if unknown, deleted, expired, or the
+    /// owner is not live).
+    pub fn get_key(&self, now: Instant, owner: &NodeAddr, key: &str) -> Option<KeyEntry> {
+        let n = self.table.get(owner).filter(|n| n.is_live())?;
+        n.owner.get(now, key)
+    }
+
+    /// Every visible key of every live owner, grouped by owner.
+    pub fn kv(&self, now: Instant) -> BTreeMap<NodeAddr, BTreeMap<String, KeyEntry>> {
+        self.table
+            .iter()
+            .filter(|n| n.is_live())
+            .map(|n| (n.fact.id.addr.clone(), n.owner.visible(now)))
+            .filter(|(_, keys)| !keys.is_empty())
+            .collect()
+    }
+
+    /// Fingerprint of this member's view of the live membership and state
+    /// versions; equal on two members that agree.
+    pub fn digest_hash(&self) -> u64 {
+        self.table.root_hash()
+    }
+
+    /// Messages waiting in the dissemination queues (membership updates and
+    /// broadcasts).
+    pub fn queue_depth(&self) -> usize {
+        self.updates.len() + self.bcasts.len()
+    }
+
+    // --------------------------------------------------------------- commands
+
+    /// Records a seed; it is contacted at once and retried with exponential
+    /// backoff until it answers (requirement 6).
+    pub fn add_seed(&mut self, now: Instant, addr: NodeAddr) {
+        if addr == self.id.addr || self.left {
+            return;
+        }
+        self.seeds.insert(
+            addr,
+            Seed {
+                next_attempt: now,
+                backoff: self.cfg.seed_retry_initial,
+                answered: false,
+            },
+        );
+        self.contact_seeds(now);
+    }
+
+    /// Replaces this member's metadata.
+    ///
+    /// # Errors
+    /// [`GossipError::TooManyMetaEntries`] past
+    /// [`MAX_META_ENTRIES`](crate::MAX_META_ENTRIES) entries,
+    /// [`GossipError::TooLarge`] past
+    /// [`MAX_META_BYTES`](crate::MAX_META_BYTES) bytes,
+    /// [`GossipError::ShutDown`] after leaving. Nothing changes on error.
+    pub fn set_meta(
+        &mut self,
+        now: Instant,
+        meta: BTreeMap<String, String>,
+    ) -> Result<(), GossipError> {
+        self.check_open()?;
+        if meta.len() > MAX_META_ENTRIES {
+            return Err(GossipError::TooManyMetaEntries(meta.len()));
+        }
+        let size: usize = meta.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if size > MAX_META_BYTES {
+            return Err(GossipError::TooLarge {
+                what: "metadata",
+                size,
+                max: MAX_META_BYTES,
+            });
+        }
+        let me = self.id.addr.clone();
+        let version = self.table.update(&me, |n| n.owner.write_meta(meta)).unwrap_or(0);
+        let info = self.info(now, self.table.me());
+        self.events.push_back(Event::Updated(info));
+        self.push_own(now, version - 1);
+        Ok(())
+    }
+
+    /// Sets one of this member's keys, optionally expiring after `ttl`;
+    /// returns the write's version.
+    ///
+    /// # Errors
+    /// [`GossipError::InvalidKey`] for an empty key or one over
+    /// [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes; [`GossipError::TooLarge`]
+    /// if key and value could not fit in one message;
+    /// [`GossipError::ShutDown`] after leaving. Nothing changes on error.
+    pub fn set_key(
+        &mut self,
+        now: Instant,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<u64, GossipError> {
+        self.check_open()?;
+        check_key(key)?;
+        let size = key.len() + value.len() + ENTRY_OVERHEAD;
+        let max = self.body_budget();
+        if size > max {
+            return Err(GossipError::TooLarge {
+                what: "value",
+                size,
+                max,
+            });
+        }
+        let change = self.write_own(now, key, Some(value), ttl);
+        Ok(change.map(|c| c.version).unwrap_or(0))
+    }
+
+    /// Deletes one of this member's keys; returns the deletion's version, or
+    /// `None` if the key was not set.
+    ///
+    /// # Errors
+    /// [`GossipError::InvalidKey`], [`GossipError::ShutDown`].
+    pub fn delete_key(&mut self, now: Instant, key: &str) -> Result<Option<u64>, GossipError> {
+        self.check_open()?;
+        check_key(key)?;
+        Ok(self.write_own(now, key, None, None).map(|c| c.version))
+    }
+
+    fn write_own(
+        &mut self,
+        now: Instant,
+        key: &str,
+        value: Option<Bytes>,
+        ttl: Option<Duration>,
+    ) -> Option<KeyChange> {
+        let me = self.id.addr.clone();
+        let change = self
+            .table
+            .update(&me, |n| n.owner.write(now, key, value, ttl))
+            .flatten()?;
+        if let Some(t) = ttl.and_then(|t| now.checked_add(t)) {
+            self.next_expiry = Some(self.next_expiry.map_or(t, |e| e.min(t)));
+        }
+        self.key_event(me, change.clone());
+        self.push_own(now, change.version - 1);
+        Some(change)
+    }
+
+    /// Broadcasts `payload` to every live member; `ttl` hops (default: the
+    /// configured `broadcast_ttl`). The local member delivers it too.
+    ///
+    /// # Errors
+    /// [`GossipError::TooLarge`] if the payload could not fit in one message;
+    /// [`GossipError::ShutDown`] after leaving.
+    pub fn broadcast(
+        &mut self,
+        now: Instant,
+        payload: Bytes,
+        ttl: Option<u32>,
+    ) -> Result<Uuid, GossipError> {
+        self.check_open()?;
+        let max = self.body_budget();
+        if payload.len() + 128 > max {
+            return Err(GossipError::TooLarge {
+                what: "payload",
+                size: payload.len(),
+                max: max - 128,
+            });
+        }
+        let uuid = uuid::Builder::from_random_bytes(self.rng.random()).into_uuid();
+        self.bcast_version += 1;
+        let b = pb::Broadcast {
+            uuid: uuid.as_bytes().to_vec().into(),
+            origin: Some(self.id.to_pb()),
+            version: self.bcast_version,
+            ttl: ttl.unwrap_or(self.cfg.broadcast_ttl),
+            payload,
+        };
+        self.receive_broadcast(now, b, None);
+        Ok(uuid)
+    }
+
+    /// Leaves the cluster gracefully: marks itself `left` and announces it
+    /// directly to up to 64 live peers (the rest hear it by gossip). After
+    /// this the machine sends nothing more and ignores input.
+    pub fn leave(&mut self, now: Instant) {
+        if self.left {
+            return;
+        }
+        let me = self.id.addr.clone();
+        self.table.update(&me, |n| n.fact.state = MemberState::Left);
+        let update = self.my_update();
+        let peers = self.table.random_live(&mut self.rng, LEAVE_FANOUT, &[]);
+        debug!(peers = peers.len(), "leaving");
+        for p in peers {
+            self.send_with(&p, Body::Gossip(pb::Gossip {}), vec![update.clone()]);
+        }
+        let _ = now;
+        self.left = true;
+    }
+
+    fn check_open(&self) -> Result<(), GossipError> {
+        if self.left { Err(GossipError::ShutDown) } else { Ok(()) }
+    }
+
+    // ----------------------------------------------------------------- inputs
+
+    /// Handles one received message. Messages from another cluster, from
+    /// this member itself, or without a valid sender are ignored (transports
+    /// reject them before this point through [`Inbound`](crate::Inbound)).
+    pub fn handle_message(&mut self, now: Instant, msg: pb::Envelope) {
+        if self.left || msg.cluster_id != self.cfg.cluster_id {
+            return;
+        }
+        let Some(from) = msg.from.as_ref().and_then(|f| NodeId::from_pb(f).ok()) else {
+            return;
+        };
+        if from.addr == self.id.addr {
+            return;
+        }
+        trace!(from = %from, "message");
+        if let Some(seed) = self.seeds.get_mut(&from.addr) {
+            seed.answered = true;
+        }
+        // The sender vouches for itself.
+        self.apply_update(
+            now,
+            pb::MemberUpdate {
+                id: msg.from.clone(),
+                incarnation: msg.incarnation,
+                state: pb::MemberState::Alive as i32,
+            },
+            Some(&from.addr),
+        );
+        self.table.heard(&from.addr, now);
+        for u in msg.updates {
+            self.apply_update(now, u, Some(&from.addr));
+        }
+        for b in msg.broadcasts {
+            self.receive_broadcast(now, b, Some(&from.addr));
+        }
+        let Some(body) = msg.body else { return };
+        match body {
+            Body::Ping(p) => self.on_ping(&from, p),
+            Body::Ack(a) => self.on_ack(now, &from, a),
+            Body::PingReq(r) => self.on_ping_req(now, &from, r),
+            Body::SyncRequest(r) => self.on_sync_request(now, &from, r),
+            Body::SyncDigest(d) => self.on_digest(now, &from, d),
+            Body::Delta(d) => self.on_delta(now, &from, d),
+            Body::Gossip(_) => {}
+        }
+    }
+
+    /// Runs every timer that is due at `now`: probes, suspicion timeouts,
+    /// gossip rounds, seed retries, key expiry and tombstone collection.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.left {
+            return;
+        }
+        self.probe_timers(now);
+        if now >= self.next_gossip {
+            self.next_gossip = now + self.cfg.gossip_interval;
+            self.gossip_round(now);
+        }
+        self.contact_seeds(now);
+        if self.next_expiry.is_some_and(|t| t <= now) {
+            self.expire_keys(now);
+        }
+        if now >= self.next_gc {
+            self.next_gc = now + gc_period(&self.cfg);
+            self.collect_garbage(now);
+        }
+    }
+
+    // ---------------------------------------------------------------- outputs
+
+    /// The next message to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// When [`Machine::handle_timeout`] must next be called; `None` after
+    /// leaving.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.left {
+            return None;
+        }
+        let mut t = self.next_gossip.min(self.next_probe).min(self.next_gc);
+        for d in [self.det.next_deadline(), self.next_expiry].into_iter().flatten() {
+            t = t.min(d);
+        }
+        for s in self.seeds.values().filter(|s| !s.answered) {
+            t = t.min(s.next_attempt);
+        }
+        Some(t)
+    }
+
+    /// The next event for the application, in order.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ---------------------------------------------------------------- helpers
+
+    /// Room for a message body: the maximum size less the envelope and the
+    /// piggyback allowance.
+    fn body_budget(&self) -> usize {
+        self.cfg.max_message_size - ENVELOPE_OVERHEAD - UPDATE_BUDGET
+    }
+
+    fn my_update(&self) -> pb::MemberUpdate {
+        fact_to_pb(&self.table.me().fact)
+    }
+
+    /// Queues a message to `to`, piggybacking queued updates (those about the
+    /// recipient first) and broadcasts within the size limit.
+    fn send(&mut self, to: &NodeAddr, body: Body) {
+        self.send_with(to, body, Vec::new());
+    }
+
+    fn send_with(&mut self, to: &NodeAddr, body: Body, forced: Vec<pb::MemberUpdate>) {
+        let mut msg = pb::Envelope {
+            cluster_id: self.cfg.cluster_id.clone(),
+            from: Some(self.id.to_pb()),
+            incarnation: self.table.me().fact.incarnation,
+            updates: forced,
+            broadcasts: Vec::new(),
+            body: Some(body),
+        };
+        let used = msg.encoded_len();
+        let room = self.cfg.max_message_size.saturating_sub(used + 64);
+        let limit = self.cfg.retransmit_limit(self.table.live_count());
+        let updates = self.updates.take(room.min(UPDATE_BUDGET), limit, Some(to));
+        let used_updates: usize = updates.iter().map(|u| u.encoded_len() + 2).sum();
+        msg.updates.extend(updates);
+        msg.broadcasts = self.bcasts.take(room.saturating_sub(used_updates), limit, None);
+        debug_assert!(msg.encoded_len() <= self.cfg.max_message_size);
+        self.transmits.push_back(Transmit {
+            to: to.clone(),
+            msg,
+        });
+    }
+
+    /// Sends a message carrying only piggybacked data to `k` random live
+    /// peers (eager push of fresh updates and broadcasts).
+    fn push_gossip(&mut self, k: usize, exclude: &[&NodeAddr]) {
+        let peers = self.table.random_live(&mut self.rng, k, exclude);
+        for p in peers {
+            self.send(&p, Body::Gossip(pb::Gossip {}));
+        }
+    }
+
+    fn key_event(&mut self, owner: NodeAddr, c: KeyChange) {
+        self.events.push_back(Event::KeyChanged {
+            owner,
+            key: c.key,
+            value: c.value,
+            version: c.version,
+        });
+    }
+
+    /// Delivers a broadcast once and forwards it while it has hops left
+    /// (`from` is `None` for the local member's own broadcast).
+    fn receive_broadcast(&mut self, now: Instant, mut b: pb::Broadcast, from: Option<&NodeAddr>) {
+        let Ok(uuid) = Uuid::from_slice(&b.uuid) else {
+            return;
+        };
+        let Some(origin) = b.origin.as_ref().and_then(|o| NodeId::from_pb(o).ok()) else {
+            return;
+        };
+        if !self.dedup.insert(now, uuid) {
+            return;
+        }
+        self.events.push_back(Event::Broadcast(BroadcastMsg {
+            uuid,
+            origin: origin.clone(),
+            version: b.version,
+            ttl: b.ttl,
+            payload: b.payload.clone(),
+        }));
+        if b.ttl == 0 {
+            return;
+        }
+        if from.is_some() {
+            b.ttl -= 1;
+        }
+        let size = b.encoded_len() + 2;
+        self.bcasts.push(uuid, b, size);
+        if self.cfg.eager_push || from.is_none() {
+            let mut exclude = vec![&origin.addr];
+            if let Some(f) = from {
+                exclude.push(f);
+            }
+            let exclude: Vec<NodeAddr> = exclude.into_iter().cloned().collect();
+            let refs: Vec<&NodeAddr> = exclude.iter().collect();
+            self.push_gossip(self.cfg.fanout, &refs);
+        }
+    }
+
+    fn contact_seeds(&mut self, now: Instant) {
+        // An isolated member goes back to its seeds.
+        if self.table.live_peers().is_empty() {
+            for s in self.seeds.values_mut().filter(|s| s.answered) {
+                s.answered = false;
+                s.next_attempt = now;
+                s.backoff = self.cfg.seed_retry_initial;
+            }
+        }
+        let due: Vec<NodeAddr> = self
+            .seeds
+            .iter()
+            .filter(|(_, s)| !s.answered && s.next_attempt <= now)
+            .map(|(a, _)| a.clone())
+            .collect();
+        for addr in due {
+            if let Some(s) = self.seeds.get_mut(&addr) {
+                s.next_attempt = now + s.backoff;
+                s.backoff = (s.backoff * 2).min(self.cfg.seed_retry_max);
+            }
+            debug!(seed = %addr, "contacting seed");
+            let req = self.sync_request();
+            self.send(&addr, req);
+        }
+    }
+
+    fn expire_keys(&mut self, now: Instant) {
+        let addrs: Vec<NodeAddr> = self.table.iter().map(|n| n.fact.id.addr.clone()).collect();
+        let mut next: Option<Instant> = None;
+        for addr in addrs {
+            let is_owner = addr == self.id.addr;
+            let changes = self
+                .table
+                .update(&addr, |n| {
+                    let c = n.owner.expire(now, is_owner);
+                    for e in n.owner.keys.values() {
+                        if let Some(t) = e.expires_at.filter(|_| !e.deleted) {
+                            next = Some(next.map_or(t, |x: Instant| x.min(t)));
+                        }
+                    }
+                    c
+                })
+                .unwrap_or_default();
+            let mut first_version = None;
+            for c in changes {
+                first_version.get_or_insert(c.version);
+                self.key_event(addr.clone(), c);
+            }
+            if let (true, Some(v)) = (is_owner, first_version) {
+                self.push_own(now, v - 1);
+            }
+        }
+        self.next_expiry = next;
+    }
+
+    fn collect_garbage(&mut self, now: Instant) {
+        let ttl = self.cfg.tombstone_ttl;
+        let gone: Vec<NodeAddr> = self
+            .table
+            .iter()
+            .filter(|n| !n.is_live() && now.saturating_duration_since(n.since) >= ttl)
+            .map(|n| n.fact.id.addr.clone())
+            .collect();
+        for a in gone {
+            self.table.remove(&a);
+        }
+        self.dead_pool.retain(|a| self.table.get(a).is_some());
+        let addrs: Vec<NodeAddr> = self.table.iter().map(|n| n.fact.id.addr.clone()).collect();
+        for a in addrs {
+            self.table.update(&a, |n| n.owner.gc(now, ttl));
+        }
+        self.det.expire_relays(now);
+        self.dedup.expire(now);
+    }
+}
+
+fn gc_period(cfg: &Config) -> Duration {
+    (cfg.tombstone_ttl / 4).max(Duration::from_millis(100))
+}
+
+fn check_key(key: &str) -> Result<(), GossipError> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(GossipError::InvalidKey(format!(
+            "a key must be 1 to {MAX_KEY_LEN} bytes, got {}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn fact_to_pb(f: &Fact) -> pb::MemberUpdate {
+    let state = match f.state {
+        MemberState::Alive => pb::MemberState::Alive,
+        MemberState::Suspect => pb::MemberState::Suspect,
+        MemberState::Dead => pb::MemberState::Dead,
+        MemberState::Left => pb::MemberState::Left,
+    };
+    pb::MemberUpdate {
+        id: Some(f.id.to_pb()),
+        incarnation: f.incarnation,
+        state: state as i32,
+    }
+}
+
+pub(crate) fn fact_from_pb(u: &pb::MemberUpdate) -> Option<Fact> {
+    let id = NodeId::from_pb(u.id.as_ref()?).ok()?;
+    let state = match pb::MemberState::try_from(u.state).ok()? {
+        pb::MemberState::Alive => MemberState::Alive,
+        pb::MemberState::Suspect => MemberState::Suspect,
+        pb::MemberState::Dead => MemberState::Dead,
+        pb::MemberState::Left => MemberState::Left,
+        pb::MemberState::Unspecified => return None,
+    };
+    Some(Fact {
+        id,
+        incarnation: u.incarnation,
+        state,
+    })
+}

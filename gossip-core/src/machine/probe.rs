@@ -1,0 +1,294 @@
+//! SWIM failure detection and membership updates: probes, indirect probes,
+//! suspicion with Lifeguard's dynamic timeout, refutation, and the rules
+//! that turn a received membership fact into table changes and events.
+
+use std::time::Instant;
+
+use gossip_proto::v1 as pb;
+use gossip_proto::v1::envelope::Body;
+use prost::Message;
+use tracing::{debug, info, warn};
+
+use super::{Machine, fact_from_pb, fact_to_pb};
+use crate::detector::{Probe, Relay};
+use crate::event::{Event, MemberState};
+use crate::id::{NodeAddr, NodeId};
+use crate::members::{Change, Fact};
+
+impl Machine {
+    /// Applies one membership fact received from `via` (or decided locally
+    /// when `via` is `None`). Returns true if it changed the table.
+    pub(super) fn apply_update(
+        &mut self,
+        now: Instant,
+        u: pb::MemberUpdate,
+        via: Option<&NodeAddr>,
+    ) -> bool {
+        let Some(fact) = fact_from_pb(&u) else {
+            return false;
+        };
+        if fact.id.addr == self.id.addr {
+            self.about_me(&fact, via);
+            return false;
+        }
+        let addr = fact.id.addr.clone();
+        match self.table.apply(fact.clone(), now) {
+            Change::None => {
+                // Lifeguard: an independent suspicion of the same incarnation
+                // shortens the suspicion timeout.
+                if let (MemberState::Suspect, Some(v)) = (fact.state, via) {
+                    if self.table.get(&addr).is_some_and(|n| n.fact == fact) {
+                        self.start_suspicion(now, &fact, v.clone());
+                    }
+                }
+                false
+            }
+            Change::New { old } => {
+                self.det.clear_suspicion(&addr);
+                let old_live = old.as_ref().is_some_and(|o| o.state.is_live());
+                if fact.state.is_live() {
+                    self.det.add_member(&mut self.rng, addr.clone());
+                    info!(member = %fact.id, "member joined");
+                    self.push_info_event(now, &addr, Event::Joined);
+                    if fact.state == MemberState::Suspect {
+                        let confirmer = via.cloned().unwrap_or_else(|| self.id.addr.clone());
+                        self.start_suspicion(now, &fact, confirmer);
+                        self.events.push_back(Event::Suspected(fact.id.clone()));
+                    }
+                } else if let Some(old) = old.filter(|_| old_live) {
+                    self.ended(&fact, old.id);
+                }
+                self.enqueue(&fact);
+                true
+            }
+            Change::Updated { old } => {
+                match fact.state {
+                    MemberState::Alive => {
+                        self.det.clear_suspicion(&addr);
+                        if old.state.is_live() {
+                            self.push_info_event(now, &addr, Event::Updated);
+                        } else {
+                            info!(member = %fact.id, "member rejoined");
+                            self.det.add_member(&mut self.rng, addr.clone());
+                            self.push_info_event(now, &addr, Event::Joined);
+                        }
+                    }
+                    MemberState::Suspect => {
+                        let confirmer = via.cloned().unwrap_or_else(|| self.id.addr.clone());
+                        self.start_suspicion(now, &fact, confirmer);
+                        if !old.state.is_live() {
+                            self.det.add_member(&mut self.rng, addr.clone());
+                            self.push_info_event(now, &addr, Event::Joined);
+                        }
+                        info!(member = %fact.id, incarnation = fact.incarnation, "member suspected");
+                        self.events.push_back(Event::Suspected(fact.id.clone()));
+                    }
+                    MemberState::Dead | MemberState::Left => {
+                        self.det.clear_suspicion(&addr);
+                        if old.state.is_live() {
+                            self.ended(&fact, fact.id.clone());
+                        }
+                    }
+                }
+                self.enqueue(&fact);
+                if fact.state == MemberState::Left && via.is_some() {
+                    // A leave spreads at once, not at the next round.
+                    let from = via.cloned();
+                    let exclude: Vec<&NodeAddr> = [Some(&addr), from.as_ref()].into_iter().flatten().collect();
+                    self.push_gossip(self.cfg.fanout, &exclude);
+                }
+                true
+            }
+        }
+    }
+
+    fn ended(&mut self, fact: &Fact, id: NodeId) {
+        if fact.state == MemberState::Left {
+            info!(member = %id, "member left");
+            self.events.push_back(Event::Left(id));
+        } else {
+            info!(member = %id, "member failed");
+            self.dead_pool.push(fact.id.addr.clone());
+            self.events.push_back(Event::Failed(id));
+        }
+    }
+
+    fn push_info_event(&mut self, now: Instant, addr: &NodeAddr, make: fn(crate::MemberInfo) -> Event) {
+        if let Some(n) = self.table.get(addr) {
+            let info = self.info(now, n);
+            self.events.push_back(make(info));
+        }
+    }
+
+    fn enqueue(&mut self, fact: &Fact) {
+        let u = fact_to_pb(fact);
+        let size = u.encoded_len() + 2;
+        self.updates.push(fact.id.addr.clone(), u, size);
+    }
+
+    /// A fact about this member: refute suspicion or death by raising the
+    /// incarnation (SWIM 4.2).
+    fn about_me(&mut self, fact: &Fact, via: Option<&NodeAddr>) {
+        if fact.id.generation != self.id.generation {
+            if fact.id.generation > self.id.generation {
+                warn!(claimed = %fact.id, "a newer generation of this member's address is gossiped");
+            }
+            return;
+        }
+        let mine = self.table.me().fact.incarnation;
+        if fact.state == MemberState::Alive || fact.incarnation < mine {
+            return;
+        }
+        let inc = fact.incarnation + 1;
+        let me = self.id.addr.clone();
+        self.table.update(&me, |n| n.fact.incarnation = inc);
+        info!(incarnation = inc, rumor = fact.state.as_str(), "refuting");
+        let update = self.my_update();
+        self.enqueue(&self.table.me().fact.clone());
+        if let Some(v) = via {
+            self.send_with(v, Body::Gossip(pb::Gossip {}), vec![update]);
+        }
+        let exclude: Vec<NodeAddr> = via.cloned().into_iter().collect();
+        let refs: Vec<&NodeAddr> = exclude.iter().collect();
+        self.push_gossip(self.cfg.fanout, &refs);
+    }
+
+    fn start_suspicion(&mut self, now: Instant, fact: &Fact, confirmer: NodeAddr) {
+        let n = self.table.live_count();
+        let k = self.cfg.suspicion_mult.saturating_sub(2).min(n.saturating_sub(2) as u32);
+        let (min, max) = (self.cfg.suspicion_min(n), self.cfg.suspicion_max(n));
+        self.det.suspect(now, &fact.id, fact.incarnation, confirmer, min, max, k);
+    }
+
+    /// Runs the probe timers: indirect probes after the probe timeout, a new
+    /// probe (and the verdict on the last) every probe interval, and
+    /// suspicion timeouts.
+    pub(super) fn probe_timers(&mut self, now: Instant) {
+        let indirect = self.det.probe.as_mut().and_then(|p| {
+            (!p.acked && !p.indirect_sent && now >= p.indirect_at).then(|| {
+                p.indirect_sent = true;
+                (p.target.clone(), p.seq)
+            })
+        });
+        if let Some((target, seq)) = indirect {
+            let helpers =
+                self.table.random_live(&mut self.rng, self.cfg.indirect_probes, &[&target.addr]);
+            debug!(target = %target, helpers = helpers.len(), "probing indirectly");
+            for h in helpers {
+                self.send(
+                    &h,
+                    Body::PingReq(pb::PingReq {
+                        seq,
+                        target: Some(target.to_pb()),
+                    }),
+                );
+            }
+            // A second direct try, as memberlist's TCP fallback does.
+            self.send(&target.addr, Body::Ping(pb::Ping { seq, on_behalf_of: None }));
+        }
+        if now >= self.next_probe {
+            self.next_probe = now + self.cfg.probe_interval;
+            if let Some(p) = self.det.probe.take() {
+                if !p.acked {
+                    self.declare(now, &p.target, MemberState::Suspect);
+                }
+            }
+            self.start_probe(now);
+        }
+        for (addr, s) in self.det.expired_suspicions(now) {
+            let Some(n) = self.table.get(&addr) else { continue };
+            if n.fact.state == MemberState::Suspect
+                && n.fact.id.generation == s.generation
+                && n.fact.incarnation == s.incarnation
+            {
+                let id = n.fact.id.clone();
+                self.declare(now, &id, MemberState::Dead);
+            }
+        }
+    }
+
+    fn start_probe(&mut self, now: Instant) {
+        let table = &self.table;
+        let target = self.det.next_target(&mut self.rng, table.live_peers(), |a| {
+            table.get(a).is_some_and(|n| n.is_live())
+        });
+        let Some(addr) = target else { return };
+        let Some(id) = self.table.get(&addr).map(|n| n.fact.id.clone()) else {
+            return;
+        };
+        let seq = self.det.next_seq();
+        self.det.probe = Some(Probe {
+            target: id,
+            seq,
+            indirect_at: now + self.cfg.probe_timeout,
+            indirect_sent: false,
+            acked: false,
+        });
+        self.send(&addr, Body::Ping(pb::Ping { seq, on_behalf_of: None }));
+    }
+
+    /// This member's own verdict on `id`: suspect after a failed probe, dead
+    /// after the suspicion timeout.
+    fn declare(&mut self, now: Instant, id: &NodeId, state: MemberState) {
+        let Some(n) = self.table.get(&id.addr) else { return };
+        if n.fact.id != *id || !n.is_live() {
+            return;
+        }
+        let fact = Fact {
+            id: id.clone(),
+            incarnation: n.fact.incarnation,
+            state,
+        };
+        self.apply_update(now, fact_to_pb(&fact), None);
+    }
+
+    pub(super) fn on_ping(&mut self, from: &NodeId, p: pb::Ping) {
+        let ack = pb::Ack {
+            seq: p.seq,
+            target: Some(self.id.to_pb()),
+        };
+        self.send(&from.addr, Body::Ack(ack));
+    }
+
+    pub(super) fn on_ack(&mut self, _now: Instant, _from: &NodeId, a: pb::Ack) {
+        if let Some(p) = self.det.probe.as_mut().filter(|p| p.seq == a.seq) {
+            p.acked = true;
+            return;
+        }
+        if let Some(relay) = self.det.take_relay(a.seq) {
+            let ack = pb::Ack {
+                seq: relay.their_seq,
+                target: a.target,
+            };
+            self.send(&relay.requester, Body::Ack(ack));
+        }
+    }
+
+    pub(super) fn on_ping_req(&mut self, now: Instant, from: &NodeId, r: pb::PingReq) {
+        let Some(target) = r.target.as_ref().and_then(|t| NodeId::from_pb(t).ok()) else {
+            return;
+        };
+        if target.addr == self.id.addr {
+            let ack = pb::Ack {
+                seq: r.seq,
+                target: Some(self.id.to_pb()),
+            };
+            self.send(&from.addr, Body::Ack(ack));
+            return;
+        }
+        let seq = self.det.next_seq();
+        self.det.add_relay(
+            seq,
+            Relay {
+                requester: from.addr.clone(),
+                their_seq: r.seq,
+                expires: now + self.cfg.probe_interval,
+            },
+        );
+        let ping = pb::Ping {
+            seq,
+            on_behalf_of: Some(from.to_pb()),
+        };
+        self.send(&target.addr, Body::Ping(ping));
+    }
+}

@@ -1,0 +1,319 @@
+//! Scuttlebutt anti-entropy and eager push.
+//!
+//! A round: every gossip interval, `fanout` random live peers get a
+//! `SyncRequest` carrying only the fingerprint of this member's digest (a
+//! constant 50-odd bytes whatever the cluster size). A peer whose fingerprint
+//! differs answers with its complete digest (split into ranges of the ring
+//! so no message exceeds the size limit); the opener answers that with the
+//! deltas the peer lacks and a request digest for what it lacks itself; the
+//! peer answers the request with deltas. Fresh writes are also pushed at once
+//! to `fanout` peers, which forward them on first receipt (rumor mongering).
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use gossip_proto::v1 as pb;
+use gossip_proto::v1::envelope::Body;
+use prost::Message;
+use rand::Rng;
+
+use super::{DEAD_CONTACT_EVERY, Machine, fact_from_pb, fact_to_pb};
+use crate::event::Event;
+use crate::id::{NodeAddr, NodeId};
+use crate::members::{Node, ring_position, supersedes};
+
+impl Machine {
+    pub(super) fn sync_request(&self) -> Body {
+        Body::SyncRequest(pb::SyncRequest {
+            digest_hash: self.table.root_hash(),
+            members: self.table.live_count() as u32,
+        })
+    }
+
+    pub(super) fn gossip_round(&mut self, _now: Instant) {
+        self.rounds += 1;
+        let mut targets = self.table.random_live(&mut self.rng, self.cfg.fanout, &[]);
+        if self.rounds % DEAD_CONTACT_EVERY == 0 {
+            if let Some(dead) = self.random_dead() {
+                targets.push(dead);
+            }
+        }
+        for t in targets {
+            let req = self.sync_request();
+            self.send(&t, req);
+        }
+    }
+
+    fn random_dead(&mut self) -> Option<NodeAddr> {
+        while !self.dead_pool.is_empty() {
+            let i = self.rng.random_range(0..self.dead_pool.len());
+            let a = &self.dead_pool[i];
+            if self
+                .table
+                .get(a)
+                .is_some_and(|n| n.fact.state == crate::MemberState::Dead)
+            {
+                return Some(a.clone());
+            }
+            self.dead_pool.swap_remove(i);
+        }
+        None
+    }
+
+    pub(super) fn on_sync_request(&mut self, _now: Instant, from: &NodeId, r: pb::SyncRequest) {
+        if r.digest_hash == self.table.root_hash() {
+            return;
+        }
+        for d in self.complete_digests() {
+            self.send(&from.addr, Body::SyncDigest(d));
+        }
+    }
+
+    /// This member's whole digest, split into ring ranges that each fit in a
+    /// message.
+    fn complete_digests(&self) -> Vec<pb::SyncDigest> {
+        let mut entries: Vec<(u64, pb::DigestEntry)> = self
+            .table
+            .iter()
+            .map(|n| {
+                (
+                    ring_position(&n.fact.id.addr),
+                    pb::DigestEntry {
+                        member: Some(fact_to_pb(&n.fact)),
+                        max_version: n.owner.version,
+                    },
+                )
+            })
+            .collect();
+        entries.sort_by_key(|(p, _)| *p);
+        let budget = self.body_budget();
+        let mut out = Vec::new();
+        let mut cur = pb::SyncDigest {
+            range_start: 0,
+            range_end: u64::MAX,
+            entries: Vec::new(),
+            request: false,
+        };
+        let mut size = 0;
+        let mut last_pos = 0;
+        for (pos, e) in entries {
+            let s = e.encoded_len() + 3;
+            if size + s > budget && !cur.entries.is_empty() {
+                cur.range_end = last_pos;
+                let next = pb::SyncDigest {
+                    range_start: last_pos.saturating_add(1),
+                    range_end: u64::MAX,
+                    entries: Vec::new(),
+                    request: false,
+                };
+                out.push(std::mem::replace(&mut cur, next));
+                size = 0;
+            }
+            size += s;
+            last_pos = pos;
+            cur.entries.push(e);
+        }
+        out.push(cur);
+        out
+    }
+
+    pub(super) fn on_digest(&mut self, now: Instant, from: &NodeId, d: pb::SyncDigest) {
+        let budget = self.body_budget();
+        let mut pieces: Vec<pb::OwnerDelta> = Vec::new();
+        let mut wants: Vec<pb::DigestEntry> = Vec::new();
+        let mut mentioned: HashSet<NodeAddr> = HashSet::new();
+        for e in d.entries {
+            let Some(m) = e.member else { continue };
+            let Some(theirs) = fact_from_pb(&m) else { continue };
+            mentioned.insert(theirs.id.addr.clone());
+            self.apply_update(now, m, Some(&from.addr));
+            let Some(node) = self.table.get(&theirs.id.addr) else {
+                continue;
+            };
+            let ours = &node.fact;
+            if ours.id.generation > theirs.id.generation {
+                pieces.extend(owner_pieces(now, node, 0, budget));
+                continue;
+            }
+            if ours.id.generation < theirs.id.generation {
+                continue;
+            }
+            let sent = if node.owner.version > e.max_version {
+                let p = node.owner.delta(now, &fact_to_pb(ours), e.max_version, budget);
+                let any = !p.is_empty();
+                pieces.extend(p);
+                any
+            } else {
+                if node.owner.version < e.max_version && !d.request {
+                    wants.push(pb::DigestEntry {
+                        member: Some(fact_to_pb(ours)),
+                        max_version: node.owner.version,
+                    });
+                }
+                false
+            };
+            if !sent && supersedes(ours, &theirs) {
+                pieces.push(member_piece(node));
+            }
+        }
+        if !d.request {
+            // Members of the range the peer does not know at all.
+            for node in self.table.iter() {
+                let pos = ring_position(&node.fact.id.addr);
+                if node.is_live()
+                    && pos >= d.range_start
+                    && pos <= d.range_end
+                    && !mentioned.contains(&node.fact.id.addr)
+                {
+                    pieces.extend(owner_pieces(now, node, 0, budget));
+                }
+            }
+            self.send_request(&from.addr, d.range_start, d.range_end, wants);
+        }
+        for delta in pack(pieces, budget, false) {
+            self.send(&from.addr, Body::Delta(delta));
+        }
+    }
+
+    fn send_request(&mut self, to: &NodeAddr, start: u64, end: u64, wants: Vec<pb::DigestEntry>) {
+        let budget = self.body_budget();
+        let mut cur: Vec<pb::DigestEntry> = Vec::new();
+        let mut size = 0;
+        let mut chunks = Vec::new();
+        for w in wants {
+            let s = w.encoded_len() + 3;
+            if size + s > budget && !cur.is_empty() {
+                chunks.push(std::mem::take(&mut cur));
+                size = 0;
+            }
+            size += s;
+            cur.push(w);
+        }
+        if !cur.is_empty() {
+            chunks.push(cur);
+        }
+        for entries in chunks {
+            let req = pb::SyncDigest {
+                range_start: start,
+                range_end: end,
+                entries,
+                request: true,
+            };
+            self.send(to, Body::SyncDigest(req));
+        }
+    }
+
+    pub(super) fn on_delta(&mut self, now: Instant, from: &NodeId, d: pb::Delta) {
+        for od in d.owners {
+            let Some(m) = od.member.clone() else { continue };
+            let Some(fact) = fact_from_pb(&m) else { continue };
+            self.apply_update(now, m, Some(&from.addr));
+            let addr = fact.id.addr.clone();
+            if addr == self.id.addr {
+                continue;
+            }
+            if self
+                .table
+                .get(&addr)
+                .is_none_or(|n| n.fact.id.generation != fact.id.generation)
+            {
+                continue;
+            }
+            let Some(applied) = self.table.update(&addr, |n| n.owner.apply(now, &od)) else {
+                continue;
+            };
+            for kv in od.keys.iter().filter(|kv| kv.ttl_ms > 0 && !kv.deleted) {
+                if let Some(t) = now.checked_add(Duration::from_millis(kv.ttl_ms)) {
+                    self.next_expiry = Some(self.next_expiry.map_or(t, |e| e.min(t)));
+                }
+            }
+            for c in applied.keys {
+                self.key_event(addr.clone(), c);
+            }
+            if applied.meta {
+                if let Some(n) = self.table.get(&addr) {
+                    let info = self.info(now, n);
+                    self.events.push_back(Event::Updated(info));
+                }
+            }
+            if d.push && applied.news && self.cfg.eager_push {
+                let peers =
+                    self.table
+                        .random_live(&mut self.rng, self.cfg.fanout, &[&from.addr, &addr]);
+                for p in peers {
+                    let fwd = pb::Delta {
+                        owners: vec![od.clone()],
+                        push: true,
+                    };
+                    self.send(&p, Body::Delta(fwd));
+                }
+            }
+        }
+    }
+
+    /// Pushes this member's state newer than `since` to `fanout` peers at
+    /// once (eager push of a fresh write).
+    pub(super) fn push_own(&mut self, now: Instant, since: u64) {
+        if !self.cfg.eager_push {
+            return;
+        }
+        let budget = self.body_budget();
+        let me = self.table.me();
+        let pieces = me.owner.delta(now, &fact_to_pb(&me.fact), since, budget);
+        let deltas = pack(pieces, budget, true);
+        let peers = self.table.random_live(&mut self.rng, self.cfg.fanout, &[]);
+        for p in &peers {
+            for d in &deltas {
+                self.send(p, Body::Delta(d.clone()));
+            }
+        }
+    }
+}
+
+/// Everything of one owner from version `since` on; at least the member
+/// fact.
+fn owner_pieces(now: Instant, node: &Node, since: u64, budget: usize) -> Vec<pb::OwnerDelta> {
+    let p = node.owner.delta(now, &fact_to_pb(&node.fact), since, budget);
+    if p.is_empty() { vec![member_piece(node)] } else { p }
+}
+
+/// An owner delta that carries only the member fact.
+fn member_piece(node: &Node) -> pb::OwnerDelta {
+    pb::OwnerDelta {
+        member: Some(fact_to_pb(&node.fact)),
+        from_version: node.owner.version,
+        to_version: node.owner.version,
+        reset: false,
+        meta: None,
+        keys: Vec::new(),
+    }
+}
+
+/// Packs owner deltas into messages of at most `budget` bytes of body.
+fn pack(pieces: Vec<pb::OwnerDelta>, budget: usize, push: bool) -> Vec<pb::Delta> {
+    let mut out = Vec::new();
+    let mut cur = pb::Delta {
+        owners: Vec::new(),
+        push,
+    };
+    let mut size = 0;
+    for p in pieces {
+        let s = p.encoded_len() + 4;
+        if size + s > budget && !cur.owners.is_empty() {
+            out.push(std::mem::replace(
+                &mut cur,
+                pb::Delta {
+                    owners: Vec::new(),
+                    push,
+                },
+            ));
+            size = 0;
+        }
+        size += s;
+        cur.owners.push(p);
+    }
+    if !cur.owners.is_empty() {
+        out.push(cur);
+    }
+    out
+}

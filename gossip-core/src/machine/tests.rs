@@ -1,0 +1,587 @@
+//! Rule-by-rule tests of the state machine: many machines, one in-memory
+//! queue of messages, virtual time. No sockets, no tokio, no sleeps.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gossip_proto::v1 as pb;
+use gossip_proto::v1::envelope::Body;
+use prost::Message;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::{Machine, Transmit, fact_to_pb};
+use crate::config::Config;
+use crate::event::{Event, MemberState};
+use crate::id::{NodeAddr, NodeId};
+use crate::members::Fact;
+
+const LATENCY: Duration = Duration::from_millis(1);
+
+fn addr(i: usize) -> NodeAddr {
+    NodeAddr::parse(&format!("n{i}:7000")).unwrap()
+}
+
+fn cfg() -> Config {
+    Config::default()
+}
+
+/// A cluster of machines exchanging messages through a queue.
+struct Net {
+    start: Instant,
+    now: Instant,
+    cfg: Config,
+    nodes: BTreeMap<NodeAddr, Machine>,
+    down: HashSet<NodeAddr>,
+    queue: VecDeque<(Instant, Transmit)>,
+    events: BTreeMap<NodeAddr, Vec<Event>>,
+    loss: f64,
+    rng: ChaCha8Rng,
+    /// Messages and bytes sent, by body kind.
+    sent: BTreeMap<&'static str, (u64, u64)>,
+    /// Every message ever sent, if recording.
+    log: Option<Vec<Transmit>>,
+}
+
+fn kind(t: &Transmit) -> &'static str {
+    match t.msg.body {
+        Some(Body::Ping(_)) => "ping",
+        Some(Body::Ack(_)) => "ack",
+        Some(Body::PingReq(_)) => "ping_req",
+        Some(Body::SyncRequest(_)) => "sync_request",
+        Some(Body::SyncDigest(_)) => "sync_digest",
+        Some(Body::Delta(_)) => "delta",
+        Some(Body::Gossip(_)) => "gossip",
+        None => "none",
+    }
+}
+
+impl Net {
+    fn new(cfg: Config) -> Self {
+        let now = Instant::now();
+        Self {
+            start: now,
+            now,
+            cfg,
+            nodes: BTreeMap::new(),
+            down: HashSet::new(),
+            queue: VecDeque::new(),
+            events: BTreeMap::new(),
+            loss: 0.0,
+            rng: ChaCha8Rng::seed_from_u64(7),
+            sent: BTreeMap::new(),
+            log: None,
+        }
+    }
+
+    /// Starts member `i` (generation `generation`) seeded with `seed`.
+    fn spawn(&mut self, i: usize, generation: u64, seed: Option<usize>) {
+        let a = addr(i);
+        let mut m = Machine::new(
+            NodeId::new(a.clone(), generation),
+            self.cfg.clone(),
+            (i as u64) << 8 | generation,
+            self.now,
+        );
+        if let Some(s) = seed {
+            m.add_seed(self.now, addr(s));
+        }
+        self.down.remove(&a);
+        self.nodes.insert(a.clone(), m);
+        self.drain(&a);
+    }
+
+    /// A chain: member i is seeded with member i - 1.
+    fn chain(cfg: Config, n: usize) -> Self {
+        let mut net = Self::new(cfg);
+        for i in 0..n {
+            net.spawn(i, 1, i.checked_sub(1));
+        }
+        net
+    }
+
+    fn m(&self, i: usize) -> &Machine {
+        &self.nodes[&addr(i)]
+    }
+
+    fn with<R>(&mut self, i: usize, f: impl FnOnce(&mut Machine, Instant) -> R) -> R {
+        let now = self.now;
+        let r = f(self.nodes.get_mut(&addr(i)).unwrap(), now);
+        self.drain(&addr(i));
+        r
+    }
+
+    fn crash(&mut self, i: usize) {
+        self.down.insert(addr(i));
+    }
+
+    fn drain(&mut self, a: &NodeAddr) {
+        let max = self.cfg.max_message_size;
+        let m = self.nodes.get_mut(a).unwrap();
+        while let Some(t) = m.poll_transmit() {
+            let size = t.msg.encoded_len();
+            assert!(size <= max, "message of {size} bytes exceeds {max}");
+            let e = self.sent.entry(kind(&t)).or_default();
+            e.0 += 1;
+            e.1 += size as u64;
+            if let Some(log) = &mut self.log {
+                log.push(t.clone());
+            }
+            self.queue.push_back((self.now + LATENCY, t));
+        }
+        while let Some(e) = m.poll_event() {
+            self.events.entry(a.clone()).or_default().push(e);
+        }
+    }
+
+    fn next_time(&self) -> Instant {
+        let mut t = self.queue.front().map(|(t, _)| *t);
+        for (a, m) in &self.nodes {
+            if self.down.contains(a) {
+                continue;
+            }
+            if let Some(d) = m.poll_timeout() {
+                t = Some(t.map_or(d, |x| x.min(d)));
+            }
+        }
+        t.unwrap_or(self.now + Duration::from_secs(1))
+    }
+
+    /// Advances to the next event and processes everything due then.
+    fn step(&mut self) {
+        self.now = self.next_time().max(self.now);
+        while self.queue.front().is_some_and(|(t, _)| *t <= self.now) {
+            let (_, t) = self.queue.pop_front().unwrap();
+            if self.down.contains(&t.to) || !self.nodes.contains_key(&t.to) {
+                continue;
+            }
+            if self.loss > 0.0 && self.rng.random_bool(self.loss) {
+                continue;
+            }
+            let now = self.now;
+            self.nodes.get_mut(&t.to).unwrap().handle_message(now, t.msg);
+            self.drain(&t.to);
+        }
+        let due: Vec<NodeAddr> = self
+            .nodes
+            .iter()
+            .filter(|(a, m)| !self.down.contains(*a) && m.poll_timeout().is_some_and(|d| d <= self.now))
+            .map(|(a, _)| a.clone())
+            .collect();
+        for a in due {
+            let now = self.now;
+            self.nodes.get_mut(&a).unwrap().handle_timeout(now);
+            self.drain(&a);
+        }
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.step();
+        }
+    }
+
+    /// Runs until `cond` holds; returns the virtual time it took, or panics
+    /// after `limit`.
+    #[track_caller]
+    fn run_until(&mut self, limit: Duration, what: &str, cond: impl Fn(&Net) -> bool) -> Duration {
+        let begin = self.now;
+        while !cond(self) {
+            assert!(self.now - begin <= limit, "{what}: not reached within {limit:?}");
+            self.step();
+        }
+        self.now - begin
+    }
+
+    fn live_up(&self) -> Vec<&NodeAddr> {
+        self.nodes.keys().filter(|a| !self.down.contains(*a)).collect()
+    }
+
+    /// Every running member lists exactly the running members.
+    fn converged(&self) -> bool {
+        let up = self.live_up();
+        up.iter().all(|a| {
+            let seen: Vec<NodeAddr> = self.nodes[*a].members(self.now).into_iter().map(|m| m.addr).collect();
+            seen.len() == up.len() && up.iter().all(|u| seen.contains(u))
+        })
+    }
+
+    fn state_of(&self, observer: usize, subject: usize) -> Option<MemberState> {
+        self.m(observer).member(self.now, &addr(subject)).map(|m| m.state)
+    }
+
+    fn events_of(&self, i: usize) -> &[Event] {
+        self.events.get(&addr(i)).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Sends `updates` to member `to`, as if from member `from`.
+    fn inject(&mut self, from: usize, to: usize, updates: Vec<pb::MemberUpdate>) {
+        let msg = pb::Envelope {
+            cluster_id: self.cfg.cluster_id.clone(),
+            from: Some(self.m(from).local_id().to_pb()),
+            incarnation: self.m(from).incarnation(),
+            updates,
+            broadcasts: vec![],
+            body: Some(Body::Gossip(pb::Gossip {})),
+        };
+        let now = self.now;
+        self.nodes.get_mut(&addr(to)).unwrap().handle_message(now, msg);
+        self.drain(&addr(to));
+    }
+}
+
+fn update(i: usize, generation: u64, inc: u64, state: MemberState) -> pb::MemberUpdate {
+    fact_to_pb(&Fact {
+        id: NodeId::new(addr(i), generation),
+        incarnation: inc,
+        state,
+    })
+}
+
+#[test]
+fn join_through_a_seed() {
+    let mut net = Net::chain(cfg(), 2);
+    let took = net.run_until(Duration::from_secs(2), "join", Net::converged);
+    assert!(took < Duration::from_millis(50), "join took {took:?}: it should take round trips");
+    assert!(matches!(net.events_of(0).first(), Some(Event::Joined(m)) if m.addr == addr(1)));
+}
+
+#[test]
+fn a_seed_that_never_answers_is_not_a_member() {
+    let mut net = Net::new(cfg());
+    net.spawn(0, 1, Some(9));
+    net.run_for(Duration::from_secs(60));
+    let members = net.m(0).members(net.now);
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0].addr, addr(0));
+    let attempts = net.sent["sync_request"].0;
+    // Backoff: 0.5 s doubling to 10 s over 60 s is about 10 attempts, not 120.
+    assert!((5..=15).contains(&attempts), "{attempts} attempts");
+}
+
+#[test]
+fn a_suspected_member_refutes_with_a_higher_incarnation() {
+    let mut net = Net::chain(cfg(), 3);
+    net.run_until(Duration::from_secs(2), "join", Net::converged);
+    // Member 2 tells member 0 that member 1 is suspect.
+    net.inject(2, 0, vec![update(1, 1, 0, MemberState::Suspect)]);
+    assert_eq!(net.state_of(0, 1), Some(MemberState::Suspect));
+    net.run_until(Duration::from_secs(2), "refutation", |n| {
+        (0..3).all(|o| {
+            n.m(o).member(n.now, &addr(1)).is_some_and(|m| m.state == MemberState::Alive && m.incarnation == 1)
+        })
+    });
+    assert!(net.events_of(0).iter().any(|e| matches!(e, Event::Suspected(id) if id.addr == addr(1))));
+    assert!(net.events_of(0).iter().any(|e| matches!(e, Event::Updated(m) if m.addr == addr(1) && m.incarnation == 1)));
+    // Nobody declared it dead.
+    net.run_for(Duration::from_secs(30));
+    assert!(net.converged());
+}
+
+#[test]
+fn a_crashed_member_goes_suspect_then_dead_within_the_bound() {
+    let cfg = cfg();
+    let bound = cfg.detection_bound(5);
+    let mut net = Net::chain(cfg, 5);
+    net.run_until(Duration::from_secs(2), "join", Net::converged);
+    net.crash(4);
+    let took = net.run_until(bound, "detection", Net::converged);
+    for o in 0..4 {
+        assert_eq!(net.state_of(o, 4), Some(MemberState::Dead), "observer {o}");
+        let ev = net.events_of(o);
+        let s = ev.iter().position(|e| matches!(e, Event::Suspected(id) if id.addr == addr(4)));
+        let f = ev.iter().position(|e| matches!(e, Event::Failed(id) if id.addr == addr(4)));
+        assert!(f.is_some(), "observer {o} saw no Failed event");
+        if let (Some(s), Some(f)) = (s, f) {
+            assert!(s < f, "suspected before failed");
+        }
+    }
+    // With 3 other suspectors the Lifeguard timeout falls to its minimum.
+    assert!(took < Duration::from_secs(9), "detection took {took:?}");
+}
+
+#[test]
+fn a_tombstone_blocks_resurrection_by_stale_gossip() {
+    let mut net = Net::chain(cfg(), 3);
+    net.run_until(Duration::from_secs(2), "join", Net::converged);
+    net.crash(2);
+    net.run_until(cfg().detection_bound(3), "detection", Net::converged);
+    // Stale facts about member 2 (same generation, old incarnation) arrive.
+    net.inject(1, 0, vec![update(2, 1, 0, MemberState::Alive), update(2, 1, 0, MemberState::Suspect)]);
+    assert_eq!(net.state_of(0, 2), Some(MemberState::Dead));
+    // A stale message from member 2 itself does not revive it either.
+    let stale = pb::Envelope {
+        cluster_id: "default".into(),
+        from: Some(NodeId::new(addr(2), 1).to_pb()),
+        incarnation: 0,
+        body: Some(Body::Gossip(pb::Gossip {})),
+        ..Default::default()
+    };
+    let now = net.now;
+    net.nodes.get_mut(&addr(0)).unwrap().handle_message(now, stale);
+    assert_eq!(net.state_of(0, 2), Some(MemberState::Dead));
+    assert_eq!(net.m(0).members(net.now).len(), 2);
+    // After the tombstone TTL it is forgotten.
+    net.run_for(cfg().tombstone_ttl + Duration::from_secs(20));
+    assert_eq!(net.state_of(0, 2), None);
+}
+
+#[test]
+fn a_restart_with_a_new_generation_replaces_the_old_life() {
+    let mut net = Net::chain(cfg(), 3);
+    net.run_until(Duration::from_secs(2), "join", Net::converged);
+    net.with(2, |m, now| m.set_key(now, "old", Bytes::from_static(b"x"), None).unwrap());
+    net.run_until(Duration::from_secs(2), "key", |n| n.m(0).get_key(n.now, &addr(2), "old").is_some());
+    // Member 2 restarts at once on the same address, before anyone noticed.
+    net.crash(2);
+    net.spawn(2, 2, Some(0));
+    net.run_until(Duration::from_secs(3), "restart", |n| {
+        (0..2).all(|o| n.m(o).member(n.now, &addr(2)).is_some_and(|m| m.generation == 2 && m.state == MemberState::Alive))
+    });
+    assert!(net.m(0).get_key(net.now, &addr(2), "old").is_none(), "the old life's keys are gone");
+    net.run_for(Duration::from_secs(30));
+    assert!(net.converged(), "the new life is not declared dead");
+    assert_eq!(net.m(1).member(net.now, &addr(2)).unwrap().generation, 2);
+}
+
+#[test]
+fn keys_set_delete_and_metadata_reach_everyone() {
+    let mut net = Net::chain(cfg(), 5);
+    net.run_until(Duration::from_secs(3), "join", Net::converged);
+    net.with(0, |m, now| {
+        m.set_key(now, "a", Bytes::from_static(b"1"), None).unwrap();
+        m.set_meta(now, BTreeMap::from([("role".into(), "db".into())])).unwrap();
+    });
+    let took = net.run_until(Duration::from_secs(3), "key", |n| {
+        (0..5).all(|o| {
+            n.m(o).get_key(n.now, &addr(0), "a").is_some_and(|e| e.value == "1")
+                && n.m(o).member(n.now, &addr(0)).unwrap().meta.get("role").is_some_and(|r| r == "db")
+        })
+    });
+    assert!(took < Duration::from_millis(50), "eager push: {took:?}");
+    net.with(0, |m, now| m.delete_key(now, "a").unwrap());
+    net.run_until(Duration::from_secs(3), "delete", |n| (0..5).all(|o| n.m(o).get_key(n.now, &addr(0), "a").is_none()));
+    let ev = net.events_of(3);
+    let changes: Vec<_> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::KeyChanged { key, value, .. } if key == "a" => Some(value.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(changes, vec![Some(Bytes::from_static(b"1")), None], "in order");
+}
+
+#[test]
+fn key_versions_merge_out_of_order() {
+    let mut net = Net::chain(cfg(), 2);
+    net.run_until(Duration::from_secs(2), "join", Net::converged);
+    // Capture member 0's pushes instead of delivering them.
+    net.queue.clear();
+    net.with(0, |m, now| {
+        m.set_key(now, "k", Bytes::from_static(b"v1"), None).unwrap();
+        m.set_key(now, "k", Bytes::from_static(b"v2"), None).unwrap();
+    });
+    let mut pushes: Vec<Transmit> =
+        net.queue.drain(..).map(|(_, t)| t).filter(|t| matches!(t.msg.body, Some(Body::Delta(_)))).collect();
+    assert_eq!(pushes.len(), 2);
+    pushes.reverse();
+    let now = net.now;
+    for t in pushes.iter().chain(pushes.iter()) {
+        net.nodes.get_mut(&addr(1)).unwrap().handle_message(now, t.msg.clone());
+    }
+    assert_eq!(net.m(1).get_key(now, &addr(0), "k").unwrap().value, "v2");
+    assert_eq!(net.m(1).member(now, &addr(0)).unwrap().version, 2);
+}
+
+#[test]
+fn a_key_with_a_ttl_expires_everywhere() {
+    let mut net = Net::chain(cfg(), 4);
+    net.run_until(Duration::from_secs(3), "join", Net::converged);
+    net.with(1, |m, now| m.set_key(now, "t", Bytes::from_static(b"x"), Some(Duration::from_secs(3))).unwrap());
+    net.run_until(Duration::from_secs(1), "spread", |n| (0..4).all(|o| n.m(o).get_key(n.now, &addr(1), "t").is_some()));
+    let t = net.run_until(Duration::from_secs(5), "expiry", |n| (0..4).all(|o| n.m(o).get_key(n.now, &addr(1), "t").is_none()));
+    assert!(t <= Duration::from_secs(3));
+    net.run_for(Duration::from_secs(2));
+    for o in 0..4 {
+        let last = net.events_of(o).iter().rev().find_map(|e| match e {
+            Event::KeyChanged { key, value, .. } if key == "t" => Some(value.clone()),
+            _ => None,
+        });
+        assert_eq!(last, Some(None), "member {o} saw the expiry");
+    }
+}
+
+#[test]
+fn a_broadcast_is_delivered_once_by_every_member() {
+    let mut net = Net::chain(cfg(), 12);
+    net.run_until(Duration::from_secs(5), "join", Net::converged);
+    let uuid = net.with(3, |m, now| m.broadcast(now, Bytes::from_static(b"hello"), None).unwrap());
+    net.run_for(Duration::from_secs(10));
+    for o in 0..12 {
+        let n = net
+            .events_of(o)
+            .iter()
+            .filter(|e| matches!(e, Event::Broadcast(b) if b.uuid == uuid && b.payload == "hello"))
+            .count();
+        assert_eq!(n, 1, "member {o} delivered it {n} times");
+    }
+}
+
+#[test]
+fn a_member_that_leaves_is_dropped_at_once() {
+    let mut net = Net::chain(cfg(), 5);
+    net.run_until(Duration::from_secs(3), "join", Net::converged);
+    net.with(2, |m, now| m.leave(now));
+    net.crash(2);
+    let took = net.run_until(Duration::from_secs(1), "leave", Net::converged);
+    assert!(took <= Duration::from_millis(5), "{took:?}");
+    assert_eq!(net.state_of(0, 2), Some(MemberState::Left));
+    assert!(net.events_of(0).iter().any(|e| matches!(e, Event::Left(id) if id.addr == addr(2))));
+    assert!(net.m(2).poll_timeout().is_none());
+}
+
+#[test]
+fn messages_from_another_cluster_change_nothing() {
+    let mut net = Net::chain(cfg(), 2);
+    net.run_until(Duration::from_secs(2), "join", Net::converged);
+    let before = net.m(0).members(net.now);
+    let foreign = pb::Envelope {
+        cluster_id: "other".into(),
+        from: Some(NodeId::new(addr(9), 1).to_pb()),
+        updates: vec![update(1, 1, 5, MemberState::Dead)],
+        body: Some(Body::Gossip(pb::Gossip {})),
+        ..Default::default()
+    };
+    let now = net.now;
+    net.nodes.get_mut(&addr(0)).unwrap().handle_message(now, foreign);
+    assert_eq!(net.m(0).members(net.now), before);
+    assert!(net.m(0).poll_transmit_is_empty());
+}
+
+impl Machine {
+    fn poll_transmit_is_empty(&self) -> bool {
+        self.transmits.is_empty()
+    }
+}
+
+/// Requirement: 50 members on one seed chain reach full membership and full
+/// key state within a bound stated in gossip rounds.
+#[test]
+fn fifty_members_converge_within_a_bound_in_rounds() {
+    let cfg = cfg();
+    let gossip = cfg.gossip_interval;
+    let mut net = Net::chain(cfg, 50);
+    for i in 0..50 {
+        net.with(i, |m, now| m.set_key(now, "k", Bytes::from(format!("v{i}")), None).unwrap());
+    }
+    // Bound: 2 * ceil(log2(50)) = 12 gossip rounds.
+    let bound = gossip * 12;
+    let took = net.run_until(bound, "convergence", |n| {
+        n.converged() && (0..50).all(|o| n.m(o).kv(n.now).len() == 50)
+    });
+    let rounds = took.as_secs_f64() / gossip.as_secs_f64();
+    assert!(rounds <= 12.0, "{rounds} rounds");
+}
+
+#[test]
+fn at_rest_a_round_costs_constant_bytes() {
+    let mut per_member = Vec::new();
+    for n in [10, 40] {
+        let mut net = Net::chain(cfg(), n);
+        net.run_until(Duration::from_secs(10), "join", Net::converged);
+        net.run_for(Duration::from_secs(30));
+        net.sent.clear();
+        net.run_for(Duration::from_secs(10));
+        assert!(!net.sent.contains_key("sync_digest"), "{n}: digests exchanged at rest: {:?}", net.sent);
+        let bytes: u64 = net.sent.values().map(|(_, b)| b).sum();
+        per_member.push(bytes as f64 / n as f64 / 10.0);
+    }
+    // The same cost per member per second at 10 and at 40 members.
+    let ratio = per_member[1] / per_member[0];
+    assert!((0.8..1.25).contains(&ratio), "bytes/member/s {per_member:?}");
+    assert!(per_member[1] < 2000.0, "bytes/member/s {per_member:?}");
+}
+
+#[test]
+fn large_states_go_as_several_bounded_messages() {
+    let mut c = cfg();
+    c.max_message_size = 4096;
+    let mut net = Net::chain(c, 2);
+    net.run_until(Duration::from_secs(2), "join", Net::converged);
+    // 200 keys of 200 bytes: 40 KB of state through 4 KB messages.
+    for k in 0..200 {
+        net.with(0, |m, now| m.set_key(now, &format!("key{k}"), Bytes::from(vec![b'x'; 200]), None).unwrap());
+    }
+    net.spawn(2, 1, Some(1));
+    net.run_until(Duration::from_secs(5), "state transfer", |n| {
+        n.m(2).kv(n.now).get(&addr(0)).is_some_and(|k| k.len() == 200)
+    });
+    // Every message was checked against the limit in `drain`.
+    assert!(net.sent["delta"].0 > 10);
+}
+
+#[test]
+fn too_large_inputs_are_refused_and_change_nothing() {
+    let now = Instant::now();
+    let mut m = Machine::new(NodeId::new(addr(0), 1), cfg(), 1, now);
+    let big = Bytes::from(vec![0u8; 70_000]);
+    assert!(m.set_key(now, "k", big.clone(), None).is_err());
+    assert!(m.broadcast(now, big, None).is_err());
+    assert!(m.set_key(now, "", Bytes::new(), None).is_err());
+    let meta: BTreeMap<String, String> = (0..100).map(|i| (format!("k{i}"), String::new())).collect();
+    assert!(m.set_meta(now, meta).is_err());
+    assert!(m.kv(now).is_empty());
+    assert_eq!(m.member(now, &addr(0)).unwrap().version, 0);
+}
+
+#[test]
+fn runs_are_reproducible_from_the_seed() {
+    let run = || {
+        let mut net = Net::chain(cfg(), 6);
+        net.log = Some(Vec::new());
+        net.run_for(Duration::from_secs(5));
+        net.with(2, |m, now| m.set_key(now, "x", Bytes::from_static(b"y"), None).unwrap());
+        net.crash(4);
+        net.run_for(Duration::from_secs(10));
+        net.log.unwrap().into_iter().map(|t| (t.to, t.msg.encode_to_vec())).collect::<Vec<_>>()
+    };
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn under_twenty_percent_loss_no_live_member_is_declared_dead() {
+    let mut net = Net::chain(cfg(), 8);
+    net.run_until(Duration::from_secs(5), "join", Net::converged);
+    net.loss = 0.2;
+    net.run_for(Duration::from_secs(120));
+    for o in 0..8 {
+        let failed = net.events_of(o).iter().filter(|e| matches!(e, Event::Failed(_))).count();
+        assert_eq!(failed, 0, "member {o} declared {failed} live members dead");
+    }
+    net.loss = 0.0;
+    net.run_until(Duration::from_secs(5), "steady", Net::converged);
+}
+
+#[test]
+fn a_healed_partition_converges_to_one_view() {
+    let mut net = Net::chain(cfg(), 6);
+    net.run_until(Duration::from_secs(5), "join", Net::converged);
+    let _ = net.start;
+    // Cut {0,1,2} from {3,4,5} by crashing the links: model as loss of
+    // cross-side messages.
+    let left: HashSet<NodeAddr> = (0..3).map(addr).collect();
+    let cross = |t: &Transmit, from_left: bool| left.contains(&t.to) != from_left;
+    let end = net.now + Duration::from_secs(40);
+    while net.now < end {
+        net.queue.retain(|(_, t)| {
+            let from = NodeAddr::parse(&t.msg.from.as_ref().unwrap().addr).unwrap();
+            !cross(t, left.contains(&from))
+        });
+        net.step();
+    }
+    assert_eq!(net.m(0).members(net.now).len(), 3, "each side dropped the other");
+    net.run_until(Duration::from_secs(30), "heal", Net::converged);
+}
