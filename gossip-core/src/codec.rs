@@ -169,13 +169,24 @@ mod tests {
         ));
         let mut no_from = env("c1");
         no_from.from = None;
-        assert!(matches!(inbound.accept(no_from), Err(Rejection::Malformed(_))));
-        assert!(rx.try_recv().is_err(), "nothing rejected reaches the driver");
+        assert!(matches!(
+            inbound.accept(no_from),
+            Err(Rejection::Malformed(_))
+        ));
+        assert!(
+            rx.try_recv().is_err(),
+            "nothing rejected reaches the driver"
+        );
         inbound.accept_bytes(&env("c1").encode_to_vec()).unwrap();
         assert!(rx.try_recv().is_ok());
         let s = stats.snapshot();
         assert_eq!(
-            (s.rejected_malformed, s.rejected_oversized, s.rejected_foreign_cluster, s.messages_received),
+            (
+                s.rejected_malformed,
+                s.rejected_oversized,
+                s.rejected_foreign_cluster,
+                s.messages_received
+            ),
             (2, 1, 1, 1)
         );
     }

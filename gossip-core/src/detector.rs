@@ -216,16 +216,23 @@ mod tests {
         assert!(second < max && second > min, "{second:?}");
         d.suspect(t0, &id, 0, who(3), min, max, 2);
         assert_eq!(d.next_deadline().unwrap() - t0, min);
-        assert!(d.expired_suspicions(t0 + min - Duration::from_millis(1)).is_empty());
+        assert!(
+            d.expired_suspicions(t0 + min - Duration::from_millis(1))
+                .is_empty()
+        );
         assert_eq!(d.expired_suspicions(t0 + min).len(), 1);
     }
 
     #[test]
     fn round_robin_visits_every_live_member_once_per_pass() {
         let mut rng = rand::rng();
-        let live: Vec<NodeAddr> = (1..=5).map(|i| NodeAddr::parse(&format!("n:{i}")).unwrap()).collect();
+        let live: Vec<NodeAddr> = (1..=5)
+            .map(|i| NodeAddr::parse(&format!("n:{i}")).unwrap())
+            .collect();
         let mut d = Detector::new();
-        let mut seen: Vec<NodeAddr> = (0..5).filter_map(|_| d.next_target(&mut rng, &live, |_| true)).collect();
+        let mut seen: Vec<NodeAddr> = (0..5)
+            .filter_map(|_| d.next_target(&mut rng, &live, |_| true))
+            .collect();
         seen.sort();
         assert_eq!(seen, live);
     }

@@ -142,7 +142,11 @@ impl<T: Transport> Member<T> {
 
     /// True once [`Member::start`] has run and until shutdown has finished.
     pub async fn is_running(&self) -> bool {
-        self.task.lock().await.as_ref().is_some_and(|t| !t.is_finished())
+        self.task
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
     }
 
     fn machine(&self) -> MutexGuard<'_, Machine> {
@@ -240,7 +244,10 @@ fn flush<T: Transport>(
     }
     for Transmit { to, msg } in transmits {
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            shared.stats.send_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared
+                .stats
+                .send_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             continue;
         };
         let shared = shared.clone();
@@ -250,11 +257,17 @@ fn flush<T: Transport>(
             match tokio::time::timeout(send_timeout, shared.transport.send(&to, msg)).await {
                 Ok(Ok(())) => shared.stats.count_sent(size),
                 Ok(Err(e)) => {
-                    shared.stats.send_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    shared
+                        .stats
+                        .send_failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     debug!(%to, error = %e, "send failed");
                 }
                 Err(_) => {
-                    shared.stats.send_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    shared
+                        .stats
+                        .send_failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     debug!(%to, "send timed out");
                 }
             }
@@ -315,10 +328,10 @@ impl<T: Transport> Membership for Member<T> {
         Box::pin(async move {
             let mut task = self.task.lock().await;
             let _ = self.shared.stop.send(true);
-            if let Some(t) = task.take() {
-                if let Err(e) = t.await {
-                    warn!(error = %e, "driver task ended abnormally");
-                }
+            if let Some(t) = task.take()
+                && let Err(e) = t.await
+            {
+                warn!(error = %e, "driver task ended abnormally");
             }
         })
     }

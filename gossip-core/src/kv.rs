@@ -43,7 +43,11 @@ impl Entry {
         let expired = !self.deleted && !self.visible(now);
         pb::KeyValue {
             key: key.to_owned(),
-            value: if self.deleted || expired { Bytes::new() } else { self.value.clone() },
+            value: if self.deleted || expired {
+                Bytes::new()
+            } else {
+                self.value.clone()
+            },
             version: self.version,
             deleted: self.deleted || expired,
             ttl_ms: self
@@ -163,9 +167,19 @@ impl OwnerState {
                     self.version += 1;
                     let v = self.version;
                     if let Some(e) = self.keys.get_mut(&key) {
-                        *e = Entry { value: Bytes::new(), version: v, deleted: true, expires_at: None, since: now };
+                        *e = Entry {
+                            value: Bytes::new(),
+                            version: v,
+                            deleted: true,
+                            expires_at: None,
+                            since: now,
+                        };
                     }
-                    out.push(KeyChange { key, value: None, version: v });
+                    out.push(KeyChange {
+                        key,
+                        value: None,
+                        version: v,
+                    });
                 }
             } else if let Some(e) = self.keys.get_mut(&key) {
                 e.deleted = true;
@@ -209,24 +223,31 @@ impl OwnerState {
                 .cloned()
                 .collect();
             for k in gone {
-                if let Some(e) = self.keys.remove(&k) {
-                    if !e.deleted {
-                        out.keys.push(KeyChange { key: k, value: None, version: d.to_version });
-                    }
+                if let Some(e) = self.keys.remove(&k)
+                    && !e.deleted
+                {
+                    out.keys.push(KeyChange {
+                        key: k,
+                        value: None,
+                        version: d.to_version,
+                    });
                 }
             }
             self.gc_version = self.gc_version.max(d.to_version);
         }
-        if let Some(m) = &d.meta {
-            if m.version > self.meta_version {
-                self.meta_version = m.version;
-                self.meta = m.entries.clone().into_iter().collect();
-                out.meta = true;
-                out.news = true;
-            }
+        if let Some(m) = &d.meta
+            && m.version > self.meta_version
+        {
+            self.meta_version = m.version;
+            self.meta = m.entries.clone().into_iter().collect();
+            out.meta = true;
+            out.news = true;
         }
         for kv in &d.keys {
-            let newer = self.keys.get(&kv.key).is_none_or(|e| kv.version > e.version);
+            let newer = self
+                .keys
+                .get(&kv.key)
+                .is_none_or(|e| kv.version > e.version);
             if !newer {
                 continue;
             }
@@ -279,7 +300,11 @@ impl OwnerState {
             .iter()
             .filter(|(_, e)| {
                 e.version <= self.version
-                    && if reset { e.visible(now) } else { e.version > since }
+                    && if reset {
+                        e.visible(now)
+                    } else {
+                        e.version > since
+                    }
             })
             .collect();
         entries.sort_by_key(|(_, e)| e.version);
@@ -304,7 +329,11 @@ impl OwnerState {
         for (k, e) in entries {
             let s = e.size(k);
             if size + s > budget && (!cur.keys.is_empty() || cur.meta.is_some()) {
-                let to = cur.keys.last().map(|kv| kv.version).unwrap_or(self.meta_version);
+                let to = cur
+                    .keys
+                    .last()
+                    .map(|kv| kv.version)
+                    .unwrap_or(self.meta_version);
                 cur.to_version = to.max(cur.from_version);
                 let next_from = cur.to_version;
                 pieces.push(std::mem::replace(
@@ -369,14 +398,23 @@ mod tests {
         let now = Instant::now();
         let mut owner = OwnerState::new();
         for i in 0..100 {
-            owner.write(now, &format!("key{i:03}"), Some(Bytes::from(vec![7u8; 100])), None);
+            owner.write(
+                now,
+                &format!("key{i:03}"),
+                Some(Bytes::from(vec![7u8; 100])),
+                None,
+            );
         }
         owner.write_meta(BTreeMap::from([("role".into(), "db".into())]));
         let pieces = owner.delta(now, &member(), 0, 1000);
         assert!(pieces.len() >= 10);
         let mut replica = OwnerState::new();
         for p in &pieces {
-            let size: usize = p.keys.iter().map(|kv| kv.key.len() + kv.value.len() + ENTRY_OVERHEAD).sum();
+            let size: usize = p
+                .keys
+                .iter()
+                .map(|kv| kv.key.len() + kv.value.len() + ENTRY_OVERHEAD)
+                .sum();
             assert!(size <= 1000, "piece of {size} bytes");
             replica.apply(now, p);
         }
@@ -402,7 +440,10 @@ mod tests {
         assert_eq!(deleted[0].value, None);
         assert_eq!(deleted[0].version, 2);
         let applied = replica.apply(later, &owner.delta(later, &member(), 1, 1 << 20)[0]);
-        assert!(applied.keys.is_empty(), "no second event for an expired key");
+        assert!(
+            applied.keys.is_empty(),
+            "no second event for an expired key"
+        );
         assert_eq!(replica.version, 2);
     }
 
@@ -421,7 +462,14 @@ mod tests {
         let d = owner.delta(later, &member(), replica.version, 1 << 20);
         assert!(d[0].reset);
         let applied = replica.apply(later, &d[0]);
-        assert_eq!(applied.keys, vec![KeyChange { key: "a".into(), value: None, version: 3 }]);
+        assert_eq!(
+            applied.keys,
+            vec![KeyChange {
+                key: "a".into(),
+                value: None,
+                version: 3
+            }]
+        );
         assert!(replica.get(later, "a").is_none());
         assert!(replica.get(later, "b").is_some());
     }

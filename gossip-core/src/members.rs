@@ -251,7 +251,11 @@ impl Table {
     }
 
     /// Mutates a node and keeps `live` and `root_hash` in step.
-    pub(crate) fn update<R>(&mut self, addr: &NodeAddr, f: impl FnOnce(&mut Node) -> R) -> Option<R> {
+    pub(crate) fn update<R>(
+        &mut self,
+        addr: &NodeAddr,
+        f: impl FnOnce(&mut Node) -> R,
+    ) -> Option<R> {
         let node = self.nodes.get_mut(addr)?;
         let was_live = node.is_live();
         if was_live {
@@ -296,11 +300,11 @@ impl Table {
         if *addr == self.me {
             return;
         }
-        if let Some(node) = self.nodes.remove(addr) {
-            if node.is_live() {
-                self.root_hash = self.root_hash.wrapping_sub(node.fingerprint);
-                self.live_remove(addr);
-            }
+        if let Some(node) = self.nodes.remove(addr)
+            && node.is_live()
+        {
+            self.root_hash = self.root_hash.wrapping_sub(node.fingerprint);
+            self.live_remove(addr);
         }
     }
 
@@ -363,11 +367,17 @@ mod tests {
         };
         let mut t = Table::new(me, now);
         let h0 = t.root_hash();
-        assert_eq!(t.apply(fact(1, 0, MemberState::Alive), now), Change::New { old: None });
+        assert_eq!(
+            t.apply(fact(1, 0, MemberState::Alive), now),
+            Change::New { old: None }
+        );
         assert_eq!(t.live_peers().len(), 1);
         let h1 = t.root_hash();
         assert_ne!(h0, h1);
-        assert!(matches!(t.apply(fact(1, 0, MemberState::Dead), now), Change::Updated { .. }));
+        assert!(matches!(
+            t.apply(fact(1, 0, MemberState::Dead), now),
+            Change::Updated { .. }
+        ));
         assert!(t.live_peers().is_empty());
         assert_eq!(t.root_hash(), h0, "tombstones are not in the hash");
         assert_eq!(t.apply(fact(1, 0, MemberState::Alive), now), Change::None);

@@ -272,7 +272,10 @@ impl Machine {
             });
         }
         let me = self.id.addr.clone();
-        let version = self.table.update(&me, |n| n.owner.write_meta(meta)).unwrap_or(0);
+        let version = self
+            .table
+            .update(&me, |n| n.owner.write_meta(meta))
+            .unwrap_or(0);
         let info = self.info(now, self.table.me());
         self.events.push_back(Event::Updated(info));
         self.push_own(now, version - 1);
@@ -394,7 +397,11 @@ impl Machine {
     }
 
     fn check_open(&self) -> Result<(), GossipError> {
-        if self.left { Err(GossipError::ShutDown) } else { Ok(()) }
+        if self.left {
+            Err(GossipError::ShutDown)
+        } else {
+            Ok(())
+        }
     }
 
     // ----------------------------------------------------------------- inputs
@@ -480,7 +487,10 @@ impl Machine {
             return None;
         }
         let mut t = self.next_gossip.min(self.next_probe).min(self.next_gc);
-        for d in [self.det.next_deadline(), self.next_expiry].into_iter().flatten() {
+        for d in [self.det.next_deadline(), self.next_expiry]
+            .into_iter()
+            .flatten()
+        {
             t = t.min(d);
         }
         for s in self.seeds.values().filter(|s| !s.answered) {
@@ -527,7 +537,9 @@ impl Machine {
         let updates = self.updates.take(room.min(UPDATE_BUDGET), limit, Some(to));
         let used_updates: usize = updates.iter().map(|u| u.encoded_len() + 2).sum();
         msg.updates.extend(updates);
-        msg.broadcasts = self.bcasts.take(room.saturating_sub(used_updates), limit, None);
+        msg.broadcasts = self
+            .bcasts
+            .take(room.saturating_sub(used_updates), limit, None);
         debug_assert!(msg.encoded_len() <= self.cfg.max_message_size);
         self.transmits.push_back(Transmit {
             to: to.clone(),

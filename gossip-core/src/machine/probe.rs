@@ -36,10 +36,10 @@ impl Machine {
             Change::None => {
                 // Lifeguard: an independent suspicion of the same incarnation
                 // shortens the suspicion timeout.
-                if let (MemberState::Suspect, Some(v)) = (fact.state, via) {
-                    if self.table.get(&addr).is_some_and(|n| n.fact == fact) {
-                        self.start_suspicion(now, &fact, v.clone());
-                    }
+                if let (MemberState::Suspect, Some(v)) = (fact.state, via)
+                    && self.table.get(&addr).is_some_and(|n| n.fact == fact)
+                {
+                    self.start_suspicion(now, &fact, v.clone());
                 }
                 false
             }
@@ -94,7 +94,8 @@ impl Machine {
                 if fact.state == MemberState::Left && via.is_some() {
                     // A leave spreads at once, not at the next round.
                     let from = via.cloned();
-                    let exclude: Vec<&NodeAddr> = [Some(&addr), from.as_ref()].into_iter().flatten().collect();
+                    let exclude: Vec<&NodeAddr> =
+                        [Some(&addr), from.as_ref()].into_iter().flatten().collect();
                     self.push_gossip(self.cfg.fanout, &exclude);
                 }
                 true
@@ -113,7 +114,12 @@ impl Machine {
         }
     }
 
-    fn push_info_event(&mut self, now: Instant, addr: &NodeAddr, make: fn(crate::MemberInfo) -> Event) {
+    fn push_info_event(
+        &mut self,
+        now: Instant,
+        addr: &NodeAddr,
+        make: fn(crate::MemberInfo) -> Event,
+    ) {
         if let Some(n) = self.table.get(addr) {
             let info = self.info(now, n);
             self.events.push_back(make(info));
@@ -155,9 +161,14 @@ impl Machine {
 
     fn start_suspicion(&mut self, now: Instant, fact: &Fact, confirmer: NodeAddr) {
         let n = self.table.live_count();
-        let k = self.cfg.suspicion_mult.saturating_sub(2).min(n.saturating_sub(2) as u32);
+        let k = self
+            .cfg
+            .suspicion_mult
+            .saturating_sub(2)
+            .min(n.saturating_sub(2) as u32);
         let (min, max) = (self.cfg.suspicion_min(n), self.cfg.suspicion_max(n));
-        self.det.suspect(now, &fact.id, fact.incarnation, confirmer, min, max, k);
+        self.det
+            .suspect(now, &fact.id, fact.incarnation, confirmer, min, max, k);
     }
 
     /// Runs the probe timers: indirect probes after the probe timeout, a new
@@ -172,7 +183,8 @@ impl Machine {
         });
         if let Some((target, seq)) = indirect {
             let helpers =
-                self.table.random_live(&mut self.rng, self.cfg.indirect_probes, &[&target.addr]);
+                self.table
+                    .random_live(&mut self.rng, self.cfg.indirect_probes, &[&target.addr]);
             debug!(target = %target, helpers = helpers.len(), "probing indirectly");
             for h in helpers {
                 self.send(
@@ -184,19 +196,27 @@ impl Machine {
                 );
             }
             // A second direct try, as memberlist's TCP fallback does.
-            self.send(&target.addr, Body::Ping(pb::Ping { seq, on_behalf_of: None }));
+            self.send(
+                &target.addr,
+                Body::Ping(pb::Ping {
+                    seq,
+                    on_behalf_of: None,
+                }),
+            );
         }
         if now >= self.next_probe {
             self.next_probe = now + self.cfg.probe_interval;
-            if let Some(p) = self.det.probe.take() {
-                if !p.acked {
-                    self.declare(now, &p.target, MemberState::Suspect);
-                }
+            if let Some(p) = self.det.probe.take()
+                && !p.acked
+            {
+                self.declare(now, &p.target, MemberState::Suspect);
             }
             self.start_probe(now);
         }
         for (addr, s) in self.det.expired_suspicions(now) {
-            let Some(n) = self.table.get(&addr) else { continue };
+            let Some(n) = self.table.get(&addr) else {
+                continue;
+            };
             if n.fact.state == MemberState::Suspect
                 && n.fact.id.generation == s.generation
                 && n.fact.incarnation == s.incarnation
@@ -209,9 +229,11 @@ impl Machine {
 
     fn start_probe(&mut self, now: Instant) {
         let table = &self.table;
-        let target = self.det.next_target(&mut self.rng, table.live_peers(), |a| {
-            table.get(a).is_some_and(|n| n.is_live())
-        });
+        let target = self
+            .det
+            .next_target(&mut self.rng, table.live_peers(), |a| {
+                table.get(a).is_some_and(|n| n.is_live())
+            });
         let Some(addr) = target else { return };
         let Some(id) = self.table.get(&addr).map(|n| n.fact.id.clone()) else {
             return;
@@ -224,13 +246,21 @@ impl Machine {
             indirect_sent: false,
             acked: false,
         });
-        self.send(&addr, Body::Ping(pb::Ping { seq, on_behalf_of: None }));
+        self.send(
+            &addr,
+            Body::Ping(pb::Ping {
+                seq,
+                on_behalf_of: None,
+            }),
+        );
     }
 
     /// This member's own verdict on `id`: suspect after a failed probe, dead
     /// after the suspicion timeout.
     fn declare(&mut self, now: Instant, id: &NodeId, state: MemberState) {
-        let Some(n) = self.table.get(&id.addr) else { return };
+        let Some(n) = self.table.get(&id.addr) else {
+            return;
+        };
         if n.fact.id != *id || !n.is_live() {
             return;
         }

@@ -33,10 +33,10 @@ impl Machine {
     pub(super) fn gossip_round(&mut self, _now: Instant) {
         self.rounds += 1;
         let mut targets = self.table.random_live(&mut self.rng, self.cfg.fanout, &[]);
-        if self.rounds % DEAD_CONTACT_EVERY == 0 {
-            if let Some(dead) = self.random_dead() {
-                targets.push(dead);
-            }
+        if self.rounds.is_multiple_of(DEAD_CONTACT_EVERY)
+            && let Some(dead) = self.random_dead()
+        {
+            targets.push(dead);
         }
         for t in targets {
             let req = self.sync_request();
@@ -124,7 +124,9 @@ impl Machine {
         let mut mentioned: HashSet<NodeAddr> = HashSet::new();
         for e in d.entries {
             let Some(m) = e.member else { continue };
-            let Some(theirs) = fact_from_pb(&m) else { continue };
+            let Some(theirs) = fact_from_pb(&m) else {
+                continue;
+            };
             mentioned.insert(theirs.id.addr.clone());
             self.apply_update(now, m, Some(&from.addr));
             let Some(node) = self.table.get(&theirs.id.addr) else {
@@ -139,7 +141,9 @@ impl Machine {
                 continue;
             }
             let sent = if node.owner.version > e.max_version {
-                let p = node.owner.delta(now, &fact_to_pb(ours), e.max_version, budget);
+                let p = node
+                    .owner
+                    .delta(now, &fact_to_pb(ours), e.max_version, budget);
                 let any = !p.is_empty();
                 pieces.extend(p);
                 any
@@ -206,7 +210,9 @@ impl Machine {
     pub(super) fn on_delta(&mut self, now: Instant, from: &NodeId, d: pb::Delta) {
         for od in d.owners {
             let Some(m) = od.member.clone() else { continue };
-            let Some(fact) = fact_from_pb(&m) else { continue };
+            let Some(fact) = fact_from_pb(&m) else {
+                continue;
+            };
             self.apply_update(now, m, Some(&from.addr));
             let addr = fact.id.addr.clone();
             if addr == self.id.addr {
@@ -230,11 +236,11 @@ impl Machine {
             for c in applied.keys {
                 self.key_event(addr.clone(), c);
             }
-            if applied.meta {
-                if let Some(n) = self.table.get(&addr) {
-                    let info = self.info(now, n);
-                    self.events.push_back(Event::Updated(info));
-                }
+            if applied.meta
+                && let Some(n) = self.table.get(&addr)
+            {
+                let info = self.info(now, n);
+                self.events.push_back(Event::Updated(info));
             }
             if d.push && applied.news && self.cfg.eager_push {
                 let peers =
@@ -273,8 +279,14 @@ impl Machine {
 /// Everything of one owner from version `since` on; at least the member
 /// fact.
 fn owner_pieces(now: Instant, node: &Node, since: u64, budget: usize) -> Vec<pb::OwnerDelta> {
-    let p = node.owner.delta(now, &fact_to_pb(&node.fact), since, budget);
-    if p.is_empty() { vec![member_piece(node)] } else { p }
+    let p = node
+        .owner
+        .delta(now, &fact_to_pb(&node.fact), since, budget);
+    if p.is_empty() {
+        vec![member_piece(node)]
+    } else {
+        p
+    }
 }
 
 /// An owner delta that carries only the member fact.

@@ -160,13 +160,18 @@ impl Net {
                 continue;
             }
             let now = self.now;
-            self.nodes.get_mut(&t.to).unwrap().handle_message(now, t.msg);
+            self.nodes
+                .get_mut(&t.to)
+                .unwrap()
+                .handle_message(now, t.msg);
             self.drain(&t.to);
         }
         let due: Vec<NodeAddr> = self
             .nodes
             .iter()
-            .filter(|(a, m)| !self.down.contains(*a) && m.poll_timeout().is_some_and(|d| d <= self.now))
+            .filter(|(a, m)| {
+                !self.down.contains(*a) && m.poll_timeout().is_some_and(|d| d <= self.now)
+            })
             .map(|(a, _)| a.clone())
             .collect();
         for a in due {
@@ -189,27 +194,39 @@ impl Net {
     fn run_until(&mut self, limit: Duration, what: &str, cond: impl Fn(&Net) -> bool) -> Duration {
         let begin = self.now;
         while !cond(self) {
-            assert!(self.now - begin <= limit, "{what}: not reached within {limit:?}");
+            assert!(
+                self.now - begin <= limit,
+                "{what}: not reached within {limit:?}"
+            );
             self.step();
         }
         self.now - begin
     }
 
     fn live_up(&self) -> Vec<&NodeAddr> {
-        self.nodes.keys().filter(|a| !self.down.contains(*a)).collect()
+        self.nodes
+            .keys()
+            .filter(|a| !self.down.contains(*a))
+            .collect()
     }
 
     /// Every running member lists exactly the running members.
     fn converged(&self) -> bool {
         let up = self.live_up();
         up.iter().all(|a| {
-            let seen: Vec<NodeAddr> = self.nodes[*a].members(self.now).into_iter().map(|m| m.addr).collect();
+            let seen: Vec<NodeAddr> = self.nodes[*a]
+                .members(self.now)
+                .into_iter()
+                .map(|m| m.addr)
+                .collect();
             seen.len() == up.len() && up.iter().all(|u| seen.contains(u))
         })
     }
 
     fn state_of(&self, observer: usize, subject: usize) -> Option<MemberState> {
-        self.m(observer).member(self.now, &addr(subject)).map(|m| m.state)
+        self.m(observer)
+            .member(self.now, &addr(subject))
+            .map(|m| m.state)
     }
 
     fn events_of(&self, i: usize) -> &[Event] {
@@ -227,7 +244,10 @@ impl Net {
             body: Some(Body::Gossip(pb::Gossip {})),
         };
         let now = self.now;
-        self.nodes.get_mut(&addr(to)).unwrap().handle_message(now, msg);
+        self.nodes
+            .get_mut(&addr(to))
+            .unwrap()
+            .handle_message(now, msg);
         self.drain(&addr(to));
     }
 }
@@ -244,7 +264,10 @@ fn update(i: usize, generation: u64, inc: u64, state: MemberState) -> pb::Member
 fn join_through_a_seed() {
     let mut net = Net::chain(cfg(), 2);
     let took = net.run_until(Duration::from_secs(2), "join", Net::converged);
-    assert!(took < Duration::from_millis(50), "join took {took:?}: it should take round trips");
+    assert!(
+        took < Duration::from_millis(50),
+        "join took {took:?}: it should take round trips"
+    );
     assert!(matches!(net.events_of(0).first(), Some(Event::Joined(m)) if m.addr == addr(1)));
 }
 
@@ -270,11 +293,21 @@ fn a_suspected_member_refutes_with_a_higher_incarnation() {
     assert_eq!(net.state_of(0, 1), Some(MemberState::Suspect));
     net.run_until(Duration::from_secs(2), "refutation", |n| {
         (0..3).all(|o| {
-            n.m(o).member(n.now, &addr(1)).is_some_and(|m| m.state == MemberState::Alive && m.incarnation == 1)
+            n.m(o)
+                .member(n.now, &addr(1))
+                .is_some_and(|m| m.state == MemberState::Alive && m.incarnation == 1)
         })
     });
-    assert!(net.events_of(0).iter().any(|e| matches!(e, Event::Suspected(id) if id.addr == addr(1))));
-    assert!(net.events_of(0).iter().any(|e| matches!(e, Event::Updated(m) if m.addr == addr(1) && m.incarnation == 1)));
+    assert!(
+        net.events_of(0)
+            .iter()
+            .any(|e| matches!(e, Event::Suspected(id) if id.addr == addr(1)))
+    );
+    assert!(
+        net.events_of(0)
+            .iter()
+            .any(|e| matches!(e, Event::Updated(m) if m.addr == addr(1) && m.incarnation == 1))
+    );
     // Nobody declared it dead.
     net.run_for(Duration::from_secs(30));
     assert!(net.converged());
@@ -291,8 +324,12 @@ fn a_crashed_member_goes_suspect_then_dead_within_the_bound() {
     for o in 0..4 {
         assert_eq!(net.state_of(o, 4), Some(MemberState::Dead), "observer {o}");
         let ev = net.events_of(o);
-        let s = ev.iter().position(|e| matches!(e, Event::Suspected(id) if id.addr == addr(4)));
-        let f = ev.iter().position(|e| matches!(e, Event::Failed(id) if id.addr == addr(4)));
+        let s = ev
+            .iter()
+            .position(|e| matches!(e, Event::Suspected(id) if id.addr == addr(4)));
+        let f = ev
+            .iter()
+            .position(|e| matches!(e, Event::Failed(id) if id.addr == addr(4)));
         assert!(f.is_some(), "observer {o} saw no Failed event");
         if let (Some(s), Some(f)) = (s, f) {
             assert!(s < f, "suspected before failed");
@@ -309,7 +346,14 @@ fn a_tombstone_blocks_resurrection_by_stale_gossip() {
     net.crash(2);
     net.run_until(cfg().detection_bound(3), "detection", Net::converged);
     // Stale facts about member 2 (same generation, old incarnation) arrive.
-    net.inject(1, 0, vec![update(2, 1, 0, MemberState::Alive), update(2, 1, 0, MemberState::Suspect)]);
+    net.inject(
+        1,
+        0,
+        vec![
+            update(2, 1, 0, MemberState::Alive),
+            update(2, 1, 0, MemberState::Suspect),
+        ],
+    );
     assert_eq!(net.state_of(0, 2), Some(MemberState::Dead));
     // A stale message from member 2 itself does not revive it either.
     let stale = pb::Envelope {
@@ -320,7 +364,10 @@ fn a_tombstone_blocks_resurrection_by_stale_gossip() {
         ..Default::default()
     };
     let now = net.now;
-    net.nodes.get_mut(&addr(0)).unwrap().handle_message(now, stale);
+    net.nodes
+        .get_mut(&addr(0))
+        .unwrap()
+        .handle_message(now, stale);
     assert_eq!(net.state_of(0, 2), Some(MemberState::Dead));
     assert_eq!(net.m(0).members(net.now).len(), 2);
     // After the tombstone TTL it is forgotten.
@@ -332,15 +379,27 @@ fn a_tombstone_blocks_resurrection_by_stale_gossip() {
 fn a_restart_with_a_new_generation_replaces_the_old_life() {
     let mut net = Net::chain(cfg(), 3);
     net.run_until(Duration::from_secs(2), "join", Net::converged);
-    net.with(2, |m, now| m.set_key(now, "old", Bytes::from_static(b"x"), None).unwrap());
-    net.run_until(Duration::from_secs(2), "key", |n| n.m(0).get_key(n.now, &addr(2), "old").is_some());
+    net.with(2, |m, now| {
+        m.set_key(now, "old", Bytes::from_static(b"x"), None)
+            .unwrap()
+    });
+    net.run_until(Duration::from_secs(2), "key", |n| {
+        n.m(0).get_key(n.now, &addr(2), "old").is_some()
+    });
     // Member 2 restarts at once on the same address, before anyone noticed.
     net.crash(2);
     net.spawn(2, 2, Some(0));
     net.run_until(Duration::from_secs(3), "restart", |n| {
-        (0..2).all(|o| n.m(o).member(n.now, &addr(2)).is_some_and(|m| m.generation == 2 && m.state == MemberState::Alive))
+        (0..2).all(|o| {
+            n.m(o)
+                .member(n.now, &addr(2))
+                .is_some_and(|m| m.generation == 2 && m.state == MemberState::Alive)
+        })
     });
-    assert!(net.m(0).get_key(net.now, &addr(2), "old").is_none(), "the old life's keys are gone");
+    assert!(
+        net.m(0).get_key(net.now, &addr(2), "old").is_none(),
+        "the old life's keys are gone"
+    );
     net.run_for(Duration::from_secs(30));
     assert!(net.converged(), "the new life is not declared dead");
     assert_eq!(net.m(1).member(net.now, &addr(2)).unwrap().generation, 2);
@@ -352,17 +411,27 @@ fn keys_set_delete_and_metadata_reach_everyone() {
     net.run_until(Duration::from_secs(3), "join", Net::converged);
     net.with(0, |m, now| {
         m.set_key(now, "a", Bytes::from_static(b"1"), None).unwrap();
-        m.set_meta(now, BTreeMap::from([("role".into(), "db".into())])).unwrap();
+        m.set_meta(now, BTreeMap::from([("role".into(), "db".into())]))
+            .unwrap();
     });
     let took = net.run_until(Duration::from_secs(3), "key", |n| {
         (0..5).all(|o| {
-            n.m(o).get_key(n.now, &addr(0), "a").is_some_and(|e| e.value == "1")
-                && n.m(o).member(n.now, &addr(0)).unwrap().meta.get("role").is_some_and(|r| r == "db")
+            n.m(o)
+                .get_key(n.now, &addr(0), "a")
+                .is_some_and(|e| e.value == "1")
+                && n.m(o)
+                    .member(n.now, &addr(0))
+                    .unwrap()
+                    .meta
+                    .get("role")
+                    .is_some_and(|r| r == "db")
         })
     });
     assert!(took < Duration::from_millis(50), "eager push: {took:?}");
     net.with(0, |m, now| m.delete_key(now, "a").unwrap());
-    net.run_until(Duration::from_secs(3), "delete", |n| (0..5).all(|o| n.m(o).get_key(n.now, &addr(0), "a").is_none()));
+    net.run_until(Duration::from_secs(3), "delete", |n| {
+        (0..5).all(|o| n.m(o).get_key(n.now, &addr(0), "a").is_none())
+    });
     let ev = net.events_of(3);
     let changes: Vec<_> = ev
         .iter()
@@ -371,7 +440,11 @@ fn keys_set_delete_and_metadata_reach_everyone() {
             _ => None,
         })
         .collect();
-    assert_eq!(changes, vec![Some(Bytes::from_static(b"1")), None], "in order");
+    assert_eq!(
+        changes,
+        vec![Some(Bytes::from_static(b"1")), None],
+        "in order"
+    );
 }
 
 #[test]
@@ -381,16 +454,25 @@ fn key_versions_merge_out_of_order() {
     // Capture member 0's pushes instead of delivering them.
     net.queue.clear();
     net.with(0, |m, now| {
-        m.set_key(now, "k", Bytes::from_static(b"v1"), None).unwrap();
-        m.set_key(now, "k", Bytes::from_static(b"v2"), None).unwrap();
+        m.set_key(now, "k", Bytes::from_static(b"v1"), None)
+            .unwrap();
+        m.set_key(now, "k", Bytes::from_static(b"v2"), None)
+            .unwrap();
     });
-    let mut pushes: Vec<Transmit> =
-        net.queue.drain(..).map(|(_, t)| t).filter(|t| matches!(t.msg.body, Some(Body::Delta(_)))).collect();
+    let mut pushes: Vec<Transmit> = net
+        .queue
+        .drain(..)
+        .map(|(_, t)| t)
+        .filter(|t| matches!(t.msg.body, Some(Body::Delta(_))))
+        .collect();
     assert_eq!(pushes.len(), 2);
     pushes.reverse();
     let now = net.now;
     for t in pushes.iter().chain(pushes.iter()) {
-        net.nodes.get_mut(&addr(1)).unwrap().handle_message(now, t.msg.clone());
+        net.nodes
+            .get_mut(&addr(1))
+            .unwrap()
+            .handle_message(now, t.msg.clone());
     }
     assert_eq!(net.m(1).get_key(now, &addr(0), "k").unwrap().value, "v2");
     assert_eq!(net.m(1).member(now, &addr(0)).unwrap().version, 2);
@@ -400,9 +482,21 @@ fn key_versions_merge_out_of_order() {
 fn a_key_with_a_ttl_expires_everywhere() {
     let mut net = Net::chain(cfg(), 4);
     net.run_until(Duration::from_secs(3), "join", Net::converged);
-    net.with(1, |m, now| m.set_key(now, "t", Bytes::from_static(b"x"), Some(Duration::from_secs(3))).unwrap());
-    net.run_until(Duration::from_secs(1), "spread", |n| (0..4).all(|o| n.m(o).get_key(n.now, &addr(1), "t").is_some()));
-    let t = net.run_until(Duration::from_secs(5), "expiry", |n| (0..4).all(|o| n.m(o).get_key(n.now, &addr(1), "t").is_none()));
+    net.with(1, |m, now| {
+        m.set_key(
+            now,
+            "t",
+            Bytes::from_static(b"x"),
+            Some(Duration::from_secs(3)),
+        )
+        .unwrap()
+    });
+    net.run_until(Duration::from_secs(1), "spread", |n| {
+        (0..4).all(|o| n.m(o).get_key(n.now, &addr(1), "t").is_some())
+    });
+    let t = net.run_until(Duration::from_secs(5), "expiry", |n| {
+        (0..4).all(|o| n.m(o).get_key(n.now, &addr(1), "t").is_none())
+    });
     assert!(t <= Duration::from_secs(3));
     net.run_for(Duration::from_secs(2));
     for o in 0..4 {
@@ -418,7 +512,10 @@ fn a_key_with_a_ttl_expires_everywhere() {
 fn a_broadcast_is_delivered_once_by_every_member() {
     let mut net = Net::chain(cfg(), 12);
     net.run_until(Duration::from_secs(5), "join", Net::converged);
-    let uuid = net.with(3, |m, now| m.broadcast(now, Bytes::from_static(b"hello"), None).unwrap());
+    let uuid = net.with(3, |m, now| {
+        m.broadcast(now, Bytes::from_static(b"hello"), None)
+            .unwrap()
+    });
     net.run_for(Duration::from_secs(10));
     for o in 0..12 {
         let n = net
@@ -439,7 +536,11 @@ fn a_member_that_leaves_is_dropped_at_once() {
     let took = net.run_until(Duration::from_secs(1), "leave", Net::converged);
     assert!(took <= Duration::from_millis(5), "{took:?}");
     assert_eq!(net.state_of(0, 2), Some(MemberState::Left));
-    assert!(net.events_of(0).iter().any(|e| matches!(e, Event::Left(id) if id.addr == addr(2))));
+    assert!(
+        net.events_of(0)
+            .iter()
+            .any(|e| matches!(e, Event::Left(id) if id.addr == addr(2)))
+    );
     assert!(net.m(2).poll_timeout().is_none());
 }
 
@@ -456,7 +557,10 @@ fn messages_from_another_cluster_change_nothing() {
         ..Default::default()
     };
     let now = net.now;
-    net.nodes.get_mut(&addr(0)).unwrap().handle_message(now, foreign);
+    net.nodes
+        .get_mut(&addr(0))
+        .unwrap()
+        .handle_message(now, foreign);
     assert_eq!(net.m(0).members(net.now), before);
     assert!(net.m(0).poll_transmit_is_empty());
 }
@@ -475,7 +579,10 @@ fn fifty_members_converge_within_a_bound_in_rounds() {
     let gossip = cfg.gossip_interval;
     let mut net = Net::chain(cfg, 50);
     for i in 0..50 {
-        net.with(i, |m, now| m.set_key(now, "k", Bytes::from(format!("v{i}")), None).unwrap());
+        net.with(i, |m, now| {
+            m.set_key(now, "k", Bytes::from(format!("v{i}")), None)
+                .unwrap()
+        });
     }
     // Bound: 2 * ceil(log2(50)) = 12 gossip rounds.
     let bound = gossip * 12;
@@ -495,13 +602,20 @@ fn at_rest_a_round_costs_constant_bytes() {
         net.run_for(Duration::from_secs(30));
         net.sent.clear();
         net.run_for(Duration::from_secs(10));
-        assert!(!net.sent.contains_key("sync_digest"), "{n}: digests exchanged at rest: {:?}", net.sent);
+        assert!(
+            !net.sent.contains_key("sync_digest"),
+            "{n}: digests exchanged at rest: {:?}",
+            net.sent
+        );
         let bytes: u64 = net.sent.values().map(|(_, b)| b).sum();
         per_member.push(bytes as f64 / n as f64 / 10.0);
     }
     // The same cost per member per second at 10 and at 40 members.
     let ratio = per_member[1] / per_member[0];
-    assert!((0.8..1.25).contains(&ratio), "bytes/member/s {per_member:?}");
+    assert!(
+        (0.8..1.25).contains(&ratio),
+        "bytes/member/s {per_member:?}"
+    );
     assert!(per_member[1] < 2000.0, "bytes/member/s {per_member:?}");
 }
 
@@ -513,11 +627,17 @@ fn large_states_go_as_several_bounded_messages() {
     net.run_until(Duration::from_secs(2), "join", Net::converged);
     // 200 keys of 200 bytes: 40 KB of state through 4 KB messages.
     for k in 0..200 {
-        net.with(0, |m, now| m.set_key(now, &format!("key{k}"), Bytes::from(vec![b'x'; 200]), None).unwrap());
+        net.with(0, |m, now| {
+            m.set_key(now, &format!("key{k}"), Bytes::from(vec![b'x'; 200]), None)
+                .unwrap()
+        });
     }
     net.spawn(2, 1, Some(1));
     net.run_until(Duration::from_secs(5), "state transfer", |n| {
-        n.m(2).kv(n.now).get(&addr(0)).is_some_and(|k| k.len() == 200)
+        n.m(2)
+            .kv(n.now)
+            .get(&addr(0))
+            .is_some_and(|k| k.len() == 200)
     });
     // Every message was checked against the limit in `drain`.
     assert!(net.sent["delta"].0 > 10);
@@ -531,7 +651,8 @@ fn too_large_inputs_are_refused_and_change_nothing() {
     assert!(m.set_key(now, "k", big.clone(), None).is_err());
     assert!(m.broadcast(now, big, None).is_err());
     assert!(m.set_key(now, "", Bytes::new(), None).is_err());
-    let meta: BTreeMap<String, String> = (0..100).map(|i| (format!("k{i}"), String::new())).collect();
+    let meta: BTreeMap<String, String> =
+        (0..100).map(|i| (format!("k{i}"), String::new())).collect();
     assert!(m.set_meta(now, meta).is_err());
     assert!(m.kv(now).is_empty());
     assert_eq!(m.member(now, &addr(0)).unwrap().version, 0);
@@ -543,10 +664,16 @@ fn runs_are_reproducible_from_the_seed() {
         let mut net = Net::chain(cfg(), 6);
         net.log = Some(Vec::new());
         net.run_for(Duration::from_secs(5));
-        net.with(2, |m, now| m.set_key(now, "x", Bytes::from_static(b"y"), None).unwrap());
+        net.with(2, |m, now| {
+            m.set_key(now, "x", Bytes::from_static(b"y"), None).unwrap()
+        });
         net.crash(4);
         net.run_for(Duration::from_secs(10));
-        net.log.unwrap().into_iter().map(|t| (t.to, t.msg.encode_to_vec())).collect::<Vec<_>>()
+        net.log
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.to, t.msg.encode_to_vec()))
+            .collect::<Vec<_>>()
     };
     assert_eq!(run(), run());
 }
@@ -558,7 +685,11 @@ fn under_twenty_percent_loss_no_live_member_is_declared_dead() {
     net.loss = 0.2;
     net.run_for(Duration::from_secs(120));
     for o in 0..8 {
-        let failed = net.events_of(o).iter().filter(|e| matches!(e, Event::Failed(_))).count();
+        let failed = net
+            .events_of(o)
+            .iter()
+            .filter(|e| matches!(e, Event::Failed(_)))
+            .count();
         assert_eq!(failed, 0, "member {o} declared {failed} live members dead");
     }
     net.loss = 0.0;
@@ -582,6 +713,10 @@ fn a_healed_partition_converges_to_one_view() {
         });
         net.step();
     }
-    assert_eq!(net.m(0).members(net.now).len(), 3, "each side dropped the other");
+    assert_eq!(
+        net.m(0).members(net.now).len(),
+        3,
+        "each side dropped the other"
+    );
     net.run_until(Duration::from_secs(30), "heal", Net::converged);
 }
