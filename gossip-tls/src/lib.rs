@@ -1,0 +1,2 @@
+//! Placeholder; filled by the TLS work.
+#![deny(missing_docs)]
