@@ -42,6 +42,7 @@ pub use id::{NodeAddr, NodeId};
 pub use machine::{Machine, Transmit};
 pub use mem::{MemNetwork, MemTransport};
 pub use membership::{BoxFuture, Membership};
+pub use transport::Transport;
 pub use stats::{Stats, StatsSnapshot};
 pub use tls::{MtlsFiles, TlsConfig};
 
