@@ -51,6 +51,8 @@ struct Shared<T> {
     events: broadcast::Sender<Event>,
     stats: Arc<Stats>,
     stop: watch::Sender<bool>,
+    /// Leave gracefully when stopping (false: crash without a word).
+    announce: std::sync::atomic::AtomicBool,
 }
 
 /// A member of a gossip cluster over transport `T`: the [`Machine`] plus the
@@ -98,6 +100,7 @@ impl<T: Transport> Member<T> {
                 events,
                 stats,
                 stop,
+                announce: std::sync::atomic::AtomicBool::new(true),
             }),
             task: tokio::sync::Mutex::new(None),
         })
@@ -147,6 +150,16 @@ impl<T: Transport> Member<T> {
             .await
             .as_ref()
             .is_some_and(|t| !t.is_finished())
+    }
+
+    /// Stops every task at once **without** announcing a leave, as if the
+    /// process had died: peers must detect it by probing. For tests and
+    /// fault drills. Returns when every task has ended; the member stays down.
+    pub async fn crash(&self) {
+        self.shared
+            .announce
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.shutdown().await;
     }
 
     fn machine(&self) -> MutexGuard<'_, Machine> {
@@ -205,8 +218,17 @@ async fn run<T: Transport>(shared: Arc<Shared<T>>, mut rx: mpsc::Receiver<Envelo
         }
     }
     // Graceful leave: announce, give the announcements a moment, then stop.
-    lock(&shared.machine).leave(now());
-    flush(&shared, &mut sends, &permits, send_timeout);
+    if shared.announce.load(std::sync::atomic::Ordering::SeqCst) {
+        lock(&shared.machine).leave(now());
+        flush(&shared, &mut sends, &permits, send_timeout);
+    } else {
+        // Mark the machine stopped so commands are refused, but send nothing.
+        let mut m = lock(&shared.machine);
+        m.leave(now());
+        while m.poll_transmit().is_some() {}
+        drop(m);
+        sends.abort_all();
+    }
     let grace = tokio::time::timeout(send_timeout, async {
         while sends.join_next().await.is_some() {}
     });

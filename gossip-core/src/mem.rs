@@ -72,6 +72,21 @@ impl MemNetwork {
         }
     }
 
+    /// Hands a raw frame to the member at `to`, as a peer's transport
+    /// would: for tests of bad input.
+    ///
+    /// # Errors
+    /// The member's [`Rejection`](crate::Rejection), or
+    /// [`Rejection::ShuttingDown`](crate::Rejection::ShuttingDown) if nothing
+    /// listens at `to`.
+    pub fn deliver_raw(&self, to: &NodeAddr, frame: &[u8]) -> Result<(), crate::Rejection> {
+        let inbound = self.lock().nodes.get(to).cloned();
+        match inbound {
+            Some(i) => i.accept_bytes(frame),
+            None => Err(crate::Rejection::ShuttingDown),
+        }
+    }
+
     /// Restores every link.
     pub fn heal(&self) {
         self.lock().cut.clear();
