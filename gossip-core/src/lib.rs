@@ -38,15 +38,15 @@ pub use codec::{Inbound, inbound_channel};
 pub use config::{Config, MAX_KEY_LEN, MAX_META_BYTES, MAX_META_ENTRIES};
 pub use driver::{Member, MemberOptions};
 pub use error::{AddrError, GossipError, Rejection, TransportError};
-pub use fault::{FaultController, FaultyTransport};
 pub use event::{BroadcastMsg, Event, KeyEntry, MemberInfo, MemberState};
+pub use fault::{FaultController, FaultyTransport};
 pub use id::{NodeAddr, NodeId};
 pub use machine::{Machine, Transmit};
 pub use mem::{MemNetwork, MemTransport};
 pub use membership::{BoxFuture, Membership};
-pub use transport::Transport;
 pub use stats::{Stats, StatsSnapshot};
 pub use tls::{MtlsFiles, TlsConfig};
+pub use transport::Transport;
 
 /// The wire schema, re-exported for transports.
 pub use gossip_proto::v1 as pb;

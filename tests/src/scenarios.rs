@@ -1,0 +1,315 @@
+//! The scenarios every transport must pass. Each takes a fresh [`Kind`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use gossip_core::{Event, MemberState, Membership, Transport, pb};
+use prost::Message;
+
+use crate::{Cluster, Kind, wait_until};
+
+const JOIN: Duration = Duration::from_secs(10);
+
+pub async fn join_through_a_seed<K: Kind>(kind: K) {
+    let mut c = Cluster::new(kind);
+    c.chain(2).await;
+    wait_until(JOIN, "join", || c.agree(&[0, 1])).await;
+    c.shutdown().await;
+}
+
+pub async fn chain_of_ten<K: Kind>(kind: K) {
+    let mut c = Cluster::new(kind);
+    c.chain(10).await;
+    let all: Vec<usize> = (0..10).collect();
+    wait_until(JOIN, "a chain of 10 learns everyone", || c.agree(&all)).await;
+    c.shutdown().await;
+}
+
+pub async fn metadata_update_seen_by_all<K: Kind>(kind: K) {
+    let mut c = Cluster::new(kind);
+    c.chain(4).await;
+    wait_until(JOIN, "join", || c.agree(&[0, 1, 2, 3])).await;
+    c.members[2]
+        .set_meta(BTreeMap::from([("zone".to_owned(), "b".to_owned())]))
+        .unwrap();
+    let a = c.addr(2);
+    wait_until(JOIN, "metadata", || {
+        c.members.iter().all(|m| {
+            m.members()
+                .iter()
+                .any(|x| x.addr == a && x.meta.get("zone").is_some_and(|z| z == "b"))
+        })
+    })
+    .await;
+    c.shutdown().await;
+}
+
+pub async fn keys_set_delete_and_ttl_seen_by_all<K: Kind>(kind: K) {
+    let mut c = Cluster::new(kind);
+    c.chain(4).await;
+    wait_until(JOIN, "join", || c.agree(&[0, 1, 2, 3])).await;
+    let owner = c.addr(1);
+    c.members[1]
+        .set_key("k", Bytes::from_static(b"v"), None)
+        .unwrap();
+    c.members[1]
+        .set_key("t", Bytes::from_static(b"x"), Some(Duration::from_secs(1)))
+        .unwrap();
+    wait_until(JOIN, "set", || {
+        c.members
+            .iter()
+            .all(|m| m.get_key(&owner, "k").is_some_and(|e| e.value == "v"))
+    })
+    .await;
+    c.members[1].delete_key("k").unwrap();
+    wait_until(JOIN, "delete", || {
+        c.members.iter().all(|m| m.get_key(&owner, "k").is_none())
+    })
+    .await;
+    wait_until(JOIN, "ttl expiry", || {
+        c.members.iter().all(|m| m.get_key(&owner, "t").is_none())
+    })
+    .await;
+    c.shutdown().await;
+}
+
+pub async fn broadcast_delivered_exactly_once<K: Kind>(kind: K) {
+    let mut c = Cluster::new(kind);
+    c.chain(6).await;
+    let all: Vec<usize> = (0..6).collect();
+    wait_until(JOIN, "join", || c.agree(&all)).await;
+    let mut subs: Vec<_> = c.members.iter().map(|m| m.subscribe()).collect();
+    let uuid = c.members[4]
+        .broadcast(Bytes::from_static(b"hello"), None)
+        .unwrap();
+    let mut counts = vec![0usize; 6];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < deadline {
+        for (i, s) in subs.iter_mut().enumerate() {
+            while let Ok(e) = s.try_recv() {
+                if matches!(e, Event::Broadcast(b) if b.uuid == uuid && b.payload == "hello") {
+                    counts[i] += 1;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Retransmissions have long run out by now: a duplicate would show.
+    assert_eq!(counts, vec![1; 6], "deliveries per member");
+    c.shutdown().await;
+}
+
+pub async fn killed_member_is_removed_within_the_bound<K: Kind>(kind: K) {
+    let mut c = Cluster::new(kind);
+    c.chain(5).await;
+    let all: Vec<usize> = (0..5).collect();
+    wait_until(JOIN, "join", || c.agree(&all)).await;
+    c.members[3].crash().await;
+    let bound = c.config.detection_bound(5);
+    let rest = c.running(&[3]);
+    let took = wait_until(bound, "detection", || c.agree(&rest)).await;
+    let a = c.addr(3);
+    for i in &rest {
+        let st = c.members[*i]
+            .all_members()
+            .into_iter()
+            .find(|m| m.addr == a)
+            .map(|m| m.state);
+        assert_eq!(st, Some(MemberState::Dead), "member {i}");
+    }
+    eprintln!("crash detected by all in {took:?} (bound {bound:?})");
+    c.shutdown().await;
+}
+
+pub async fn leaving_member_is_removed_at_once<K: Kind>(kind: K) {
+    let mut c = Cluster::new(kind);
+    c.chain(5).await;
+    let all: Vec<usize> = (0..5).collect();
+    wait_until(JOIN, "join", || c.agree(&all)).await;
+    c.members[2].shutdown().await;
+    let rest = c.running(&[2]);
+    // Far below the probe interval: nobody had to probe.
+    let took = wait_until(c.config.probe_interval, "leave", || c.agree(&rest)).await;
+    eprintln!("leave seen by all in {took:?}");
+    c.shutdown().await;
+}
+
+pub async fn seed_that_never_answers_is_not_a_member<K: Kind>(kind: K) {
+    let silent = kind.bind(None).await;
+    let silent_addr = silent.local_addr();
+    silent.shutdown().await;
+    drop(silent);
+    let mut c = Cluster::new(kind);
+    c.spawn(None).await;
+    c.members[0].add_seed(silent_addr.clone());
+    let retry = c.config.seed_retry_max * 3;
+    tokio::time::sleep(retry).await; // Let several retries fail: nothing to wait for.
+    let members = c.members[0].members();
+    assert_eq!(members.len(), 1);
+    assert!(members.iter().all(|m| m.addr != silent_addr));
+    assert!(
+        c.members[0].stats().send_failures + c.members[0].stats().messages_sent >= 3,
+        "retried"
+    );
+    c.shutdown().await;
+}
+
+pub async fn restart_with_a_new_generation_replaces_the_old<K: Kind>(kind: K) {
+    let mut c = Cluster::new(kind);
+    c.chain(4).await;
+    wait_until(JOIN, "join", || c.agree(&[0, 1, 2, 3])).await;
+    let addr = c.addr(3);
+    let old_gen = c.members[3].local_id().generation;
+    c.members[3].crash().await;
+    let cfg = c.config.clone();
+    let i = c.spawn_with(Some(&addr), Some(0), cfg).await;
+    let new_gen = c.members[i].local_id().generation;
+    assert!(new_gen > old_gen);
+    let everyone = [0, 1, 2, i];
+    wait_until(JOIN, "new generation everywhere", || {
+        everyone.iter().all(|m| {
+            c.members[*m]
+                .members()
+                .iter()
+                .any(|x| x.addr == addr && x.generation == new_gen)
+        }) && c.agree(&everyone)
+    })
+    .await;
+    c.shutdown().await;
+}
+
+fn envelope(cluster: &str) -> Vec<u8> {
+    pb::Envelope {
+        cluster_id: cluster.into(),
+        from: Some(pb::NodeId {
+            addr: "127.0.0.1:9".into(),
+            generation: 1,
+        }),
+        updates: vec![pb::MemberUpdate {
+            id: Some(pb::NodeId {
+                addr: "127.0.0.1:9".into(),
+                generation: 1,
+            }),
+            incarnation: 0,
+            state: pb::MemberState::Alive as i32,
+        }],
+        body: Some(pb::envelope::Body::Gossip(pb::Gossip {})),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+pub async fn bad_input_is_rejected_and_changes_nothing<K: Kind>(kind: K) {
+    let mut c = Cluster::new(kind);
+    c.chain(2).await;
+    wait_until(JOIN, "join", || c.agree(&[0, 1])).await;
+    let target = c.addr(0);
+    let before = c.members[0].members();
+
+    let garbage = c
+        .kind
+        .send_raw(&target, Bytes::from_static(&[0xff, 0xff, 0xff, 0x0f]))
+        .await;
+    let err = garbage.expect_err("garbage accepted");
+    assert!(
+        err.to_lowercase().contains("decode") || err.contains("malformed"),
+        "{err}"
+    );
+
+    let huge = Bytes::from(vec![0u8; c.config.max_message_size + 1]);
+    let err = c
+        .kind
+        .send_raw(&target, huge)
+        .await
+        .expect_err("oversized accepted");
+    assert!(
+        err.contains("large") || err.contains("exceeds") || err.contains("OutOfRange"),
+        "{err}"
+    );
+
+    let err = c
+        .kind
+        .send_raw(&target, Bytes::from(envelope("other")))
+        .await
+        .expect_err("foreign accepted");
+    assert!(err.contains("cluster"), "{err}");
+    assert_eq!(c.members[0].stats().rejected_foreign_cluster, 1);
+
+    // A whole member of another cluster cannot join through ours.
+    let mut foreign = c.config.clone();
+    foreign.cluster_id = "elsewhere".into();
+    let f = c.spawn_with(None, Some(0), foreign).await;
+    let fa = c.addr(f);
+    tokio::time::sleep(c.config.probe_interval * 3).await; // Nothing may change: no condition to wait on.
+    assert_eq!(
+        c.members[f].members().len(),
+        1,
+        "the foreign member learned nobody"
+    );
+    assert!(c.members[0].stats().rejected_foreign_cluster > 1);
+    let after = c.members[0].members();
+    assert!(after.iter().all(|m| m.addr != fa));
+    let addrs = |v: &[gossip_core::MemberInfo]| {
+        v.iter()
+            .map(|m| (m.addr.clone(), m.generation))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(addrs(&before), addrs(&after), "membership unchanged");
+    // A valid frame is still accepted afterwards.
+    c.kind
+        .send_raw(&target, Bytes::from(envelope(&c.config.cluster_id)))
+        .await
+        .expect("valid frame");
+    c.shutdown().await;
+}
+
+pub async fn no_false_deaths_under_twenty_percent_loss<K: Kind>(kind: K) {
+    let mut c = Cluster::new(kind);
+    c.chain(5).await;
+    let all: Vec<usize> = (0..5).collect();
+    wait_until(JOIN, "join", || c.agree(&all)).await;
+    let mut subs: Vec<_> = c.members.iter().map(|m| m.subscribe()).collect();
+    c.faults.set_loss(0.2);
+    // 40 probe periods per member under loss.
+    tokio::time::sleep(c.config.probe_interval * 40).await; // A fixed observation window.
+    c.faults.set_loss(0.0);
+    for (i, s) in subs.iter_mut().enumerate() {
+        while let Ok(e) = s.try_recv() {
+            assert!(
+                !matches!(e, Event::Failed(_)),
+                "member {i} declared a live member dead: {e:?}"
+            );
+        }
+    }
+    wait_until(JOIN, "steady after loss", || c.agree(&all)).await;
+    c.shutdown().await;
+}
+
+pub async fn partition_heals_to_one_view<K: Kind>(kind: K) {
+    let mut c = Cluster::new(kind);
+    c.chain(6).await;
+    let all: Vec<usize> = (0..6).collect();
+    wait_until(JOIN, "join", || c.agree(&all)).await;
+    let left: Vec<_> = (0..3).map(|i| c.addr(i)).collect();
+    let right: Vec<_> = (3..6).map(|i| c.addr(i)).collect();
+    c.faults.partition(&[left, right]);
+    let bound = c.config.detection_bound(6);
+    wait_until(bound * 2, "each side drops the other", || {
+        c.agree(&[0, 1, 2]) && c.agree(&[3, 4, 5])
+    })
+    .await;
+    c.members[4]
+        .set_key("during", Bytes::from_static(b"split"), None)
+        .unwrap();
+    c.faults.heal();
+    let owner = c.addr(4);
+    wait_until(Duration::from_secs(20), "one view after healing", || {
+        c.agree(&all)
+            && c.members
+                .iter()
+                .all(|m| m.get_key(&owner, "during").is_some())
+    })
+    .await;
+    c.shutdown().await;
+}
