@@ -1,0 +1,123 @@
+//! Turning quinn's errors into [`TransportError`]s with clear reasons.
+
+use gossip_core::TransportError;
+use quinn::{ConnectionError, TransportErrorCode};
+use rustls::AlertDescription;
+
+/// The TLS alert carried by a QUIC crypto error code (`0x100 + alert`).
+fn tls_alert(code: TransportErrorCode) -> Option<AlertDescription> {
+    let code = u64::from(code);
+    (0x100..0x200)
+        .contains(&code)
+        .then(|| AlertDescription::from((code & 0xff) as u8))
+}
+
+/// A hint for the alerts a misconfigured member meets.
+fn alert_hint(alert: AlertDescription) -> &'static str {
+    match alert {
+        AlertDescription::NoApplicationProtocol => {
+            "no common ALPN protocol: the peer does not speak gossip/1"
+        }
+        AlertDescription::CertificateRequired => {
+            "the peer requires a client certificate (mutual TLS)"
+        }
+        AlertDescription::UnknownCA
+        | AlertDescription::BadCertificate
+        | AlertDescription::UnsupportedCertificate
+        | AlertDescription::CertificateUnknown
+        | AlertDescription::CertificateExpired
+        | AlertDescription::CertificateRevoked
+        | AlertDescription::AccessDenied => {
+            "the peer does not accept our certificate (is it issued by the peer's CA?)"
+        }
+        _ => "TLS handshake failure",
+    }
+}
+
+/// True if the connection failed in the TLS handshake, whichever side
+/// refused: these failures are counted as `tls_refused`.
+pub(crate) fn is_tls_failure(e: &ConnectionError) -> bool {
+    match e {
+        ConnectionError::TransportError(te) => tls_alert(te.code).is_some(),
+        ConnectionError::ConnectionClosed(close) => tls_alert(close.error_code).is_some(),
+        _ => false,
+    }
+}
+
+/// Describes why a connection to `addr` failed.
+///
+/// A TLS handshake the peer refused becomes [`TransportError::Rejected`]
+/// (the peer is up but will not talk to us); everything else, including a
+/// handshake we refused, becomes [`TransportError::Unreachable`].
+pub(crate) fn connection_failed(addr: &str, e: &ConnectionError) -> TransportError {
+    let unreachable = |reason: String| TransportError::Unreachable {
+        addr: addr.to_owned(),
+        reason,
+    };
+    match e {
+        ConnectionError::ConnectionClosed(close) => match tls_alert(close.error_code) {
+            Some(alert) => {
+                let said = String::from_utf8_lossy(&close.reason);
+                let said = if said.is_empty() {
+                    String::new()
+                } else {
+                    format!("; the peer said: {said}")
+                };
+                TransportError::Rejected {
+                    addr: addr.to_owned(),
+                    reason: format!(
+                        "TLS handshake refused by the peer (alert {alert:?}): {}{said}",
+                        alert_hint(alert)
+                    ),
+                }
+            }
+            None => unreachable(format!("connection aborted by the peer: {close}")),
+        },
+        ConnectionError::TransportError(te) if tls_alert(te.code).is_some() => {
+            unreachable(format!("TLS handshake failed on our side: {te}"))
+        }
+        ConnectionError::ApplicationClosed(close) => {
+            unreachable(format!("the peer closed the connection: {close}"))
+        }
+        ConnectionError::TimedOut => unreachable("no answer: the connection timed out".to_owned()),
+        ConnectionError::Reset => {
+            unreachable("connection reset by the peer (did it restart?)".to_owned())
+        }
+        ConnectionError::LocallyClosed => {
+            unreachable("the connection was closed locally (shutting down?)".to_owned())
+        }
+        other => unreachable(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use quinn::ConnectionClose;
+
+    #[test]
+    fn alpn_refusal_reads_clearly() {
+        let e = ConnectionError::ConnectionClosed(ConnectionClose {
+            error_code: TransportErrorCode::crypto(120),
+            frame_type: None,
+            reason: Bytes::new(),
+        });
+        assert!(is_tls_failure(&e));
+        let TransportError::Rejected { reason, .. } = connection_failed("x:1", &e) else {
+            panic!("expected Rejected");
+        };
+        assert!(reason.contains("NoApplicationProtocol"), "{reason}");
+        assert!(reason.contains("gossip/1"), "{reason}");
+    }
+
+    #[test]
+    fn timeouts_are_unreachable_and_not_tls() {
+        let e = ConnectionError::TimedOut;
+        assert!(!is_tls_failure(&e));
+        assert!(matches!(
+            connection_failed("x:1", &e),
+            TransportError::Unreachable { .. }
+        ));
+    }
+}
