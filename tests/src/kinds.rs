@@ -56,3 +56,28 @@ impl Kind for Grpc {
             .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
     }
 }
+
+/// QUIC over loopback with self-signed certificates.
+#[derive(Clone, Default)]
+pub struct Quic;
+
+impl Kind for Quic {
+    type T = gossip_quic::QuicTransport;
+
+    async fn bind(&self, at: Option<&NodeAddr>) -> gossip_quic::QuicTransport {
+        let cfg = gossip_quic::QuicConfig {
+            listen: socket(at),
+            ..gossip_quic::QuicConfig::default()
+        };
+        gossip_quic::QuicTransport::bind(cfg)
+            .await
+            .expect("bind QUIC")
+    }
+
+    async fn send_raw(&self, to: &NodeAddr, frame: Bytes) -> Result<(), String> {
+        let addr: SocketAddr = to.as_str().parse().map_err(|e| format!("{e}"))?;
+        gossip_quic::send_raw_frame(addr, frame, None)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}

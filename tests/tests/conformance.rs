@@ -36,3 +36,4 @@ macro_rules! conformance {
 
 conformance!(mem, Mem::default());
 conformance!(grpc, Grpc);
+conformance!(quic, Quic);
