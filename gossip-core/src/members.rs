@@ -7,10 +7,13 @@
 //!   state order alive < suspect < dead, with `left` final for a generation;
 //! - `live` lists exactly the live (alive or suspect) peers, self excluded,
 //!   for O(1) random choice;
-//! - `root_hash` is the wrapping sum of the fingerprints of live nodes,
-//!   updated on every change (so a digest comparison costs O(1)).
+//! - `root_hash` is the wrapping sum of the fingerprints of live nodes, and
+//!   `buckets[i]` the same sum over the live nodes of ring bucket `i`, both
+//!   updated on every change (so comparing views costs O(1), and finding
+//!   where they differ costs 256 hashes, not a digest of every member);
+//! - `ring` indexes every node by its ring position, for range digests.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
 use rand::Rng;
@@ -93,6 +96,20 @@ pub(crate) fn ring_position(addr: &NodeAddr) -> u64 {
     xxhash_rust::xxh3::xxh3_64(addr.as_str().as_bytes())
 }
 
+/// Number of ring buckets whose fingerprints `SyncBuckets` carries.
+pub(crate) const BUCKETS: usize = 256;
+
+/// The bucket of a ring position: its top byte.
+pub(crate) fn bucket_of(pos: u64) -> usize {
+    (pos >> 56) as usize
+}
+
+/// The inclusive ring range of bucket `i`.
+pub(crate) fn bucket_range(i: usize) -> (u64, u64) {
+    let start = (i as u64) << 56;
+    (start, start | ((1u64 << 56) - 1))
+}
+
 /// How applying a fact changed the table.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Change {
@@ -111,6 +128,8 @@ pub(crate) struct Table {
     live: Vec<NodeAddr>,
     live_pos: HashMap<NodeAddr, usize>,
     root_hash: u64,
+    buckets: Vec<u64>,
+    ring: BTreeSet<(u64, NodeAddr)>,
 }
 
 impl Table {
@@ -122,6 +141,8 @@ impl Table {
             live: Vec::new(),
             live_pos: HashMap::new(),
             root_hash: 0,
+            buckets: vec![0; BUCKETS],
+            ring: BTreeSet::new(),
         };
         t.insert(
             addr,
@@ -151,7 +172,6 @@ impl Table {
         self.nodes.values()
     }
 
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.nodes.len()
     }
@@ -168,6 +188,31 @@ impl Table {
 
     pub(crate) fn root_hash(&self) -> u64 {
         self.root_hash
+    }
+
+    pub(crate) fn bucket_hashes(&self) -> &[u64] {
+        &self.buckets
+    }
+
+    /// Nodes whose ring position lies in `[start, end]`, in ring order.
+    pub(crate) fn in_range(&self, start: u64, end: u64) -> impl Iterator<Item = (u64, &Node)> {
+        let lo = (start, NodeAddr::min_value());
+        self.ring
+            .range(lo..)
+            .take_while(move |(p, _)| *p <= end)
+            .filter_map(|(p, a)| self.nodes.get(a).map(|n| (*p, n)))
+    }
+
+    fn hash_add(&mut self, addr: &NodeAddr, fp: u64) {
+        self.root_hash = self.root_hash.wrapping_add(fp);
+        let b = &mut self.buckets[bucket_of(ring_position(addr))];
+        *b = b.wrapping_add(fp);
+    }
+
+    fn hash_sub(&mut self, addr: &NodeAddr, fp: u64) {
+        self.root_hash = self.root_hash.wrapping_sub(fp);
+        let b = &mut self.buckets[bucket_of(ring_position(addr))];
+        *b = b.wrapping_sub(fp);
     }
 
     /// Up to `k` distinct random live peers, none of them in `exclude`.
@@ -258,14 +303,16 @@ impl Table {
     ) -> Option<R> {
         let node = self.nodes.get_mut(addr)?;
         let was_live = node.is_live();
-        if was_live {
-            self.root_hash = self.root_hash.wrapping_sub(node.fingerprint);
-        }
+        let old_fp = node.fingerprint;
         let r = f(node);
         node.fingerprint = fingerprint(&node.fact, node.owner.version);
         let is_live = node.is_live();
+        let new_fp = node.fingerprint;
+        if was_live {
+            self.hash_sub(addr, old_fp);
+        }
         if is_live {
-            self.root_hash = self.root_hash.wrapping_add(node.fingerprint);
+            self.hash_add(addr, new_fp);
         }
         if *addr != self.me {
             match (was_live, is_live) {
@@ -287,11 +334,12 @@ impl Table {
     fn insert(&mut self, addr: NodeAddr, mut node: Node) {
         node.fingerprint = fingerprint(&node.fact, node.owner.version);
         if node.is_live() {
-            self.root_hash = self.root_hash.wrapping_add(node.fingerprint);
+            self.hash_add(&addr, node.fingerprint);
             if addr != self.me {
                 self.live_add(&addr);
             }
         }
+        self.ring.insert((ring_position(&addr), addr.clone()));
         self.nodes.insert(addr, node);
     }
 
@@ -300,11 +348,12 @@ impl Table {
         if *addr == self.me {
             return;
         }
-        if let Some(node) = self.nodes.remove(addr)
-            && node.is_live()
-        {
-            self.root_hash = self.root_hash.wrapping_sub(node.fingerprint);
-            self.live_remove(addr);
+        if let Some(node) = self.nodes.remove(addr) {
+            self.ring.remove(&(ring_position(addr), addr.clone()));
+            if node.is_live() {
+                self.hash_sub(addr, node.fingerprint);
+                self.live_remove(addr);
+            }
         }
     }
 

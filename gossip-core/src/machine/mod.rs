@@ -446,6 +446,7 @@ impl Machine {
             Body::Ack(a) => self.on_ack(now, &from, a),
             Body::PingReq(r) => self.on_ping_req(now, &from, r),
             Body::SyncRequest(r) => self.on_sync_request(now, &from, r),
+            Body::SyncBuckets(b) => self.on_buckets(now, &from, b),
             Body::SyncDigest(d) => self.on_digest(now, &from, d),
             Body::Delta(d) => self.on_delta(now, &from, d),
             Body::Gossip(_) => {}

@@ -3,10 +3,13 @@
 //! A round: every gossip interval, `fanout` random live peers get a
 //! `SyncRequest` carrying only the fingerprint of this member's digest (a
 //! constant 50-odd bytes whatever the cluster size). A peer whose fingerprint
-//! differs answers with its complete digest (split into ranges of the ring
-//! so no message exceeds the size limit); the opener answers that with the
-//! deltas the peer lacks and a request digest for what it lacks itself; the
-//! peer answers the request with deltas. Fresh writes are also pushed at once
+//! is the same does not answer. Otherwise, in a small cluster it answers with
+//! its complete digest (split into ranges of the ring so no message exceeds
+//! the size limit); in a large one it answers with the fingerprints of the
+//! 256 ring buckets, and the opener sends complete digests of the differing
+//! buckets only. A complete digest is answered with the deltas its sender
+//! lacks and a request digest for what the receiver lacks; a request is
+//! answered with deltas. Fresh writes are also pushed at once
 //! to `fanout` peers, which forward them on first receipt (rumor mongering).
 
 use std::collections::HashSet;
@@ -20,7 +23,11 @@ use rand::Rng;
 use super::{DEAD_CONTACT_EVERY, Machine, fact_from_pb, fact_to_pb};
 use crate::event::Event;
 use crate::id::{NodeAddr, NodeId};
-use crate::members::{Node, ring_position, supersedes};
+use crate::members::{BUCKETS, Node, bucket_range, supersedes};
+
+/// Up to this many known members, a fingerprint mismatch is answered with
+/// the complete digest (cheaper than 256 bucket fingerprints, ~2 KiB).
+const SMALL_CLUSTER: usize = 48;
 
 impl Machine {
     pub(super) fn sync_request(&self) -> Body {
@@ -64,33 +71,60 @@ impl Machine {
         if r.digest_hash == self.table.root_hash() {
             return;
         }
-        for d in self.complete_digests() {
-            self.send(&from.addr, Body::SyncDigest(d));
+        if self.table.len() <= SMALL_CLUSTER {
+            for d in self.range_digests(0, u64::MAX) {
+                self.send(&from.addr, Body::SyncDigest(d));
+            }
+        } else {
+            let hashes = self.table.bucket_hashes().to_vec();
+            self.send(&from.addr, Body::SyncBuckets(pb::SyncBuckets { hashes }));
         }
     }
 
-    /// This member's whole digest, split into ring ranges that each fit in a
-    /// message.
-    fn complete_digests(&self) -> Vec<pb::SyncDigest> {
-        let mut entries: Vec<(u64, pb::DigestEntry)> = self
-            .table
-            .iter()
-            .map(|n| {
-                (
-                    ring_position(&n.fact.id.addr),
-                    pb::DigestEntry {
-                        member: Some(fact_to_pb(&n.fact)),
-                        max_version: n.owner.version,
-                    },
-                )
-            })
-            .collect();
-        entries.sort_by_key(|(p, _)| *p);
+    /// The peer's bucket fingerprints: send complete digests of the buckets
+    /// (merged into runs of adjacent buckets) where the views differ.
+    pub(super) fn on_buckets(&mut self, _now: Instant, from: &NodeId, b: pb::SyncBuckets) {
+        if b.hashes.len() != BUCKETS {
+            for d in self.range_digests(0, u64::MAX) {
+                self.send(&from.addr, Body::SyncDigest(d));
+            }
+            return;
+        }
+        let ours = self.table.bucket_hashes();
+        let differ: Vec<usize> = (0..BUCKETS).filter(|i| ours[*i] != b.hashes[*i]).collect();
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for i in differ {
+            match runs.last_mut() {
+                Some((_, end)) if *end + 1 == i => *end = i,
+                _ => runs.push((i, i)),
+            }
+        }
+        for (first, last) in runs {
+            let (start, _) = bucket_range(first);
+            let (_, end) = bucket_range(last);
+            for d in self.range_digests(start, end) {
+                self.send(&from.addr, Body::SyncDigest(d));
+            }
+        }
+    }
+
+    /// This member's complete digest of the ring range `[start, end]`, split
+    /// into sub-ranges that each fit in a message.
+    fn range_digests(&self, start: u64, end: u64) -> Vec<pb::SyncDigest> {
+        let entries = self.table.in_range(start, end).map(|(pos, n)| {
+            (
+                pos,
+                pb::DigestEntry {
+                    member: Some(fact_to_pb(&n.fact)),
+                    max_version: n.owner.version,
+                },
+            )
+        });
         let budget = self.body_budget();
         let mut out = Vec::new();
         let mut cur = pb::SyncDigest {
-            range_start: 0,
-            range_end: u64::MAX,
+            range_start: start,
+            range_end: end,
             entries: Vec::new(),
             request: false,
         };
@@ -102,7 +136,7 @@ impl Machine {
                 cur.range_end = last_pos;
                 let next = pb::SyncDigest {
                     range_start: last_pos.saturating_add(1),
-                    range_end: u64::MAX,
+                    range_end: end,
                     entries: Vec::new(),
                     request: false,
                 };
@@ -162,13 +196,8 @@ impl Machine {
         }
         if !d.request {
             // Members of the range the peer does not know at all.
-            for node in self.table.iter() {
-                let pos = ring_position(&node.fact.id.addr);
-                if node.is_live()
-                    && pos >= d.range_start
-                    && pos <= d.range_end
-                    && !mentioned.contains(&node.fact.id.addr)
-                {
+            for (_, node) in self.table.in_range(d.range_start, d.range_end) {
+                if node.is_live() && !mentioned.contains(&node.fact.id.addr) {
                     pieces.extend(owner_pieces(now, node, 0, budget));
                 }
             }

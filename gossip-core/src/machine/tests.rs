@@ -51,6 +51,7 @@ fn kind(t: &Transmit) -> &'static str {
         Some(Body::PingReq(_)) => "ping_req",
         Some(Body::SyncRequest(_)) => "sync_request",
         Some(Body::SyncDigest(_)) => "sync_digest",
+        Some(Body::SyncBuckets(_)) => "sync_buckets",
         Some(Body::Delta(_)) => "delta",
         Some(Body::Gossip(_)) => "gossip",
         None => "none",
@@ -719,4 +720,29 @@ fn a_healed_partition_converges_to_one_view() {
         "each side dropped the other"
     );
     net.run_until(Duration::from_secs(30), "heal", Net::converged);
+}
+
+#[test]
+fn a_change_in_a_large_cluster_is_located_by_bucket_fingerprints() {
+    let mut c = cfg();
+    c.eager_push = false;
+    let n = 150;
+    let mut net = Net::chain(c, n);
+    net.run_until(Duration::from_secs(30), "join", Net::converged);
+    net.run_for(Duration::from_secs(5));
+    net.sent.clear();
+    net.with(7, |m, now| {
+        m.set_key(now, "k", Bytes::from_static(b"v"), None).unwrap()
+    });
+    net.run_until(Duration::from_secs(10), "anti-entropy spread", |x| {
+        (0..n).all(|o| x.m(o).get_key(x.now, &addr(7), "k").is_some())
+    });
+    let (msgs, bytes) = net.sent["sync_digest"];
+    let per_digest = bytes / msgs;
+    // A complete digest of 150 members is ~6 KB; one bucket holds ~1.
+    assert!(
+        per_digest < 300,
+        "{per_digest} bytes per digest: whole digests were sent"
+    );
+    assert!(net.sent.contains_key("sync_buckets"));
 }
