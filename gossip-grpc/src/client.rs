@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::error::Error as _;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use gossip_core::{NodeAddr, TransportError};
@@ -13,13 +13,24 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 use tracing::{debug, trace};
 
+use crate::tls::{ClientTls, FailureSlot, rustls_error, tls_failure};
+
 type Client = GossipServiceClient<Channel>;
+
+/// A cached channel: its number, its client and, under TLS, where its
+/// connections record their TLS failures.
+#[derive(Clone)]
+struct Cached {
+    id: u64,
+    client: Client,
+    tls_failure: Option<FailureSlot>,
+}
 
 #[derive(Default)]
 struct Cache {
     /// Per peer: the channel and the number it was created with, so that a
     /// failed call only evicts the channel it used, not a newer one.
-    clients: HashMap<NodeAddr, (u64, Client)>,
+    clients: HashMap<NodeAddr, Cached>,
     next: u64,
     /// Set by [`Clients::close`]: no channel is created any more.
     closed: bool,
@@ -30,14 +41,21 @@ struct Cache {
 pub(crate) struct Clients {
     connect_timeout: Duration,
     request_timeout: Duration,
+    /// `None`: plaintext HTTP/2 (h2c).
+    tls: Option<Arc<ClientTls>>,
     cache: Mutex<Cache>,
 }
 
 impl Clients {
-    pub(crate) fn new(connect_timeout: Duration, request_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        connect_timeout: Duration,
+        request_timeout: Duration,
+        tls: Option<Arc<ClientTls>>,
+    ) -> Self {
         Self {
             connect_timeout,
             request_timeout,
+            tls,
             cache: Mutex::new(Cache::default()),
         }
     }
@@ -48,14 +66,16 @@ impl Clients {
 
     /// The cached client for `to`, or a new lazily connecting one. Does not
     /// touch the network.
-    fn client(&self, to: &NodeAddr) -> Result<(u64, Client), TransportError> {
+    fn client(&self, to: &NodeAddr) -> Result<Cached, TransportError> {
         let mut cache = self.lock();
         if cache.closed {
             return Err(TransportError::Other("gRPC transport has shut down".into()));
         }
-        if let Some((id, client)) = cache.clients.get(to) {
-            return Ok((*id, client.clone()));
+        if let Some(cached) = cache.clients.get(to) {
+            return Ok(cached.clone());
         }
+        // Under TLS too the scheme is `http`: tonic then speaks HTTP/2 over
+        // whatever connection the connector returns, here a TLS one.
         let endpoint = Endpoint::from_shared(format!("http://{to}"))
             .map_err(|e| TransportError::Unreachable {
                 addr: to.to_string(),
@@ -64,22 +84,33 @@ impl Clients {
             .connect_timeout(self.connect_timeout)
             .timeout(self.request_timeout)
             .tcp_nodelay(true);
-        let client = GossipServiceClient::new(endpoint.connect_lazy());
+        let (channel, tls_failure) = match &self.tls {
+            None => (endpoint.connect_lazy(), None),
+            Some(tls) => {
+                let connector = tls.connector(to)?;
+                let failure = connector.failure();
+                // The connect timeout bounds TCP connect and TLS handshake.
+                (
+                    endpoint.connect_with_connector_lazy(connector),
+                    Some(failure),
+                )
+            }
+        };
         cache.next += 1;
-        let id = cache.next;
-        cache.clients.insert(to.clone(), (id, client.clone()));
+        let cached = Cached {
+            id: cache.next,
+            client: GossipServiceClient::new(channel),
+            tls_failure,
+        };
+        cache.clients.insert(to.clone(), cached.clone());
         trace!(%to, "new gRPC channel");
-        Ok((id, client))
+        Ok(cached)
     }
 
     /// Drops the channel numbered `id` to `to`, if it is still cached.
     fn evict(&self, to: &NodeAddr, id: u64) {
         let mut cache = self.lock();
-        if cache
-            .clients
-            .get(to)
-            .is_some_and(|(cached, _)| *cached == id)
-        {
+        if cache.clients.get(to).is_some_and(|cached| cached.id == id) {
             cache.clients.remove(to);
             trace!(%to, "dropped gRPC channel");
         }
@@ -101,12 +132,27 @@ impl Clients {
 
     /// Sends `msg` to `to` with one unary `Send` call.
     pub(crate) async fn send(&self, to: &NodeAddr, msg: Envelope) -> Result<(), TransportError> {
-        let (id, mut client) = self.client(to)?;
+        let Cached {
+            id,
+            mut client,
+            tls_failure: slot,
+        } = self.client(to)?;
         match client.send(Request::new(msg)).await {
             Ok(_) => Ok(()),
             Err(status) => {
-                let error = status_to_error(to, &status);
-                if matches!(error, TransportError::Unreachable { .. }) {
+                // A TLS failure recorded by the connection is the real cause
+                // when the call failed locally.
+                let recorded = slot
+                    .filter(|_| status.source().is_some())
+                    .and_then(|f| f.get());
+                let error = match recorded {
+                    Some(tls) => tls_failure(to.as_str(), &tls),
+                    None => status_to_error(to, &status),
+                };
+                // A local failure (no connection, TLS refused, ...) or a
+                // peer that cannot take messages now: reconnect next time.
+                if status.source().is_some() || matches!(error, TransportError::Unreachable { .. })
+                {
                     self.evict(to, id);
                 }
                 debug!(%to, code = ?status.code(), error = %error, "gRPC send failed");
@@ -116,12 +162,17 @@ impl Clients {
     }
 }
 
-/// Classifies a failed call (see the crate documentation): a status raised
-/// locally from a transport error (it carries a source error), or an answer
-/// meaning "not reachable now", is [`TransportError::Unreachable`]; any other
-/// answer of the peer is [`TransportError::Rejected`].
+/// Classifies a failed call (see the crate documentation): a TLS handshake
+/// the peer refused is [`TransportError::Rejected`], any other TLS failure
+/// [`TransportError::Unreachable`]; a status raised locally from a transport
+/// error (it carries a source error), or an answer meaning "not reachable
+/// now", is [`TransportError::Unreachable`]; any other answer of the peer is
+/// [`TransportError::Rejected`].
 pub(crate) fn status_to_error(to: &NodeAddr, status: &Status) -> TransportError {
     let addr = to.to_string();
+    if let Some(tls) = status.source().and_then(rustls_error) {
+        return tls_failure(&addr, tls);
+    }
     let local_failure = status.source().is_some();
     let unreachable = matches!(
         status.code(),
@@ -221,15 +272,15 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap()
         };
-        let clients = Clients::new(Duration::from_secs(1), Duration::from_secs(2));
+        let clients = Clients::new(Duration::from_secs(1), Duration::from_secs(2), None);
         let to = NodeAddr::from(port);
         let err = clients.send(&to, Envelope::default()).await.unwrap_err();
         assert!(matches!(err, TransportError::Unreachable { .. }), "{err:?}");
         assert_eq!(clients.len(), 0);
         // A newer channel is not evicted by an older failure.
-        let (old, _) = clients.client(&to).unwrap();
+        let old = clients.client(&to).unwrap().id;
         clients.evict(&to, old);
-        let (new, _) = clients.client(&to).unwrap();
+        let new = clients.client(&to).unwrap().id;
         clients.evict(&to, old);
         assert_eq!(clients.len(), 1);
         assert_ne!(old, new);

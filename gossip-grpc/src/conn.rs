@@ -6,7 +6,8 @@
 //! that task, and the server task waiting for it, alive. Every accepted
 //! stream is therefore wrapped in a [`KillableIo`]: once the shared
 //! [`CancellationToken`] is cancelled, its reads and writes fail, so hyper
-//! drops the connection and its task ends.
+//! drops the connection and its task ends. Under TLS the wrapper sits below
+//! the TLS layer, so a stalled TLS handshake is cut off the same way.
 
 use std::future::Future;
 use std::io;

@@ -37,8 +37,32 @@
 //!
 //! # TLS
 //!
-//! Only [`TlsConfig::None`] (plaintext HTTP/2) is supported for now;
-//! [`GrpcTransport::bind`] refuses the other settings with a clear error.
+//! [`GrpcConfig::tls`] selects the transport security; the rustls
+//! configurations come from [`gossip_tls`], the same as the QUIC transport's
+//! (same files, same checks), with ALPN `h2` ([`ALPN_H2`]):
+//!
+//! * [`TlsConfig::None`] (the default): plaintext HTTP/2 ("h2c"). For tests
+//!   and trusted networks.
+//! * [`TlsConfig::SelfSigned`]: each member generates its own certificate
+//!   when bound; clients accept any server certificate and present none.
+//!   Traffic is encrypted, but peers are **not** authenticated: anyone who
+//!   can reach the port can send, and a man in the middle can read and alter
+//!   traffic.
+//! * [`TlsConfig::Mtls`]: the cluster CA certificate plus this member's
+//!   certificate and key, as PEM files. The server requires a client
+//!   certificate issued by the cluster CA; the client requires a server
+//!   certificate issued by the CA and valid for the host part of the peer's
+//!   address (sent as SNI, see [`gossip_tls::server_name`]). A peer that
+//!   fails this is refused during the TLS handshake, before any message is
+//!   read, and counted in [`GrpcTransport::tls_refused`].
+//!
+//! Under TLS, every member of a cluster must use the same mode: a plaintext
+//! client cannot talk to a TLS server nor the other way round, and under
+//! mutual TLS a self-signed member is refused. On the client, a handshake
+//! the peer refused is a [`TransportError::Rejected`] whose reason starts
+//! with "TLS handshake refused by the peer"; a handshake refused on our side
+//! (e.g. the peer's certificate is not issued by our CA) is a
+//! [`TransportError::Unreachable`]. Certificates and keys are never logged.
 #![deny(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
@@ -46,19 +70,24 @@ mod client;
 mod conn;
 mod raw;
 mod server;
+mod tls;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use gossip_core::{Inbound, NodeAddr, TlsConfig, Transport, TransportError};
 use gossip_proto::v1::Envelope;
+use gossip_tls::{TlsMode, TlsSetup, rustls};
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-pub use raw::send_raw_frame;
+pub use raw::{send_raw_frame, send_raw_frame_tls};
+pub use tls::ALPN_H2;
 
 /// Default [`GrpcConfig::connect_timeout`]: 1 second.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -83,9 +112,14 @@ pub struct GrpcConfig {
     pub connect_timeout: Duration,
     /// Longest time one `Send` call may take, on the client (the whole call,
     /// connecting included) and on the server (handling one request); also
-    /// the time shutdown lets in-flight calls finish. Default 2 seconds.
+    /// the time shutdown lets in-flight calls finish and, under TLS, the
+    /// time the server waits for an incoming connection's TLS handshake.
+    /// Default 2 seconds.
     pub request_timeout: Duration,
-    /// Transport security. Only [`TlsConfig::None`] is supported for now.
+    /// Transport security: [`TlsConfig::None`] (plaintext HTTP/2, the
+    /// default), [`TlsConfig::SelfSigned`] (encrypted, peers **not**
+    /// authenticated) or [`TlsConfig::Mtls`] (encrypted, peers authenticated
+    /// by the cluster CA). See the crate documentation.
     pub tls: TlsConfig,
 }
 
@@ -135,13 +169,19 @@ pub struct GrpcTransport {
     local_addr: NodeAddr,
     state: Mutex<State>,
     clients: client::Clients,
+    /// The server's TLS configuration and mode; `None` for plaintext.
+    tls: Option<(Arc<rustls::ServerConfig>, TlsMode)>,
+    /// Connections refused in the TLS handshake, incoming and outgoing.
+    tls_refused: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for GrpcTransport {
+    // Keys and certificates are never printed.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GrpcTransport")
             .field("listen_addr", &self.listen_addr)
             .field("local_addr", &self.local_addr)
+            .field("tls", &self.tls_mode())
             .finish_non_exhaustive()
     }
 }
@@ -151,25 +191,16 @@ impl GrpcTransport {
     /// spawning any task. The member's address ([`Transport::local_addr`]) is
     /// `config.advertise` if set, else the address actually bound.
     ///
+    /// Under [`TlsConfig::SelfSigned`] the member's certificate is generated
+    /// here (for the host part of the member's address and `localhost`);
+    /// under [`TlsConfig::Mtls`] the PEM files are read here.
+    ///
     /// # Errors
-    /// [`TransportError::Other`] if `config.tls` is not [`TlsConfig::None`]
-    /// (TLS is not supported yet); [`TransportError::Io`] if the address
-    /// cannot be bound.
+    /// [`TransportError::Io`] if the address cannot be bound;
+    /// [`TransportError::Other`] if the TLS configuration cannot be built
+    /// (e.g. a PEM file is missing or invalid: the message names the file,
+    /// never its contents).
     pub async fn bind(config: GrpcConfig) -> Result<Self, TransportError> {
-        match &config.tls {
-            TlsConfig::None => {}
-            TlsConfig::SelfSigned => {
-                return Err(TransportError::Other(
-                    "gRPC transport: TLS (self-signed) is not supported yet; use TlsConfig::None"
-                        .into(),
-                ));
-            }
-            TlsConfig::Mtls(_) => {
-                return Err(TransportError::Other(
-                    "gRPC transport: mutual TLS is not supported yet; use TlsConfig::None".into(),
-                ));
-            }
-        }
         let listener = TcpListener::bind(config.listen).await?;
         let listen_addr = listener.local_addr()?;
         let local_addr = match &config.advertise {
@@ -185,14 +216,48 @@ impl GrpcTransport {
                 NodeAddr::from(listen_addr)
             }
         };
-        debug!(%listen_addr, %local_addr, "gRPC transport bound");
+        let tls_refused = Arc::new(AtomicU64::new(0));
+        let setup = TlsSetup::new(
+            &config.tls,
+            gossip_tls::server_name(&local_addr),
+            &[ALPN_H2],
+        )
+        .map_err(|e| TransportError::Other(format!("gRPC TLS setup failed: {e}")))?;
+        let client_tls = setup
+            .as_ref()
+            .map(|s| tls::ClientTls::new(s.client.clone(), s.mode, tls_refused.clone()));
+        let tls = setup.map(|s| (s.server, s.mode));
+        debug!(%listen_addr, %local_addr, tls = ?tls.as_ref().map(|t| t.1), "gRPC transport bound");
         Ok(Self {
-            clients: client::Clients::new(config.connect_timeout, config.request_timeout),
+            clients: client::Clients::new(
+                config.connect_timeout,
+                config.request_timeout,
+                client_tls,
+            ),
             config,
             listen_addr,
             local_addr,
             state: Mutex::new(State::Bound(listener)),
+            tls,
+            tls_refused,
         })
+    }
+
+    /// The TLS mode in use, `None` for plaintext ([`TlsConfig::None`]).
+    pub fn tls_mode(&self) -> Option<TlsMode> {
+        self.tls.as_ref().map(|(_, mode)| *mode)
+    }
+
+    /// Connections, incoming or outgoing, refused in the TLS handshake: a
+    /// peer whose certificate this member refused (under mutual TLS: none,
+    /// or not issued by the cluster CA), a peer that refused this member's
+    /// certificate (as far as this side can tell: the peer may close the
+    /// connection without telling why), no common ALPN protocol, or a peer
+    /// that does not speak TLS at all. Connections that close or time out
+    /// before completing the handshake without a TLS error are not counted.
+    /// Always 0 for plaintext.
+    pub fn tls_refused(&self) -> u64 {
+        self.tls_refused.load(Ordering::Relaxed)
     }
 
     /// The socket address actually bound (with the real port when the
@@ -228,15 +293,26 @@ impl Transport for GrpcTransport {
         };
         let (stop, stopped) = oneshot::channel();
         let kill = CancellationToken::new();
+        let tls = self.tls.as_ref().map(|(server, _)| tls::ServerTls {
+            acceptor: tokio_rustls::TlsAcceptor::from(server.clone()),
+            handshake_timeout: self.config.request_timeout,
+            refused: self.tls_refused.clone(),
+        });
         let task = server::spawn(
             listener,
             self.listen_addr,
             inbound,
             self.config.request_timeout,
+            tls,
             stopped,
             &kill,
         );
-        info!(listen_addr = %self.listen_addr, local_addr = %self.local_addr, "gRPC transport serving");
+        info!(
+            listen_addr = %self.listen_addr,
+            local_addr = %self.local_addr,
+            tls = ?self.tls_mode(),
+            "gRPC transport serving"
+        );
         *state = State::Running { stop, kill, task };
         Ok(())
     }

@@ -2,15 +2,19 @@
 //! bad-input tests.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use bytes::{BufMut, Bytes};
 use gossip_proto::v1::SendReply;
+use gossip_tls::{TlsMode, rustls};
 use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 use tonic_prost::ProstDecoder;
 
+use crate::tls::ClientTls;
 use crate::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 
 /// The HTTP/2 path of the `Send` RPC.
@@ -50,7 +54,8 @@ impl Encoder for RawEncoder {
 /// Sends `frame` verbatim as the message of one `gossip.v1.GossipService/Send`
 /// call to `addr` over a fresh plaintext connection, so that garbage or
 /// oversized bytes reach the server's decoder, and returns the server's
-/// answer. Uses the default timeouts (connect 1 s, request 2 s).
+/// answer. Uses the default timeouts (connect 1 s, request 2 s). For a
+/// server under TLS, see [`send_raw_frame_tls`].
 ///
 /// # Errors
 /// The server's status if it refused the frame (e.g. `OUT_OF_RANGE` for a
@@ -58,13 +63,59 @@ impl Encoder for RawEncoder {
 /// `Envelope`, or the code of an [`Inbound`](gossip_core::Inbound)
 /// rejection), or `UNAVAILABLE` if no connection could be made.
 pub async fn send_raw_frame(addr: SocketAddr, frame: Bytes) -> Result<(), Status> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| Status::invalid_argument(format!("bad address {addr}: {e}")))?
-        .connect_timeout(DEFAULT_CONNECT_TIMEOUT)
-        .timeout(DEFAULT_REQUEST_TIMEOUT)
+    let channel = endpoint(addr)?
         .connect()
         .await
         .map_err(|e| Status::unavailable(format!("cannot connect to {addr}: {e}")))?;
+    raw_call(addr, channel, frame).await
+}
+
+/// Like [`send_raw_frame`], over a fresh TLS connection made with `client`:
+/// the server certificate is checked as `client` says, against `addr`'s IP
+/// address. `client` should offer the ALPN protocol [`ALPN_H2`](crate::ALPN_H2);
+/// for example `gossip_tls::unverified_client_config(&[ALPN_H2])` (the client
+/// side of self-signed mode) or the `client` of a
+/// [`TlsSetup`](gossip_tls::TlsSetup).
+///
+/// # Errors
+/// As [`send_raw_frame`]; a TLS handshake that fails (either side refusing)
+/// is `UNAVAILABLE`, with the TLS error in the message when it is known.
+pub async fn send_raw_frame_tls(
+    addr: SocketAddr,
+    frame: Bytes,
+    client: Arc<rustls::ClientConfig>,
+) -> Result<(), Status> {
+    // The mode only matters for host names, and `addr` is an IP address.
+    let tls = ClientTls::new(client, TlsMode::Mtls, Arc::new(AtomicU64::new(0)));
+    let channel = endpoint(addr)?
+        .connect_with_connector(tls.connector_to_socket(addr))
+        .await
+        .map_err(|e| Status::unavailable(format!("cannot connect to {addr}: {}", chain(&e))))?;
+    raw_call(addr, channel, frame).await
+}
+
+fn endpoint(addr: SocketAddr) -> Result<Endpoint, Status> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| Status::invalid_argument(format!("bad address {addr}: {e}")))?
+        .connect_timeout(DEFAULT_CONNECT_TIMEOUT)
+        .timeout(DEFAULT_REQUEST_TIMEOUT))
+}
+
+/// `error` followed by its sources.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text = format!("{text}: {part}");
+        }
+        source = e.source();
+    }
+    text
+}
+
+async fn raw_call(addr: SocketAddr, channel: Channel, frame: Bytes) -> Result<(), Status> {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready()
         .await

@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 use tracing::{Instrument, debug, info_span, trace, warn};
 
 use crate::conn::KillableIo;
+use crate::tls::{ServerTls, TlsIncoming};
 
 /// Interval of the HTTP/2 keepalive pings the server sends, so connections
 /// of vanished peers are detected and closed.
@@ -58,15 +59,18 @@ impl GossipService for GossipServer {
     }
 }
 
-/// Spawns the server on `listener`. It stops accepting when `stop` fires or
-/// its sender is dropped (closing the listening socket at once), asks every
-/// open connection to close gracefully (HTTP/2 GOAWAY), and ends when they
-/// all closed; cancelling `kill` closes the remaining ones by force.
+/// Spawns the server on `listener`, over TLS if `tls` is set (plaintext
+/// HTTP/2 otherwise). It stops accepting when `stop` fires or its sender is
+/// dropped (closing the listening socket at once and abandoning unfinished
+/// TLS handshakes), asks every open connection to close gracefully (HTTP/2
+/// GOAWAY), and ends when they all closed; cancelling `kill` closes the
+/// remaining ones by force.
 pub(crate) fn spawn(
     listener: TcpListener,
     listen_addr: SocketAddr,
     inbound: Inbound,
     request_timeout: Duration,
+    tls: Option<ServerTls>,
     stop: oneshot::Receiver<()>,
     kill: &CancellationToken,
 ) -> JoinHandle<()> {
@@ -74,30 +78,40 @@ pub(crate) fn spawn(
     let service = GossipServiceServer::new(GossipServer { inbound })
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    let kill = kill.clone();
-    let incoming = TcpListenerStream::new(listener).map(move |conn| {
-        conn.map(|stream| {
-            // Gossip messages are small; do not let Nagle delay them.
-            if let Err(e) = stream.set_nodelay(true) {
-                trace!(error = %e, "cannot set TCP_NODELAY");
-            }
-            KillableIo::new(stream, &kill)
-        })
-    });
     let server = Server::builder()
         .timeout(request_timeout)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+    let signal = async {
+        // An error means the transport was dropped: stop as well.
+        let _ = stop.await;
+        debug!("gRPC server stopping");
+    };
+    let kill = kill.clone();
     let task = async move {
-        let signal = async {
-            // An error means the transport was dropped: stop as well.
-            let _ = stop.await;
-            debug!("gRPC server stopping");
+        let served = match tls {
+            Some(tls) => {
+                let incoming = TlsIncoming::new(listener, tls, &kill);
+                server
+                    .serve_with_incoming_shutdown(service, incoming, signal)
+                    .await
+            }
+            None => {
+                let incoming = TcpListenerStream::new(listener).map(move |conn| {
+                    conn.map(|stream| {
+                        // Gossip messages are small; do not let Nagle delay them.
+                        if let Err(e) = stream.set_nodelay(true) {
+                            trace!(error = %e, "cannot set TCP_NODELAY");
+                        }
+                        KillableIo::new(stream, &kill)
+                    })
+                });
+                server
+                    .serve_with_incoming_shutdown(service, incoming, signal)
+                    .await
+            }
         };
-        match server
-            .serve_with_incoming_shutdown(service, incoming, signal)
-            .await
-        {
+        match served {
             Ok(()) => debug!("gRPC server stopped"),
             Err(e) => warn!(error = %e, "gRPC server failed"),
         }

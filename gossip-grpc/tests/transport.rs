@@ -431,24 +431,31 @@ async fn advertise_and_tls_settings() {
     .unwrap();
     assert_eq!(t.local_addr(), advertised);
     assert_ne!(t.listen_addr().port(), 0);
+    assert_eq!(t.tls_mode(), None);
 
-    for tls in [
-        TlsConfig::SelfSigned,
-        TlsConfig::Mtls(MtlsFiles {
-            ca_cert: "ca.pem".into(),
+    // Self-signed: a certificate is made at bind; nothing else is needed.
+    let t = GrpcTransport::bind(GrpcConfig {
+        tls: TlsConfig::SelfSigned,
+        ..GrpcConfig::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(t.tls_mode(), Some(gossip_tls::TlsMode::SelfSigned));
+    assert_eq!(t.tls_refused(), 0);
+
+    // Mutual TLS with files that do not exist: the error names the file.
+    let err = GrpcTransport::bind(GrpcConfig {
+        tls: TlsConfig::Mtls(MtlsFiles {
+            ca_cert: "no-such-ca.pem".into(),
             cert: "cert.pem".into(),
             key: "key.pem".into(),
         }),
-    ] {
-        let err = GrpcTransport::bind(GrpcConfig {
-            tls,
-            ..GrpcConfig::default()
-        })
-        .await
-        .unwrap_err();
-        assert!(
-            matches!(&err, TransportError::Other(m) if m.contains("not supported yet")),
-            "{err:?}"
-        );
-    }
+        ..GrpcConfig::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, TransportError::Other(m) if m.contains("no-such-ca.pem")),
+        "{err:?}"
+    );
 }
