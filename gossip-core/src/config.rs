@@ -40,6 +40,15 @@ pub struct Config {
     /// timeout shrinks from the maximum toward the minimum as independent
     /// suspicions arrive (Lifeguard section 4.2). Default 6.
     pub suspicion_max_mult: u32,
+    /// Independent suspicions that bring the suspicion timeout down to its
+    /// minimum (Lifeguard's K, section 4.2); capped at `n - 2`. Default 3.
+    pub suspicion_confirmations: u32,
+    /// Upper bound of the local health multiplier: a member that misses its
+    /// own probes or has to refute suspicions of itself is probably slow
+    /// itself, and stretches its probe interval and timeout by up to this
+    /// factor plus one instead of accusing healthy peers (Lifeguard section
+    /// 4.3). 0 disables it. Default 8.
+    pub max_local_health: u32,
     /// Each piggybacked update is sent `retransmit_mult * ceil(log10(n + 1))`
     /// times (SWIM 4.4, memberlist). Default 4.
     pub retransmit_mult: u32,
@@ -81,6 +90,8 @@ impl Default for Config {
             indirect_probes: 3,
             suspicion_mult: 4,
             suspicion_max_mult: 6,
+            suspicion_confirmations: 3,
+            max_local_health: 8,
             retransmit_mult: 4,
             tombstone_ttl: Duration::from_secs(60),
             max_message_size: 64 * 1024,
@@ -110,9 +121,10 @@ impl Config {
     }
 
     /// An upper bound on the time from a member's crash to its removal from
-    /// every other member's `members()`: two probe periods to notice (the
-    /// crash may land just after a probe, and every member must first probe
-    /// it), then the maximum suspicion timeout, then dissemination slack.
+    /// every other member's `members()` in a healthy cluster: two probe
+    /// periods to notice (the crash may land just after a probe), then the
+    /// maximum suspicion timeout, then dissemination slack. A member whose
+    /// local health multiplier is raised probes more slowly than this assumes.
     pub fn detection_bound(&self, n: usize) -> Duration {
         let rounds = (n.max(2) as f64).log2().ceil() as u32 + 2;
         self.probe_interval * 2 + self.suspicion_max(n) + self.gossip_interval * rounds

@@ -39,7 +39,7 @@ pub trait Kind: Send + Sync + 'static {
 /// Protocol timing for tests: fast but not hair-trigger.
 pub fn test_config() -> Config {
     Config {
-        gossip_interval: Duration::from_millis(50),
+        gossip_interval: Duration::from_millis(100),
         probe_interval: Duration::from_millis(200),
         probe_timeout: Duration::from_millis(100),
         suspicion_mult: 2,
@@ -67,6 +67,13 @@ impl<K: Kind> Cluster<K> {
     }
 
     pub fn with_config(kind: K, config: Config) -> Self {
+        // `GOSSIP_TEST_LOG=gossip_core=debug cargo test ...` shows the protocol.
+        if let Ok(filter) = std::env::var("GOSSIP_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
         Self {
             kind,
             config,
@@ -133,6 +140,45 @@ impl<K: Kind> Cluster<K> {
                 .collect();
             seen.len() == want.len() && want.iter().all(|a| seen.contains(a))
         })
+    }
+
+    /// Every member's view, for failure messages.
+    pub fn views(&self) -> String {
+        let mut out = String::new();
+        for (i, m) in self.members.iter().enumerate() {
+            let seen: Vec<String> = m
+                .all_members()
+                .into_iter()
+                .map(|x| format!("{}:{}#{}", x.addr, x.state.as_str(), x.incarnation))
+                .collect();
+            let s = m.stats();
+            out.push_str(&format!(
+                "\n  member {i} ({}): sent {} failed {} recv {} sees [{}]",
+                self.addr(i),
+                s.messages_sent,
+                s.send_failures,
+                s.messages_received,
+                seen.join(", ")
+            ));
+        }
+        out
+    }
+
+    /// Waits until the members in `who` agree; on timeout the panic shows
+    /// every view.
+    pub async fn wait_agree(&self, limit: Duration, what: &str, who: &[usize]) -> Duration {
+        let start = tokio::time::Instant::now();
+        loop {
+            if self.agree(who) {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() <= limit,
+                "{what}: not reached within {limit:?}; views:{}",
+                self.views()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     pub async fn shutdown(&self) {

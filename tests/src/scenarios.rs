@@ -14,7 +14,7 @@ const JOIN: Duration = Duration::from_secs(10);
 pub async fn join_through_a_seed<K: Kind>(kind: K) {
     let mut c = Cluster::new(kind);
     c.chain(2).await;
-    wait_until(JOIN, "join", || c.agree(&[0, 1])).await;
+    c.wait_agree(JOIN, "join", &[0, 1]).await;
     c.shutdown().await;
 }
 
@@ -22,14 +22,15 @@ pub async fn chain_of_ten<K: Kind>(kind: K) {
     let mut c = Cluster::new(kind);
     c.chain(10).await;
     let all: Vec<usize> = (0..10).collect();
-    wait_until(JOIN, "a chain of 10 learns everyone", || c.agree(&all)).await;
+    c.wait_agree(JOIN, "a chain of 10 learns everyone", &all)
+        .await;
     c.shutdown().await;
 }
 
 pub async fn metadata_update_seen_by_all<K: Kind>(kind: K) {
     let mut c = Cluster::new(kind);
     c.chain(4).await;
-    wait_until(JOIN, "join", || c.agree(&[0, 1, 2, 3])).await;
+    c.wait_agree(JOIN, "join", &[0, 1, 2, 3]).await;
     c.members[2]
         .set_meta(BTreeMap::from([("zone".to_owned(), "b".to_owned())]))
         .unwrap();
@@ -48,7 +49,7 @@ pub async fn metadata_update_seen_by_all<K: Kind>(kind: K) {
 pub async fn keys_set_delete_and_ttl_seen_by_all<K: Kind>(kind: K) {
     let mut c = Cluster::new(kind);
     c.chain(4).await;
-    wait_until(JOIN, "join", || c.agree(&[0, 1, 2, 3])).await;
+    c.wait_agree(JOIN, "join", &[0, 1, 2, 3]).await;
     let owner = c.addr(1);
     c.members[1]
         .set_key("k", Bytes::from_static(b"v"), None)
@@ -78,7 +79,7 @@ pub async fn broadcast_delivered_exactly_once<K: Kind>(kind: K) {
     let mut c = Cluster::new(kind);
     c.chain(6).await;
     let all: Vec<usize> = (0..6).collect();
-    wait_until(JOIN, "join", || c.agree(&all)).await;
+    c.wait_agree(JOIN, "join", &all).await;
     let mut subs: Vec<_> = c.members.iter().map(|m| m.subscribe()).collect();
     let uuid = c.members[4]
         .broadcast(Bytes::from_static(b"hello"), None)
@@ -104,11 +105,11 @@ pub async fn killed_member_is_removed_within_the_bound<K: Kind>(kind: K) {
     let mut c = Cluster::new(kind);
     c.chain(5).await;
     let all: Vec<usize> = (0..5).collect();
-    wait_until(JOIN, "join", || c.agree(&all)).await;
+    c.wait_agree(JOIN, "join", &all).await;
     c.members[3].crash().await;
     let bound = c.config.detection_bound(5);
     let rest = c.running(&[3]);
-    let took = wait_until(bound, "detection", || c.agree(&rest)).await;
+    let took = c.wait_agree(bound, "detection", &rest).await;
     let a = c.addr(3);
     for i in &rest {
         let st = c.members[*i]
@@ -126,11 +127,11 @@ pub async fn leaving_member_is_removed_at_once<K: Kind>(kind: K) {
     let mut c = Cluster::new(kind);
     c.chain(5).await;
     let all: Vec<usize> = (0..5).collect();
-    wait_until(JOIN, "join", || c.agree(&all)).await;
+    c.wait_agree(JOIN, "join", &all).await;
     c.members[2].shutdown().await;
     let rest = c.running(&[2]);
     // Far below the probe interval: nobody had to probe.
-    let took = wait_until(c.config.probe_interval, "leave", || c.agree(&rest)).await;
+    let took = c.wait_agree(c.config.probe_interval, "leave", &rest).await;
     eprintln!("leave seen by all in {took:?}");
     c.shutdown().await;
 }
@@ -158,7 +159,7 @@ pub async fn seed_that_never_answers_is_not_a_member<K: Kind>(kind: K) {
 pub async fn restart_with_a_new_generation_replaces_the_old<K: Kind>(kind: K) {
     let mut c = Cluster::new(kind);
     c.chain(4).await;
-    wait_until(JOIN, "join", || c.agree(&[0, 1, 2, 3])).await;
+    c.wait_agree(JOIN, "join", &[0, 1, 2, 3]).await;
     let addr = c.addr(3);
     let old_gen = c.members[3].local_id().generation;
     c.members[3].crash().await;
@@ -203,7 +204,7 @@ fn envelope(cluster: &str) -> Vec<u8> {
 pub async fn bad_input_is_rejected_and_changes_nothing<K: Kind>(kind: K) {
     let mut c = Cluster::new(kind);
     c.chain(2).await;
-    wait_until(JOIN, "join", || c.agree(&[0, 1])).await;
+    c.wait_agree(JOIN, "join", &[0, 1]).await;
     let target = c.addr(0);
     let before = c.members[0].members();
 
@@ -268,7 +269,7 @@ pub async fn no_false_deaths_under_twenty_percent_loss<K: Kind>(kind: K) {
     let mut c = Cluster::new(kind);
     c.chain(5).await;
     let all: Vec<usize> = (0..5).collect();
-    wait_until(JOIN, "join", || c.agree(&all)).await;
+    c.wait_agree(JOIN, "join", &all).await;
     let mut subs: Vec<_> = c.members.iter().map(|m| m.subscribe()).collect();
     c.faults.set_loss(0.2);
     // 40 probe periods per member under loss.
@@ -282,7 +283,7 @@ pub async fn no_false_deaths_under_twenty_percent_loss<K: Kind>(kind: K) {
             );
         }
     }
-    wait_until(JOIN, "steady after loss", || c.agree(&all)).await;
+    c.wait_agree(JOIN, "steady after loss", &all).await;
     c.shutdown().await;
 }
 
@@ -290,7 +291,7 @@ pub async fn partition_heals_to_one_view<K: Kind>(kind: K) {
     let mut c = Cluster::new(kind);
     c.chain(6).await;
     let all: Vec<usize> = (0..6).collect();
-    wait_until(JOIN, "join", || c.agree(&all)).await;
+    c.wait_agree(JOIN, "join", &all).await;
     let left: Vec<_> = (0..3).map(|i| c.addr(i)).collect();
     let right: Vec<_> = (3..6).map(|i| c.addr(i)).collect();
     c.faults.partition(&[left, right]);

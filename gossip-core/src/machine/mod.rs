@@ -97,6 +97,9 @@ pub struct Machine {
     next_gc: Instant,
     next_expiry: Option<Instant>,
     rounds: u64,
+    /// Lifeguard's local health multiplier, 0 (healthy) to
+    /// `max_local_health`.
+    local_health: u32,
     left: bool,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -133,6 +136,7 @@ impl Machine {
             next_gc: now + gc_period(&config),
             next_expiry: None,
             rounds: 0,
+            local_health: 0,
             left: false,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -219,6 +223,12 @@ impl Machine {
     /// versions; equal on two members that agree.
     pub fn digest_hash(&self) -> u64 {
         self.table.root_hash()
+    }
+
+    /// Lifeguard's local health multiplier: 0 when healthy; probe interval
+    /// and timeout are stretched by this plus one.
+    pub fn local_health(&self) -> u32 {
+        self.local_health
     }
 
     /// Messages waiting in the dissemination queues (membership updates and

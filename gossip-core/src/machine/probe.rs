@@ -146,6 +146,8 @@ impl Machine {
             return;
         }
         let inc = fact.incarnation + 1;
+        // Being suspected hints that this member is the slow one.
+        self.health_worse();
         let me = self.id.addr.clone();
         self.table.update(&me, |n| n.fact.incarnation = inc);
         info!(incarnation = inc, rumor = fact.state.as_str(), "refuting");
@@ -205,11 +207,14 @@ impl Machine {
             );
         }
         if now >= self.next_probe {
-            self.next_probe = now + self.cfg.probe_interval;
-            if let Some(p) = self.det.probe.take()
-                && !p.acked
-            {
-                self.declare(now, &p.target, MemberState::Suspect);
+            self.next_probe = now + self.cfg.probe_interval * (self.local_health + 1);
+            if let Some(p) = self.det.probe.take() {
+                if p.acked {
+                    self.health_better();
+                } else {
+                    self.health_worse();
+                    self.declare(now, &p.target, MemberState::Suspect);
+                }
             }
             self.start_probe(now);
         }
@@ -242,7 +247,7 @@ impl Machine {
         self.det.probe = Some(Probe {
             target: id,
             seq,
-            indirect_at: now + self.cfg.probe_timeout,
+            indirect_at: now + self.cfg.probe_timeout * (self.local_health + 1),
             indirect_sent: false,
             acked: false,
         });
@@ -253,6 +258,23 @@ impl Machine {
                 on_behalf_of: None,
             }),
         );
+    }
+
+    /// Lifeguard's local health multiplier goes up on a failed probe or a
+    /// refutation...
+    fn health_worse(&mut self) {
+        if self.local_health < self.cfg.max_local_health {
+            self.local_health += 1;
+            debug!(
+                local_health = self.local_health,
+                "local health worse: probing more slowly"
+            );
+        }
+    }
+
+    /// ...and down on a successful probe.
+    fn health_better(&mut self) {
+        self.local_health = self.local_health.saturating_sub(1);
     }
 
     /// This member's own verdict on `id`: suspect after a failed probe, dead

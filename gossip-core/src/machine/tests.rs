@@ -42,6 +42,8 @@ struct Net {
     sent: BTreeMap<&'static str, (u64, u64)>,
     /// Every message ever sent, if recording.
     log: Option<Vec<Transmit>>,
+    /// Extra delay of every message to these members (a slow member).
+    slow: BTreeMap<NodeAddr, Duration>,
 }
 
 fn kind(t: &Transmit) -> &'static str {
@@ -73,6 +75,7 @@ impl Net {
             rng: ChaCha8Rng::seed_from_u64(7),
             sent: BTreeMap::new(),
             log: None,
+            slow: BTreeMap::new(),
         }
     }
 
@@ -129,7 +132,8 @@ impl Net {
             if let Some(log) = &mut self.log {
                 log.push(t.clone());
             }
-            self.queue.push_back((self.now + LATENCY, t));
+            let extra = self.slow.get(&t.to).copied().unwrap_or_default();
+            self.queue.push_back((self.now + LATENCY + extra, t));
         }
         while let Some(e) = m.poll_event() {
             self.events.entry(a.clone()).or_default().push(e);
@@ -137,7 +141,7 @@ impl Net {
     }
 
     fn next_time(&self) -> Instant {
-        let mut t = self.queue.front().map(|(t, _)| *t);
+        let mut t = self.queue.iter().map(|(t, _)| *t).min();
         for (a, m) in &self.nodes {
             if self.down.contains(a) {
                 continue;
@@ -152,8 +156,10 @@ impl Net {
     /// Advances to the next event and processes everything due then.
     fn step(&mut self) {
         self.now = self.next_time().max(self.now);
-        while self.queue.front().is_some_and(|(t, _)| *t <= self.now) {
-            let (_, t) = self.queue.pop_front().unwrap();
+        let (due, later): (VecDeque<_>, VecDeque<_>) =
+            self.queue.drain(..).partition(|(t, _)| *t <= self.now);
+        self.queue = later;
+        for (_, t) in due {
             if self.down.contains(&t.to) || !self.nodes.contains_key(&t.to) {
                 continue;
             }
@@ -745,4 +751,56 @@ fn a_change_in_a_large_cluster_is_located_by_bucket_fingerprints() {
         "{per_digest} bytes per digest: whole digests were sent"
     );
     assert!(net.sent.contains_key("sync_buckets"));
+}
+
+/// Runs 6 members where everything sent to member 0 arrives 1.2 s late
+/// (beyond the 1 s probe period); returns how many times member 0 wrongly
+/// suspected a healthy peer, and whether anybody was declared dead.
+fn slow_member_run(max_local_health: u32) -> (usize, bool) {
+    let mut c = cfg();
+    c.max_local_health = max_local_health;
+    let mut net = Net::chain(c, 6);
+    net.run_until(Duration::from_secs(5), "join", Net::converged);
+    net.slow.insert(addr(0), Duration::from_millis(1200));
+    let before = net.events_of(0).len();
+    net.run_for(Duration::from_secs(120));
+    let accusations = net.events_of(0)[before..]
+        .iter()
+        .filter(|e| matches!(e, Event::Suspected(_)))
+        .count();
+    let deaths = (0..6).any(|o| {
+        net.events_of(o)
+            .iter()
+            .any(|e| matches!(e, Event::Failed(_)))
+    });
+    net.slow.clear();
+    net.run_for(Duration::from_secs(60));
+    assert!(net.converged(), "recovers once the slowness ends");
+    assert_eq!(net.m(0).local_health(), 0, "health recovers");
+    (accusations, deaths)
+}
+
+#[test]
+fn a_slow_member_stretches_its_own_probes_instead_of_accusing_healthy_peers() {
+    let (with_lhm, deaths) = slow_member_run(8);
+    let (without, _) = slow_member_run(0);
+    eprintln!(
+        "false suspicions by a slow member over 120 s: {with_lhm} with local health, {without} without"
+    );
+    assert!(!deaths, "a slow member must not get anyone declared dead");
+    assert!(
+        with_lhm * 2 <= without,
+        "false suspicions with local health {with_lhm}, without {without}"
+    );
+}
+
+#[test]
+fn probes_that_all_fail_raise_local_health_up_to_its_bound() {
+    let mut net = Net::chain(cfg(), 3);
+    net.run_until(Duration::from_secs(5), "join", Net::converged);
+    net.crash(1);
+    net.crash(2);
+    net.run_for(Duration::from_secs(30));
+    let h = net.m(0).local_health();
+    assert!(h >= 1 && h <= cfg().max_local_health, "{h}");
 }
