@@ -1,2 +1,36 @@
-//! Placeholder.
+//! A gossip member as a library and a binary.
+//!
+//! The `gossip-node` binary runs one member of a gossip cluster
+//! (`gossip-node run`) or a local demonstration cluster of such processes
+//! (`gossip-node demo`). This library holds everything the binary does, so
+//! that tests and other programs can do the same in process:
+//!
+//! - [`config`]: the command line and the TOML file, merged (the flag wins)
+//!   and validated into a [`NodeConfig`].
+//! - [`transport`]: the choice of transport, [`TransportKind`], one variant
+//!   per transport whether or not its cargo feature is compiled in, and the
+//!   construction of a started member over it.
+//! - [`admin`]: the JSON-over-HTTP admin API, an axum router over any
+//!   `Arc<dyn Membership>`.
+//! - [`run`]: starts a member and its admin endpoint from a [`NodeConfig`]
+//!   and returns a [`NodeHandle`]; [`run::run_until_signal`] is the body of
+//!   `gossip-node run`.
+//! - [`demo`]: the body of `gossip-node demo`.
+//! - [`logging`]: the tracing subscriber of the binary.
+//!
+//! Every fallible function returns a typed error from [`error`].
 #![deny(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod admin;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod logging;
+pub mod run;
+pub mod transport;
+
+pub use config::{Cli, Command, LogFormat, NodeConfig, RunArgs};
+pub use error::{ConfigError, DemoError, NodeError};
+pub use run::NodeHandle;
+pub use transport::TransportKind;

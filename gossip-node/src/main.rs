@@ -1,1 +1,53 @@
-fn main() {}
+//! `gossip-node`: run a member of a gossip cluster, or a local demo cluster.
+//! Everything but argument dispatch lives in the library.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use gossip_node::{Cli, Command, LogFormat, NodeConfig};
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, e.g. "invalid configuration:
+/// unknown transport 'x' (expected one of: grpc, quic)". A cause whose text
+/// the line already ends with (an error that prints its source itself) is
+/// not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.ends_with(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
+    }
+    line
+}
+
+#[tokio::main]
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run(args) => {
+            // The configuration is checked before logging or anything else
+            // starts, so that a mistake is one clear message.
+            let config = NodeConfig::from_args(&args).context("invalid configuration")?;
+            gossip_node::logging::init(config.log_format, "info");
+            gossip_node::run::run_until_signal(config).await?;
+        }
+        Command::Demo(args) => {
+            // The demo draws on standard output; keep the logs to warnings.
+            gossip_node::logging::init(LogFormat::Text, "warn");
+            gossip_node::demo::run(args).await?;
+        }
+    }
+    Ok(())
+}

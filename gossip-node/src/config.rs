@@ -1,0 +1,737 @@
+//! The command line, the TOML config file, and their merge into a validated
+//! [`NodeConfig`].
+//!
+//! Every flag of `gossip-node run` has a TOML key of the same name with
+//! underscores (`--cluster-id` is `cluster_id`); a flag given on the command
+//! line wins over the file. `--seed` given at least once replaces the file's
+//! `seeds`; `--meta name=value` overrides the file's `[meta]` entry of that
+//! name and keeps the others. Durations are integers in milliseconds, with
+//! the `_ms` suffix. Unknown keys are errors.
+//!
+//! ```toml
+//! listen = "127.0.0.1:7001"
+//! advertise = "127.0.0.1:7001"   # default: the bound listen address
+//! seeds = ["127.0.0.1:7000"]
+//! transport = "grpc"             # grpc | quic
+//! admin = "127.0.0.1:8001"       # optional; port 0 picks a free port
+//! cluster_id = "default"
+//! log_format = "text"            # text | json
+//! gossip_interval_ms = 200
+//! probe_interval_ms = 1000
+//! probe_timeout_ms = 500
+//! fanout = 3
+//! suspicion_mult = 4
+//! tombstone_ttl_ms = 60000
+//! max_message_size = 65536
+//!
+//! [meta]
+//! name = "alpha"
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use gossip_core::{MAX_META_BYTES, MAX_META_ENTRIES, NodeAddr};
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+use crate::transport::TransportKind;
+
+/// Smallest accepted `max_message_size`: room for the envelope and some
+/// payload.
+pub const MIN_MESSAGE_SIZE: usize = 1024;
+
+/// The command line of `gossip-node`.
+#[derive(Debug, Parser)]
+#[command(name = "gossip-node", version, about = "A member of a gossip cluster.")]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands of `gossip-node`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one member until SIGINT or SIGTERM, then leave gracefully.
+    Run(Box<RunArgs>),
+    /// Start a local cluster of `gossip-node run` processes and watch it
+    /// converge.
+    Demo(crate::demo::DemoArgs),
+}
+
+/// Flags of `gossip-node run`. Each also has a TOML key; the flag wins.
+#[derive(Clone, Debug, Default, Args)]
+pub struct RunArgs {
+    /// Address to listen on for gossip traffic, IP:PORT (port 0 picks a free
+    /// port). TOML: `listen`.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// Address other members reach this one at, HOST:PORT; it is the
+    /// member's identity. Default: the bound listen address. TOML:
+    /// `advertise`.
+    #[arg(long, value_name = "ADDR")]
+    pub advertise: Option<String>,
+
+    /// A member to join through, HOST:PORT; repeat for several. TOML:
+    /// `seeds = [...]`.
+    #[arg(long = "seed", value_name = "ADDR")]
+    pub seeds: Vec<String>,
+
+    /// Transport: grpc or quic. Default grpc. TOML: `transport`.
+    #[arg(long, value_name = "NAME")]
+    pub transport: Option<String>,
+
+    /// Address of the admin HTTP endpoint, IP:PORT (port 0 picks a free
+    /// port). Default: no admin endpoint. TOML: `admin`.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
+
+    /// TOML config file.
+    #[arg(long, short = 'c', value_name = "FILE", env = "GOSSIP_NODE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Metadata entry NAME=VALUE; repeat for several. TOML: `[meta]`.
+    #[arg(long = "meta", value_name = "NAME=VALUE")]
+    pub meta: Vec<String>,
+
+    /// Cluster id; messages of other clusters are rejected. Default
+    /// "default". TOML: `cluster_id`.
+    #[arg(long, value_name = "ID")]
+    pub cluster_id: Option<String>,
+
+    /// Log format: text (readable) or json (one object per line). The level
+    /// filter comes from RUST_LOG (default info). TOML: `log_format`.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// Protocol timing.
+    #[command(flatten)]
+    pub timing: TimingArgs,
+}
+
+/// Protocol settings of `gossip-node run`, mapped onto
+/// [`gossip_core::Config`]. Each also has a TOML key; the flag wins.
+#[derive(Clone, Debug, Default, Args)]
+#[command(next_help_heading = "Protocol")]
+pub struct TimingArgs {
+    /// Period of anti-entropy rounds, ms (default 200).
+    #[arg(long, value_name = "MS")]
+    pub gossip_interval_ms: Option<u64>,
+    /// Period of failure-detector probes, ms (default 1000).
+    #[arg(long, value_name = "MS")]
+    pub probe_interval_ms: Option<u64>,
+    /// Time to wait for a direct ack, ms (default 500); at most the probe
+    /// interval.
+    #[arg(long, value_name = "MS")]
+    pub probe_timeout_ms: Option<u64>,
+    /// Peers contacted per gossip round (default 3).
+    #[arg(long, value_name = "N")]
+    pub fanout: Option<usize>,
+    /// Suspicion timeout multiplier (default 4).
+    #[arg(long, value_name = "N")]
+    pub suspicion_mult: Option<u32>,
+    /// How long dead members and deleted keys are remembered, ms (default
+    /// 60000).
+    #[arg(long, value_name = "MS")]
+    pub tombstone_ttl_ms: Option<u64>,
+    /// Largest message sent or accepted, bytes (default 65536).
+    #[arg(long, value_name = "BYTES")]
+    pub max_message_size: Option<usize>,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for machines.
+    Json,
+}
+
+/// The TOML config file, as written. Every key is optional; unknown keys are
+/// errors. See the [module documentation](self) for an example.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `listen`: IP:PORT.
+    pub listen: Option<String>,
+    /// `advertise`: HOST:PORT.
+    pub advertise: Option<String>,
+    /// `seeds`: HOST:PORT strings.
+    pub seeds: Option<Vec<String>>,
+    /// `transport`: a transport name.
+    pub transport: Option<String>,
+    /// `admin`: IP:PORT.
+    pub admin: Option<String>,
+    /// `[meta]`: metadata entries.
+    pub meta: Option<BTreeMap<String, String>>,
+    /// `cluster_id`.
+    pub cluster_id: Option<String>,
+    /// `log_format`: `"text"` or `"json"`.
+    pub log_format: Option<LogFormat>,
+    /// `gossip_interval_ms`.
+    pub gossip_interval_ms: Option<u64>,
+    /// `probe_interval_ms`.
+    pub probe_interval_ms: Option<u64>,
+    /// `probe_timeout_ms`.
+    pub probe_timeout_ms: Option<u64>,
+    /// `fanout`.
+    pub fanout: Option<usize>,
+    /// `suspicion_mult`.
+    pub suspicion_mult: Option<u32>,
+    /// `tombstone_ttl_ms`.
+    pub tombstone_ttl_ms: Option<u64>,
+    /// `max_message_size`, bytes.
+    pub max_message_size: Option<usize>,
+}
+
+impl FileConfig {
+    /// Parses TOML text; `path` is only used in the error message.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] for invalid TOML, an unknown key or a value of
+    /// the wrong type.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })
+    }
+
+    /// Reads and parses a config file.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] if the file cannot be read, otherwise as
+    /// [`FileConfig::parse`].
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+}
+
+/// A validated configuration of one member: what `gossip-node run` starts.
+///
+/// Build it with [`NodeConfig::from_args`] (command line plus file) or
+/// [`NodeConfig::new`] and field updates; [`crate::run::start`] validates it
+/// again before starting.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Address the transport binds.
+    pub listen: SocketAddr,
+    /// Address advertised to peers; `None`: the bound listen address.
+    pub advertise: Option<NodeAddr>,
+    /// Members to join through.
+    pub seeds: Vec<NodeAddr>,
+    /// The transport.
+    pub transport: TransportKind,
+    /// Address of the admin HTTP endpoint, if any.
+    pub admin: Option<SocketAddr>,
+    /// Initial metadata.
+    pub meta: BTreeMap<String, String>,
+    /// Log format of the binary.
+    pub log_format: LogFormat,
+    /// Protocol configuration.
+    pub protocol: gossip_core::Config,
+}
+
+impl NodeConfig {
+    /// Defaults (gRPC, no seeds, no admin endpoint, default protocol
+    /// settings) listening on `listen`.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            advertise: None,
+            seeds: Vec::new(),
+            transport: TransportKind::default(),
+            admin: None,
+            meta: BTreeMap::new(),
+            log_format: LogFormat::default(),
+            protocol: gossip_core::Config::default(),
+        }
+    }
+
+    /// Reads the config file named by `--config` (if any) and merges the
+    /// flags over it.
+    ///
+    /// # Errors
+    /// Any [`ConfigError`]: unreadable or invalid file, bad address, unknown
+    /// or unavailable transport, setting out of range.
+    pub fn from_args(args: &RunArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        Self::merge(args, file)
+    }
+
+    /// Merges the flags over a parsed file and validates the result.
+    ///
+    /// # Errors
+    /// As [`NodeConfig::from_args`], except for reading the file.
+    pub fn merge(args: &RunArgs, file: FileConfig) -> Result<Self, ConfigError> {
+        let config = Self::combine(args, file)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The merge proper: parses every setting, the flag winning, without the
+    /// checks of [`NodeConfig::validate`].
+    fn combine(args: &RunArgs, file: FileConfig) -> Result<Self, ConfigError> {
+        let listen = args
+            .listen
+            .as_deref()
+            .or(file.listen.as_deref())
+            .ok_or(ConfigError::MissingListen)?;
+        let listen = parse_socket_addr("listen", listen)?;
+        let advertise = args
+            .advertise
+            .as_deref()
+            .or(file.advertise.as_deref())
+            .map(|a| parse_node_addr("advertise", a))
+            .transpose()?;
+        let seeds = if args.seeds.is_empty() {
+            file.seeds.unwrap_or_default()
+        } else {
+            args.seeds.clone()
+        };
+        let seeds = seeds
+            .iter()
+            .map(|s| parse_node_addr("seed", s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let transport = args
+            .transport
+            .as_deref()
+            .or(file.transport.as_deref())
+            .map(str::parse::<TransportKind>)
+            .transpose()?
+            .unwrap_or_default();
+        let admin = args
+            .admin
+            .as_deref()
+            .or(file.admin.as_deref())
+            .map(|a| parse_socket_addr("admin", a))
+            .transpose()?;
+        let mut meta = file.meta.unwrap_or_default();
+        for entry in &args.meta {
+            let (name, value) = parse_meta(entry)?;
+            meta.insert(name, value);
+        }
+        let log_format = args.log_format.or(file.log_format).unwrap_or_default();
+
+        let mut protocol = gossip_core::Config::default();
+        if let Some(id) = args.cluster_id.clone().or(file.cluster_id) {
+            protocol.cluster_id = id;
+        }
+        let t = &args.timing;
+        let ms = Duration::from_millis;
+        if let Some(v) = t.gossip_interval_ms.or(file.gossip_interval_ms) {
+            protocol.gossip_interval = ms(v);
+        }
+        if let Some(v) = t.probe_interval_ms.or(file.probe_interval_ms) {
+            protocol.probe_interval = ms(v);
+        }
+        if let Some(v) = t.probe_timeout_ms.or(file.probe_timeout_ms) {
+            protocol.probe_timeout = ms(v);
+        }
+        if let Some(v) = t.fanout.or(file.fanout) {
+            protocol.fanout = v;
+        }
+        if let Some(v) = t.suspicion_mult.or(file.suspicion_mult) {
+            protocol.suspicion_mult = v;
+        }
+        if let Some(v) = t.tombstone_ttl_ms.or(file.tombstone_ttl_ms) {
+            protocol.tombstone_ttl = ms(v);
+        }
+        if let Some(v) = t.max_message_size.or(file.max_message_size) {
+            protocol.max_message_size = v;
+        }
+
+        Ok(Self {
+            listen,
+            advertise,
+            seeds,
+            transport,
+            admin,
+            meta,
+            log_format,
+            protocol,
+        })
+    }
+
+    /// Checks what the types do not: the transport is compiled in, the
+    /// metadata is within limits, and the protocol settings are in range.
+    ///
+    /// # Errors
+    /// [`ConfigError::TransportUnavailable`], [`ConfigError::BadMeta`],
+    /// [`ConfigError::Invalid`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.transport.ensure_available()?;
+        if self.meta.len() > MAX_META_ENTRIES {
+            return Err(ConfigError::BadMeta(format!(
+                "{} entries, more than the limit of {MAX_META_ENTRIES}",
+                self.meta.len()
+            )));
+        }
+        let bytes: usize = self.meta.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if bytes > MAX_META_BYTES {
+            return Err(ConfigError::BadMeta(format!(
+                "{bytes} bytes, more than the limit of {MAX_META_BYTES}"
+            )));
+        }
+        let p = &self.protocol;
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        if p.cluster_id.is_empty() {
+            return invalid("cluster_id", "must not be empty");
+        }
+        if p.gossip_interval.is_zero() {
+            return invalid("gossip_interval_ms", "must be positive");
+        }
+        if p.probe_interval.is_zero() {
+            return invalid("probe_interval_ms", "must be positive");
+        }
+        if p.probe_timeout.is_zero() {
+            return invalid("probe_timeout_ms", "must be positive");
+        }
+        if p.probe_timeout > p.probe_interval {
+            return invalid(
+                "probe_timeout_ms",
+                &format!(
+                    "{} ms is longer than the probe interval ({} ms)",
+                    p.probe_timeout.as_millis(),
+                    p.probe_interval.as_millis()
+                ),
+            );
+        }
+        if p.fanout == 0 {
+            return invalid("fanout", "must be at least 1");
+        }
+        if p.suspicion_mult == 0 {
+            return invalid("suspicion_mult", "must be at least 1");
+        }
+        if p.tombstone_ttl.is_zero() {
+            return invalid("tombstone_ttl_ms", "must be positive");
+        }
+        if p.max_message_size < MIN_MESSAGE_SIZE {
+            return invalid(
+                "max_message_size",
+                &format!("must be at least {MIN_MESSAGE_SIZE} bytes"),
+            );
+        }
+        Ok(())
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+fn parse_socket_addr(what: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.trim().parse().map_err(|_| ConfigError::BadAddress {
+        what,
+        value: truncate(s),
+        reason: "expected IP:PORT, e.g. 127.0.0.1:7001 or [::1]:7001".to_owned(),
+    })
+}
+
+fn parse_node_addr(what: &'static str, s: &str) -> Result<NodeAddr, ConfigError> {
+    NodeAddr::parse(s.trim()).map_err(|e| ConfigError::BadAddress {
+        what,
+        value: truncate(s),
+        reason: e.why.to_owned(),
+    })
+}
+
+fn parse_meta(entry: &str) -> Result<(String, String), ConfigError> {
+    match entry.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(ConfigError::BadMeta(format!(
+            "{:?} is not NAME=VALUE",
+            truncate(entry)
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(argv: &[&str]) -> RunArgs {
+        let mut full = vec!["gossip-node", "run"];
+        full.extend_from_slice(argv);
+        match Cli::try_parse_from(full)
+            .expect("valid command line")
+            .command
+        {
+            Command::Run(a) => *a,
+            Command::Demo(_) => unreachable!(),
+        }
+    }
+
+    fn file(text: &str) -> FileConfig {
+        FileConfig::parse(text, Path::new("test.toml")).expect("valid TOML")
+    }
+
+    #[track_caller]
+    fn check_err(argv: &[&str], toml: &str, expected: &str) {
+        let err = NodeConfig::merge(&args(argv), file(toml)).unwrap_err();
+        assert_eq!(err.to_string(), expected);
+    }
+
+    #[test]
+    fn flag_beats_toml() {
+        let toml = r#"
+            listen = "127.0.0.1:7001"
+            admin = "127.0.0.1:8001"
+            seeds = ["127.0.0.1:7000"]
+            cluster_id = "from-file"
+            gossip_interval_ms = 300
+            probe_interval_ms = 2000
+            fanout = 5
+            log_format = "json"
+            [meta]
+            name = "file"
+            zone = "a"
+        "#;
+        // `combine`: the precedence holds whichever transports are compiled
+        // in.
+        let c = NodeConfig::combine(
+            &args(&[
+                "--listen",
+                "127.0.0.1:7002",
+                "--seed",
+                "127.0.0.1:7100",
+                "--seed",
+                "10.0.0.1:7101",
+                "--cluster-id",
+                "from-flag",
+                "--gossip-interval-ms",
+                "100",
+                "--meta",
+                "name=flag",
+                "--log-format",
+                "text",
+            ]),
+            file(toml),
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:7002".parse().unwrap());
+        assert_eq!(c.admin, Some("127.0.0.1:8001".parse().unwrap()));
+        assert_eq!(
+            c.seeds,
+            vec![
+                NodeAddr::parse("127.0.0.1:7100").unwrap(),
+                NodeAddr::parse("10.0.0.1:7101").unwrap()
+            ]
+        );
+        assert_eq!(c.protocol.cluster_id, "from-flag");
+        assert_eq!(c.protocol.gossip_interval, Duration::from_millis(100));
+        assert_eq!(c.protocol.probe_interval, Duration::from_millis(2000));
+        assert_eq!(c.protocol.fanout, 5);
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.meta["name"], "flag");
+        assert_eq!(c.meta["zone"], "a");
+    }
+
+    #[test]
+    fn toml_alone_sets_every_key() {
+        let c = NodeConfig::combine(
+            &args(&[]),
+            file(
+                r#"
+                listen = "127.0.0.1:0"
+                advertise = "node-a.local:7001"
+                transport = "grpc"
+                gossip_interval_ms = 100
+                probe_interval_ms = 200
+                probe_timeout_ms = 100
+                fanout = 2
+                suspicion_mult = 2
+                tombstone_ttl_ms = 5000
+                max_message_size = 4096
+                "#,
+            ),
+        );
+        let c = c.unwrap();
+        assert_eq!(c.validate().is_ok(), cfg!(feature = "grpc"));
+        assert_eq!(c.advertise.unwrap().as_str(), "node-a.local:7001");
+        assert_eq!(c.protocol.probe_timeout, Duration::from_millis(100));
+        assert_eq!(c.protocol.suspicion_mult, 2);
+        assert_eq!(c.protocol.tombstone_ttl, Duration::from_secs(5));
+        assert_eq!(c.protocol.max_message_size, 4096);
+        assert_eq!(c.protocol.fanout, 2);
+        assert!(c.admin.is_none());
+    }
+
+    #[test]
+    fn unknown_toml_key_is_an_error() {
+        let err = FileConfig::parse(
+            "listen = \"127.0.0.1:1\"\nlisten_addr = 3\n",
+            Path::new("n.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("invalid config file n.toml:"), "{err}");
+        assert!(err.contains("unknown field `listen_addr`"), "{err}");
+    }
+
+    #[test]
+    fn bad_toml_values_are_errors() {
+        for text in [
+            "listen = 7",
+            "fanout = -1",
+            "log_format = \"xml\"",
+            "listen = \"a",
+        ] {
+            assert!(
+                FileConfig::parse(text, Path::new("x.toml")).is_err(),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_or_unreadable_file_is_an_error() {
+        let mut a = args(&["--listen", "127.0.0.1:1"]);
+        a.config = Some(PathBuf::from("/nonexistent/gossip-node.toml"));
+        let err = NodeConfig::from_args(&a).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "cannot read config file /nonexistent/gossip-node.toml"
+        );
+    }
+
+    #[test]
+    fn config_file_is_read() {
+        let path = std::env::temp_dir().join(format!(
+            "gossip-node-config-test-{}.toml",
+            std::process::id()
+        ));
+        std::fs::write(&path, "listen = \"127.0.0.1:7001\"\nbogus = true\n").unwrap();
+        let mut a = args(&[]);
+        a.config = Some(path.clone());
+        let err = NodeConfig::from_args(&a).unwrap_err().to_string();
+        std::fs::remove_file(&path).unwrap();
+        assert!(err.contains("unknown field `bogus`"), "{err}");
+    }
+
+    #[test]
+    fn unknown_transport_is_named() {
+        check_err(
+            &["--listen", "127.0.0.1:1", "--transport", "carrier-pigeon"],
+            "",
+            "unknown transport 'carrier-pigeon' (expected one of: grpc, quic)",
+        );
+        check_err(
+            &["--listen", "127.0.0.1:1"],
+            "transport = \"x\"",
+            "unknown transport 'x' (expected one of: grpc, quic)",
+        );
+    }
+
+    #[test]
+    fn quic_is_not_available() {
+        check_err(
+            &["--listen", "127.0.0.1:1", "--transport", "quic"],
+            "",
+            "transport 'quic' is not available in this build (enable the `quic` feature)",
+        );
+    }
+
+    #[test]
+    fn bad_addresses() {
+        check_err(
+            &["--listen", "localhost:7001"],
+            "",
+            "invalid listen address \"localhost:7001\": expected IP:PORT, e.g. 127.0.0.1:7001 or [::1]:7001",
+        );
+        check_err(
+            &["--listen", "127.0.0.1"],
+            "",
+            "invalid listen address \"127.0.0.1\": expected IP:PORT, e.g. 127.0.0.1:7001 or [::1]:7001",
+        );
+        check_err(
+            &["--listen", "127.0.0.1:1", "--seed", "nohost"],
+            "",
+            "invalid seed address \"nohost\": missing ':port'",
+        );
+        check_err(
+            &["--listen", "127.0.0.1:1", "--advertise", "a:0"],
+            "",
+            "invalid advertise address \"a:0\": port is not a number in 1..=65535",
+        );
+        check_err(
+            &["--listen", "127.0.0.1:1"],
+            "admin = \"127.0.0.1:99999\"",
+            "invalid admin address \"127.0.0.1:99999\": expected IP:PORT, e.g. 127.0.0.1:7001 or [::1]:7001",
+        );
+    }
+
+    #[test]
+    fn missing_listen() {
+        check_err(
+            &[],
+            "",
+            "no listen address: pass --listen ADDR or set `listen` in the config file",
+        );
+    }
+
+    #[test]
+    fn bad_meta_and_ranges() {
+        check_err(
+            &["--listen", "127.0.0.1:1", "--meta", "novalue"],
+            "",
+            "invalid metadata: \"novalue\" is not NAME=VALUE",
+        );
+        check_err(
+            &["--listen", "127.0.0.1:1", "--meta", "=v"],
+            "",
+            "invalid metadata: \"=v\" is not NAME=VALUE",
+        );
+        if cfg!(feature = "grpc") {
+            check_err(
+                &["--listen", "127.0.0.1:1", "--fanout", "0"],
+                "",
+                "invalid setting `fanout`: must be at least 1",
+            );
+            check_err(
+                &["--listen", "127.0.0.1:1"],
+                "probe_interval_ms = 100\nprobe_timeout_ms = 200",
+                "invalid setting `probe_timeout_ms`: 200 ms is longer than the probe interval (100 ms)",
+            );
+            check_err(
+                &["--listen", "127.0.0.1:1", "--cluster-id", ""],
+                "",
+                "invalid setting `cluster_id`: must not be empty",
+            );
+        }
+    }
+
+    #[test]
+    fn without_grpc_no_transport_is_available() {
+        let r = NodeConfig::merge(&args(&["--listen", "127.0.0.1:1"]), FileConfig::default());
+        if cfg!(feature = "grpc") {
+            assert_eq!(r.unwrap().transport, TransportKind::Grpc);
+        } else {
+            assert_eq!(
+                r.unwrap_err().to_string(),
+                "transport 'grpc' is not available in this build (enable the `grpc` feature)"
+            );
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Typed errors of the library. The binary wraps them in `anyhow` and prints
+//! them with their causes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use gossip_core::{GossipError, TransportError};
+use thiserror::Error;
+
+/// A configuration that cannot be used. Reported before anything starts.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be read.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML, has an unknown key or a value of
+    /// the wrong type.
+    #[error("invalid config file {}: {message}", path.display())]
+    Parse {
+        /// The file (`<inline>` for text parsed from memory).
+        path: PathBuf,
+        /// The TOML parser's explanation, with line and column.
+        message: String,
+    },
+    /// A transport name that no build knows.
+    #[error("unknown transport '{0}' (expected one of: {names})", names = crate::transport::TransportKind::names())]
+    UnknownTransport(String),
+    /// A known transport whose cargo feature is not compiled in.
+    #[error("transport '{name}' is not available in this build (enable the `{feature}` feature)")]
+    TransportUnavailable {
+        /// The transport's name.
+        name: &'static str,
+        /// The cargo feature of `gossip-node` that compiles it in.
+        feature: &'static str,
+    },
+    /// An address that does not parse.
+    #[error("invalid {what} address {value:?}: {reason}")]
+    BadAddress {
+        /// Which setting: `listen`, `advertise`, `seed` or `admin`.
+        what: &'static str,
+        /// The offending text (truncated to 64 characters).
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Neither `--listen` nor `listen` in the config file was given.
+    #[error("no listen address: pass --listen ADDR or set `listen` in the config file")]
+    MissingListen,
+    /// A `--meta` argument that is not `name=value`, or metadata over the
+    /// limits.
+    #[error("invalid metadata: {0}")]
+    BadMeta(String),
+    /// A setting out of its range.
+    #[error("invalid setting `{key}`: {reason}")]
+    Invalid {
+        /// The TOML key (the flag has the same name with dashes).
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Failure to start or run a member.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The transport could not bind or start serving.
+    #[error("cannot start the {transport} transport on {listen}")]
+    Transport {
+        /// The transport's name.
+        transport: &'static str,
+        /// The address it was to listen on.
+        listen: SocketAddr,
+        /// What failed.
+        #[source]
+        source: TransportError,
+    },
+    /// The admin endpoint could not bind.
+    #[error("cannot bind the admin endpoint on {addr}")]
+    AdminBind {
+        /// The address.
+        addr: SocketAddr,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The member refused its initial settings (e.g. metadata too large).
+    #[error("cannot create the member")]
+    Member(#[from] GossipError),
+    /// The signal handlers could not be installed.
+    #[error("cannot install the signal handlers")]
+    Signal(#[source] std::io::Error),
+}
+
+/// Failure of `gossip-node demo`. Every process the demo started has been
+/// stopped by the time it is returned.
+#[derive(Debug, Error)]
+pub enum DemoError {
+    /// Invalid demo arguments.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The path of the running executable, needed to start the nodes, is
+    /// unknown.
+    #[error("cannot find the gossip-node executable")]
+    CurrentExe(#[source] std::io::Error),
+    /// No free loopback port could be found, or the log directory could not
+    /// be created.
+    #[error("cannot prepare the demo: {what}")]
+    Setup {
+        /// What was being prepared.
+        what: String,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A node process could not be started.
+    #[error("cannot start node {index}")]
+    Spawn {
+        /// The node's index, from 1.
+        index: usize,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A node exited or did not answer on its admin endpoint in time.
+    #[error("node {index} ({addr}) failed to come up: {reason}")]
+    NodeDown {
+        /// The node's index, from 1.
+        index: usize,
+        /// The node's gossip address.
+        addr: String,
+        /// What happened, with the tail of its log when there is one.
+        reason: String,
+    },
+    /// An admin API call failed.
+    #[error("admin request to node {index} failed: {reason}")]
+    Admin {
+        /// The node's index, from 1.
+        index: usize,
+        /// What failed.
+        reason: String,
+    },
+    /// The signal handlers could not be installed, or the terminal could not
+    /// be written.
+    #[error("demo I/O error")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,210 @@
+//! Starting a member and its admin endpoint from a [`NodeConfig`], and the
+//! body of `gossip-node run`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gossip_core::{Membership, NodeAddr};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::config::NodeConfig;
+use crate::error::NodeError;
+use crate::transport::start_member;
+
+/// How long in-flight admin requests may take to finish at shutdown.
+const ADMIN_DRAIN: Duration = Duration::from_secs(5);
+
+/// A running member and its admin endpoint. Call [`NodeHandle::shutdown`] to
+/// stop them: dropping the handle stops the admin endpoint but leaves the
+/// member running until its last `Arc` is gone, without announcing a leave.
+pub struct NodeHandle {
+    member: Arc<dyn Membership>,
+    listen_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    admin: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+}
+
+impl fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeHandle")
+            .field("id", &self.member.local_id())
+            .field("listen_addr", &self.listen_addr)
+            .field("admin_addr", &self.admin_addr)
+            .finish()
+    }
+}
+
+impl NodeHandle {
+    /// The member.
+    pub fn member(&self) -> &Arc<dyn Membership> {
+        &self.member
+    }
+
+    /// The address the transport is bound to.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen_addr
+    }
+
+    /// The address the member advertises: its identity.
+    pub fn advertise_addr(&self) -> NodeAddr {
+        self.member.local_id().addr
+    }
+
+    /// The address the admin endpoint is bound to, if there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Leaves the cluster gracefully while the admin endpoint stops taking
+    /// new requests, and returns once every task of the member and of the
+    /// endpoint has ended.
+    pub async fn shutdown(mut self) {
+        let admin = self.admin.take().map(|(stop, task)| {
+            // The server may already have ended; then there is nobody to tell.
+            let _ = stop.send(());
+            task
+        });
+        self.member.shutdown().await;
+        if let Some(mut task) = admin {
+            match tokio::time::timeout(ADMIN_DRAIN, &mut task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "admin endpoint task ended abnormally"),
+                Err(_) => {
+                    warn!("admin endpoint did not drain in time; aborting it");
+                    task.abort();
+                }
+            }
+        }
+    }
+}
+
+/// Starts a member as configured: binds the admin endpoint (if any) first so
+/// that a busy port fails before the member joins, then binds and starts the
+/// transport, records the seeds and serves the admin API.
+///
+/// # Errors
+/// [`NodeError::Config`] if the configuration does not validate,
+/// [`NodeError::AdminBind`], [`NodeError::Transport`] or
+/// [`NodeError::Member`] if a part cannot start; nothing is left running.
+pub async fn start(config: &NodeConfig) -> Result<NodeHandle, NodeError> {
+    config.validate()?;
+    let admin_listener = match config.admin {
+        Some(addr) => {
+            let bind = async {
+                let listener = tokio::net::TcpListener::bind(addr).await?;
+                let bound = listener.local_addr()?;
+                Ok((listener, bound))
+            };
+            Some(
+                bind.await
+                    .map_err(|source| NodeError::AdminBind { addr, source })?,
+            )
+        }
+        None => None,
+    };
+    let started = start_member(config).await?;
+    let member = started.member;
+    let mut admin_addr = None;
+    let mut admin = None;
+    if let Some((listener, addr)) = admin_listener {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = crate::admin::router(member.clone());
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    // A dropped sender also means stop.
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(e) = served {
+                warn!(error = %e, "admin endpoint failed");
+            }
+        });
+        admin_addr = Some(addr);
+        admin = Some((stop, task));
+    }
+    Ok(NodeHandle {
+        member,
+        listen_addr: started.listen_addr,
+        admin_addr,
+        admin,
+    })
+}
+
+/// The body of `gossip-node run`: starts the member, logs one line with its
+/// addresses, waits for SIGINT or SIGTERM, then leaves gracefully.
+///
+/// # Errors
+/// As [`start`], and [`NodeError::Signal`] if the signal handlers cannot be
+/// installed (checked before the member starts).
+pub async fn run_until_signal(config: NodeConfig) -> Result<(), NodeError> {
+    let mut signals = Signals::new().map_err(NodeError::Signal)?;
+    let node = start(&config).await?;
+    let admin = node
+        .admin_addr()
+        .map_or_else(|| "none".to_owned(), |a| a.to_string());
+    info!(
+        listen = %node.listen_addr(),
+        advertise = %node.advertise_addr(),
+        admin = %admin,
+        transport = %config.transport,
+        cluster_id = %config.protocol.cluster_id,
+        seeds = config.seeds.len(),
+        "gossip-node started: listening on {}, admin on {admin}",
+        node.listen_addr()
+    );
+    let signal = signals.recv().await;
+    info!(signal, "leaving the cluster");
+    node.shutdown().await;
+    info!("gossip-node stopped");
+    Ok(())
+}
+
+/// SIGINT and SIGTERM (Ctrl-C only, off Unix).
+pub(crate) struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers; from now on the signals no longer kill the
+    /// process.
+    pub(crate) fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {})
+        }
+    }
+
+    /// Waits for the next signal and returns its name.
+    pub(crate) async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => "Ctrl-C",
+                Err(_) => std::future::pending().await,
+            }
+        }
+    }
+}

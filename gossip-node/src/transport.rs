@@ -1,0 +1,228 @@
+//! The choice of transport and the construction of a member over it.
+//!
+//! [`TransportKind`] names every transport any build knows, whether or not
+//! its cargo feature is compiled into this one: a name that is known but not
+//! compiled in gets a message saying which feature to enable, rather than
+//! "unknown". Adding a transport means a variant here, a cargo feature, and
+//! an arm in [`start_member`].
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use gossip_core::Membership;
+
+use crate::config::NodeConfig;
+use crate::error::{ConfigError, NodeError};
+
+/// A transport a member can run over.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    /// gRPC over HTTP/2 (`gossip-grpc`); cargo feature `grpc`, on by default.
+    #[default]
+    Grpc,
+    /// QUIC (`gossip-quic`); cargo feature `quic`, not yet part of this
+    /// crate.
+    Quic,
+}
+
+impl TransportKind {
+    /// Every transport any build knows, in the order they are listed to
+    /// users.
+    pub const ALL: [TransportKind; 2] = [TransportKind::Grpc, TransportKind::Quic];
+
+    /// The name used on the command line and in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            TransportKind::Grpc => "grpc",
+            TransportKind::Quic => "quic",
+        }
+    }
+
+    /// The cargo feature of `gossip-node` that compiles the transport in.
+    pub fn feature(self) -> &'static str {
+        self.name()
+    }
+
+    /// True if this build includes the transport.
+    pub fn is_available(self) -> bool {
+        match self {
+            TransportKind::Grpc => cfg!(feature = "grpc"),
+            // No `quic` feature yet: gossip-quic is not wired in.
+            TransportKind::Quic => false,
+        }
+    }
+
+    /// The transport itself if this build includes it.
+    ///
+    /// # Errors
+    /// [`ConfigError::TransportUnavailable`] naming the feature to enable.
+    pub fn ensure_available(self) -> Result<Self, ConfigError> {
+        if self.is_available() {
+            Ok(self)
+        } else {
+            Err(ConfigError::TransportUnavailable {
+                name: self.name(),
+                feature: self.feature(),
+            })
+        }
+    }
+
+    /// The names of every known transport, comma separated, for messages.
+    pub fn names() -> String {
+        Self::ALL
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for TransportKind {
+    type Err = ConfigError;
+
+    /// Parses a transport name (ASCII case-insensitive). A known name parses
+    /// even if the transport is not compiled in; see
+    /// [`TransportKind::ensure_available`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| ConfigError::UnknownTransport(s.chars().take(64).collect()))
+    }
+}
+
+/// A member that has started: its transport serves and its driver runs.
+pub struct StartedMember {
+    /// The member, behind the transport-agnostic trait.
+    pub member: Arc<dyn Membership>,
+    /// The address the transport is bound to (the real port if the
+    /// configuration asked for port 0).
+    pub listen_addr: SocketAddr,
+}
+
+impl fmt::Debug for StartedMember {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StartedMember")
+            .field("id", &self.member.local_id())
+            .field("listen_addr", &self.listen_addr)
+            .finish()
+    }
+}
+
+/// Binds the configured transport, builds the member over it, starts it and
+/// records the seeds (a seed equal to the member's own address is skipped).
+///
+/// # Errors
+/// [`NodeError::Config`] if the transport is not compiled in,
+/// [`NodeError::Transport`] if it cannot bind or serve,
+/// [`NodeError::Member`] if the member refuses its metadata.
+pub async fn start_member(config: &NodeConfig) -> Result<StartedMember, NodeError> {
+    match config.transport {
+        #[cfg(feature = "grpc")]
+        TransportKind::Grpc => {
+            let transport_error = |source| NodeError::Transport {
+                transport: TransportKind::Grpc.name(),
+                listen: config.listen,
+                source,
+            };
+            let grpc = gossip_grpc::GrpcTransport::bind(gossip_grpc::GrpcConfig {
+                listen: config.listen,
+                advertise: config.advertise.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(transport_error)?;
+            let listen_addr = grpc.listen_addr();
+            let member = gossip_core::Member::new(
+                config.protocol.clone(),
+                grpc,
+                gossip_core::MemberOptions {
+                    meta: config.meta.clone(),
+                    ..Default::default()
+                },
+            )?;
+            member.start().await.map_err(transport_error)?;
+            let member: Arc<dyn Membership> = Arc::new(member);
+            add_seeds(member.as_ref(), config);
+            Ok(StartedMember {
+                member,
+                listen_addr,
+            })
+        }
+        // Every transport this build includes has an arm above.
+        other => Err(ConfigError::TransportUnavailable {
+            name: other.name(),
+            feature: other.feature(),
+        }
+        .into()),
+    }
+}
+
+#[cfg_attr(
+    not(feature = "grpc"),
+    expect(dead_code, reason = "every transport arm uses it; none is compiled in")
+)]
+fn add_seeds(member: &dyn Membership, config: &NodeConfig) {
+    let me = member.local_id().addr;
+    for seed in &config.seeds {
+        if *seed == me {
+            tracing::debug!(%seed, "skipping a seed that is this member's own address");
+        } else {
+            member.add_seed(seed.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(input: &str, expected: Result<TransportKind, &str>) {
+        match (input.parse::<TransportKind>(), expected) {
+            (Ok(got), Ok(want)) => assert_eq!(got, want),
+            (Err(e), Err(msg)) => assert_eq!(e.to_string(), msg),
+            (got, want) => panic!("{input}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_names() {
+        check("grpc", Ok(TransportKind::Grpc));
+        check("GRPC", Ok(TransportKind::Grpc));
+        check("quic", Ok(TransportKind::Quic));
+        check(
+            "x",
+            Err("unknown transport 'x' (expected one of: grpc, quic)"),
+        );
+        check(
+            "",
+            Err("unknown transport '' (expected one of: grpc, quic)"),
+        );
+    }
+
+    #[test]
+    fn quic_is_not_available() {
+        let err = TransportKind::Quic.ensure_available().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "transport 'quic' is not available in this build (enable the `quic` feature)"
+        );
+    }
+
+    #[test]
+    fn grpc_follows_its_feature() {
+        assert_eq!(
+            TransportKind::Grpc.ensure_available().is_ok(),
+            cfg!(feature = "grpc")
+        );
+    }
+}
