@@ -127,9 +127,11 @@ impl<T: Transport> Member<T> {
             self.shared.stats.clone(),
         );
         self.shared.transport.start(inbound).await?;
+        // Subscribe before spawning, so a shutdown right after start is seen.
+        let stop = self.shared.stop.subscribe();
         let shared = self.shared.clone();
         let span = info_span!("member", addr = %self.local_id().addr);
-        *task = Some(tokio::spawn(run(shared, rx).instrument(span)));
+        *task = Some(tokio::spawn(run(shared, rx, stop).instrument(span)));
         Ok(())
     }
 
@@ -183,8 +185,11 @@ fn lock<M>(m: &Mutex<M>) -> MutexGuard<'_, M> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-async fn run<T: Transport>(shared: Arc<Shared<T>>, mut rx: mpsc::Receiver<Envelope>) {
-    let mut stop = shared.stop.subscribe();
+async fn run<T: Transport>(
+    shared: Arc<Shared<T>>,
+    mut rx: mpsc::Receiver<Envelope>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut sends = JoinSet::new();
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let send_timeout = shared.config.probe_timeout.max(Duration::from_millis(500)) * 2;
@@ -198,6 +203,9 @@ async fn run<T: Transport>(shared: Arc<Shared<T>>, mut rx: mpsc::Receiver<Envelo
                 None => std::future::pending().await,
             }
         };
+        if *stop.borrow_and_update() {
+            break;
+        }
         tokio::select! {
             biased;
             _ = stop.changed() => break,
@@ -349,7 +357,8 @@ impl<T: Transport> Membership for Member<T> {
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let mut task = self.task.lock().await;
-            let _ = self.shared.stop.send(true);
+            // `send_replace` stores the value even with no receiver yet.
+            self.shared.stop.send_replace(true);
             if let Some(t) = task.take()
                 && let Err(e) = t.await
             {

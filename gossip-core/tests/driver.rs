@@ -123,3 +123,17 @@ async fn events_arrive_in_order_and_a_leave_is_seen_at_once() {
     assert_eq!(kinds, ["joined", "key", "left"]);
     a.shutdown().await;
 }
+
+/// Regression: `shutdown` right after `start` used to hang, because the
+/// driver subscribed to the stop signal only once it first ran.
+#[tokio::test(flavor = "current_thread")]
+async fn shutdown_right_after_start_returns() {
+    let net = MemNetwork::new();
+    for _ in 0..20 {
+        let m = member(&net, &Config::default());
+        m.start().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), m.shutdown())
+            .await
+            .expect("shutdown hung");
+    }
+}
