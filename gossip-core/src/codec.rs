@@ -83,6 +83,23 @@ impl Inbound {
         result
     }
 
+    /// Counts a rejection the transport made itself, before handing the
+    /// frame over (e.g. a length prefix over the limit, a truncated frame),
+    /// and returns it, so that every refusal shows in [`Stats`].
+    pub fn reject(&self, r: Rejection) -> Rejection {
+        self.stats.count_rejection(&r);
+        r
+    }
+
+    /// Checks a frame length announced by the peer against the limit, before
+    /// any buffer is allocated; an oversized length is counted.
+    ///
+    /// # Errors
+    /// [`Rejection::Oversized`].
+    pub fn check_len(&self, len: usize) -> Result<(), Rejection> {
+        self.check_size(len).map_err(|r| self.reject(r))
+    }
+
     fn check_size(&self, size: usize) -> Result<(), Rejection> {
         if size > self.max_message_size {
             return Err(Rejection::Oversized {

@@ -642,21 +642,19 @@ async fn serve_stream(
             return;
         }
         let len = u32::from_be_bytes(len) as usize;
-        let verdict = if len > inbound.max_message_size() {
+        let verdict = if let Err(r) = inbound.check_len(len) {
             // Refuse before allocating or reading the body.
             let _ = recv.stop(VarInt::from_u32(STOP_OVERSIZED));
-            Err(gossip_core::Rejection::Oversized {
-                size: len,
-                max: inbound.max_message_size(),
-            }
-            .to_string())
+            Err(r.to_string())
         } else {
             let mut buf = vec![0u8; len];
             match recv.read_exact(&mut buf).await {
                 Ok(()) => inbound.accept_bytes(&buf).map_err(|r| r.to_string()),
-                Err(quinn::ReadExactError::FinishedEarly(got)) => Err(format!(
-                    "malformed message: frame truncated, {got} of the announced {len} bytes arrived"
-                )),
+                Err(quinn::ReadExactError::FinishedEarly(got)) => Err(inbound
+                    .reject(gossip_core::Rejection::Malformed(format!(
+                        "frame truncated, {got} of the announced {len} bytes arrived"
+                    )))
+                    .to_string()),
                 Err(e) => {
                     debug!(error = %e, "stream failed while reading a frame");
                     return;

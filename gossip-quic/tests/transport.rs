@@ -205,6 +205,11 @@ async fn garbage_and_oversized_frames_are_rejected() {
     assert_eq!(seq_of(&b.recv().await), 7);
     b.assert_nothing_delivered();
     assert_eq!(b.stats.snapshot().rejected_malformed, 1);
+    assert_eq!(
+        b.stats.snapshot().rejected_oversized,
+        1,
+        "refused from its length prefix, and counted"
+    );
     b.transport.shutdown().await;
 }
 
