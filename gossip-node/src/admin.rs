@@ -160,21 +160,6 @@ mod tests {
     use serde_json::Value;
     use tower::ServiceExt;
 
-    // `Membership::shutdown` soon after `Member::start` can hang in
-    // gossip-core's driver: its loop subscribes to the stop signal only when
-    // it first runs, and `watch::Sender::send` with no receiver yet drops the
-    // value. On a current-thread runtime it always hangs; on a multi-thread
-    // one, sometimes. These tests are about the router, so they stop the
-    // member with a deadline and say so if it was hit.
-    async fn stop(m: Arc<dyn Membership>) {
-        if tokio::time::timeout(Duration::from_secs(5), m.shutdown())
-            .await
-            .is_err()
-        {
-            eprintln!("note: member shutdown hung (gossip-core driver start/stop race)");
-        }
-    }
-
     async fn member() -> Arc<dyn Membership> {
         let net = MemNetwork::new();
         let m =
@@ -225,7 +210,7 @@ mod tests {
         assert!(del["version"].as_u64().unwrap() > version, "{del}");
         let (_, kv) = call(&app, Method::GET, "/kv", "").await;
         assert!(kv[&me].get("greeting").is_none(), "{kv}");
-        stop(m).await;
+        m.shutdown().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,7 +220,7 @@ mod tests {
         let (status, body) = call(&app, Method::DELETE, "/kv/nope", "").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(body["error"], "no key \"nope\"");
-        stop(m).await;
+        m.shutdown().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,7 +240,7 @@ mod tests {
         for field in ["incarnation", "meta"] {
             assert!(own.get(field).is_some(), "{field} missing from {own}");
         }
-        stop(m).await;
+        m.shutdown().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,6 +279,6 @@ mod tests {
                 .is_none_or(|keys| keys.as_object().unwrap().is_empty()),
             "{kv}"
         );
-        stop(m).await;
+        m.shutdown().await;
     }
 }

@@ -6,16 +6,22 @@
 //! line wins over the file. `--seed` given at least once replaces the file's
 //! `seeds`; `--meta name=value` overrides the file's `[meta]` entry of that
 //! name and keeps the others. Durations are integers in milliseconds, with
-//! the `_ms` suffix. Unknown keys are errors.
+//! the `_ms` suffix. Unknown keys are errors. Relative file paths in the
+//! config file (`tls_ca`, `tls_cert`, `tls_key`) are relative to the file's
+//! directory; on the command line, to the working directory.
 //!
 //! ```toml
 //! listen = "127.0.0.1:7001"
-//! advertise = "127.0.0.1:7001"   # default: the bound listen address
+//! advertise = "127.0.0.1:7001"     # default: the bound listen address
 //! seeds = ["127.0.0.1:7000"]
-//! transport = "grpc"             # grpc | quic
-//! admin = "127.0.0.1:8001"       # optional; port 0 picks a free port
+//! transport = "grpc"               # grpc | quic
+//! tls = "mtls"                     # none (gRPC only) | self-signed (default) | mtls
+//! tls_ca = "certs/ca.pem"          # mtls only: the cluster CA certificate
+//! tls_cert = "certs/node-1.pem"    # mtls only: this member's certificate
+//! tls_key = "certs/node-1-key.pem" # mtls only: its private key
+//! admin = "127.0.0.1:8001"         # optional; port 0 picks a free port
 //! cluster_id = "default"
-//! log_format = "text"            # text | json
+//! log_format = "text"              # text | json
 //! gossip_interval_ms = 200
 //! probe_interval_ms = 1000
 //! probe_timeout_ms = 500
@@ -34,7 +40,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use gossip_core::{MAX_META_BYTES, MAX_META_ENTRIES, NodeAddr};
+use gossip_core::{MAX_META_BYTES, MAX_META_ENTRIES, MtlsFiles, NodeAddr, TlsConfig};
 use serde::Deserialize;
 
 use crate::error::ConfigError;
@@ -61,6 +67,9 @@ pub enum Command {
     /// Start a local cluster of `gossip-node run` processes and watch it
     /// converge.
     Demo(crate::demo::DemoArgs),
+    /// Write a development CA and node certificates for `--tls mtls`.
+    #[cfg(any(feature = "grpc", feature = "quic"))]
+    Certs(crate::certs::CertsArgs),
 }
 
 /// Flags of `gossip-node run`. Each also has a TOML key; the flag wins.
@@ -82,7 +91,8 @@ pub struct RunArgs {
     #[arg(long = "seed", value_name = "ADDR")]
     pub seeds: Vec<String>,
 
-    /// Transport: grpc or quic. Default grpc. TOML: `transport`.
+    /// Transport: grpc or quic. Default grpc (quic in a build without the
+    /// grpc feature). TOML: `transport`.
     #[arg(long, value_name = "NAME")]
     pub transport: Option<String>,
 
@@ -109,9 +119,77 @@ pub struct RunArgs {
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
 
+    /// Transport security.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
     /// Protocol timing.
     #[command(flatten)]
     pub timing: TimingArgs,
+}
+
+/// TLS settings of `gossip-node run`, mapped onto
+/// [`gossip_core::TlsConfig`]. Each also has a TOML key; the flag wins.
+#[derive(Clone, Debug, Default, Args)]
+#[command(next_help_heading = "TLS")]
+pub struct TlsArgs {
+    /// Transport security: none (plaintext; gRPC only), self-signed
+    /// (encrypted, peers NOT authenticated; the default) or mtls (mutual TLS
+    /// against a cluster CA; needs --tls-ca, --tls-cert and --tls-key).
+    /// TOML: `tls`.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub tls: Option<TlsKind>,
+    /// The cluster CA certificate, PEM (mtls). TOML: `tls_ca`.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// This member's certificate, PEM, signed by the cluster CA (mtls).
+    /// TOML: `tls_cert`.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// This member's private key, PEM (mtls). Never logged. TOML: `tls_key`.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// The TLS mode, as written in `tls` / `--tls`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsKind {
+    /// `none`: plaintext. gRPC only; for tests and trusted networks.
+    None,
+    /// `self-signed`: each member makes its own certificate at start;
+    /// encrypted, but peers are **not** authenticated. For local use.
+    #[default]
+    SelfSigned,
+    /// `mtls`: mutual TLS; every peer must present a certificate signed by
+    /// the cluster CA.
+    Mtls,
+}
+
+impl TlsKind {
+    /// The name used on the command line and in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            TlsKind::None => "none",
+            TlsKind::SelfSigned => "self-signed",
+            TlsKind::Mtls => "mtls",
+        }
+    }
+
+    /// The mode of `tls`.
+    pub fn of(tls: &TlsConfig) -> Self {
+        match tls {
+            TlsConfig::None => TlsKind::None,
+            TlsConfig::SelfSigned => TlsKind::SelfSigned,
+            TlsConfig::Mtls(_) => TlsKind::Mtls,
+        }
+    }
+}
+
+impl std::fmt::Display for TlsKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Protocol settings of `gossip-node run`, mapped onto
@@ -170,6 +248,14 @@ pub struct FileConfig {
     pub transport: Option<String>,
     /// `admin`: IP:PORT.
     pub admin: Option<String>,
+    /// `tls`: `"none"`, `"self-signed"` or `"mtls"`.
+    pub tls: Option<TlsKind>,
+    /// `tls_ca`: PEM file of the cluster CA certificate.
+    pub tls_ca: Option<PathBuf>,
+    /// `tls_cert`: PEM file of this member's certificate.
+    pub tls_cert: Option<PathBuf>,
+    /// `tls_key`: PEM file of this member's private key.
+    pub tls_key: Option<PathBuf>,
     /// `[meta]`: metadata entries.
     pub meta: Option<BTreeMap<String, String>>,
     /// `cluster_id`.
@@ -205,7 +291,8 @@ impl FileConfig {
         })
     }
 
-    /// Reads and parses a config file.
+    /// Reads and parses a config file, and makes its relative file paths
+    /// relative to the file's directory.
     ///
     /// # Errors
     /// [`ConfigError::Read`] if the file cannot be read, otherwise as
@@ -215,7 +302,24 @@ impl FileConfig {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text, path)
+        let mut file = Self::parse(&text, path)?;
+        if let Some(dir) = path.parent() {
+            file.resolve_paths(dir);
+        }
+        Ok(file)
+    }
+
+    /// Joins every relative file path (`tls_ca`, `tls_cert`, `tls_key`) onto
+    /// `dir`.
+    pub fn resolve_paths(&mut self, dir: &Path) {
+        for path in [&mut self.tls_ca, &mut self.tls_cert, &mut self.tls_key]
+            .into_iter()
+            .flatten()
+        {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        }
     }
 }
 
@@ -234,6 +338,8 @@ pub struct NodeConfig {
     pub seeds: Vec<NodeAddr>,
     /// The transport.
     pub transport: TransportKind,
+    /// Transport security. [`TlsConfig::None`] only over gRPC.
+    pub tls: TlsConfig,
     /// Address of the admin HTTP endpoint, if any.
     pub admin: Option<SocketAddr>,
     /// Initial metadata.
@@ -245,14 +351,15 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// Defaults (gRPC, no seeds, no admin endpoint, default protocol
-    /// settings) listening on `listen`.
+    /// Defaults (the default transport, self-signed TLS, no seeds, no admin
+    /// endpoint, default protocol settings) listening on `listen`.
     pub fn new(listen: SocketAddr) -> Self {
         Self {
             listen,
             advertise: None,
             seeds: Vec::new(),
             transport: TransportKind::default(),
+            tls: TlsConfig::SelfSigned,
             admin: None,
             meta: BTreeMap::new(),
             log_format: LogFormat::default(),
@@ -265,7 +372,8 @@ impl NodeConfig {
     ///
     /// # Errors
     /// Any [`ConfigError`]: unreadable or invalid file, bad address, unknown
-    /// or unavailable transport, setting out of range.
+    /// or unavailable transport, TLS mode without its files or refused by
+    /// the transport, setting out of range.
     pub fn from_args(args: &RunArgs) -> Result<Self, ConfigError> {
         let file = match &args.config {
             Some(path) => FileConfig::load(path)?,
@@ -321,6 +429,15 @@ impl NodeConfig {
             .or(file.admin.as_deref())
             .map(|a| parse_socket_addr("admin", a))
             .transpose()?;
+        let tls = tls_config(
+            &args.tls,
+            TlsArgs {
+                tls: file.tls,
+                tls_ca: file.tls_ca,
+                tls_cert: file.tls_cert,
+                tls_key: file.tls_key,
+            },
+        )?;
         let mut meta = file.meta.unwrap_or_default();
         for entry in &args.meta {
             let (name, value) = parse_meta(entry)?;
@@ -361,6 +478,7 @@ impl NodeConfig {
             advertise,
             seeds,
             transport,
+            tls,
             admin,
             meta,
             log_format,
@@ -368,14 +486,16 @@ impl NodeConfig {
         })
     }
 
-    /// Checks what the types do not: the transport is compiled in, the
-    /// metadata is within limits, and the protocol settings are in range.
+    /// Checks what the types do not: the transport is compiled in and
+    /// accepts the TLS mode, the metadata is within limits, and the protocol
+    /// settings are in range.
     ///
     /// # Errors
     /// [`ConfigError::TransportUnavailable`], [`ConfigError::BadMeta`],
     /// [`ConfigError::Invalid`].
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.transport.ensure_available()?;
+        check_tls(self.transport, TlsKind::of(&self.tls))?;
         if self.meta.len() > MAX_META_ENTRIES {
             return Err(ConfigError::BadMeta(format!(
                 "{} entries, more than the limit of {MAX_META_ENTRIES}",
@@ -436,6 +556,73 @@ impl NodeConfig {
     }
 }
 
+/// Checks that `transport` accepts the TLS mode `tls`: QUIC always encrypts.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] for `tls = "none"` over QUIC.
+pub fn check_tls(transport: TransportKind, tls: TlsKind) -> Result<(), ConfigError> {
+    if tls == TlsKind::None && !transport.allows_plaintext() {
+        return Err(ConfigError::Invalid {
+            key: "tls",
+            reason: format!(
+                "\"none\" is not supported by the {transport} transport (it always encrypts); \
+                 use \"self-signed\" or \"mtls\""
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The TLS configuration of `flags` over `file`, the flag winning key by
+/// key: `mtls` needs all three files, the other modes none.
+fn tls_config(flags: &TlsArgs, file: TlsArgs) -> Result<TlsConfig, ConfigError> {
+    let kind = flags.tls.or(file.tls).unwrap_or_default();
+    let pick = |flag: &Option<PathBuf>, file: Option<PathBuf>| flag.clone().or(file);
+    let files = [
+        (
+            "tls_ca",
+            "--tls-ca",
+            "the cluster CA certificate",
+            pick(&flags.tls_ca, file.tls_ca),
+        ),
+        (
+            "tls_cert",
+            "--tls-cert",
+            "this member's certificate",
+            pick(&flags.tls_cert, file.tls_cert),
+        ),
+        (
+            "tls_key",
+            "--tls-key",
+            "this member's private key",
+            pick(&flags.tls_key, file.tls_key),
+        ),
+    ];
+    if kind != TlsKind::Mtls {
+        // Files given for another mode are a mistake that would otherwise
+        // leave the member unauthenticated without a word.
+        if let Some((key, ..)) = files.iter().find(|(.., path)| path.is_some()) {
+            return Err(ConfigError::Invalid {
+                key,
+                reason: format!("only used with tls = \"mtls\", but tls is \"{kind}\""),
+            });
+        }
+        return Ok(match kind {
+            TlsKind::None => TlsConfig::None,
+            _ => TlsConfig::SelfSigned,
+        });
+    }
+    let [ca, cert, key] = files.map(|(key, flag, what, path)| {
+        path.filter(|p| !p.as_os_str().is_empty())
+            .ok_or(ConfigError::MissingTlsFile { key, flag, what })
+    });
+    Ok(TlsConfig::Mtls(MtlsFiles {
+        ca_cert: ca?,
+        cert: cert?,
+        key: key?,
+    }))
+}
+
 fn truncate(s: &str) -> String {
     s.chars().take(64).collect()
 }
@@ -478,7 +665,7 @@ mod tests {
             .command
         {
             Command::Run(a) => *a,
-            Command::Demo(_) => unreachable!(),
+            _ => unreachable!(),
         }
     }
 
@@ -556,6 +743,10 @@ mod tests {
                 listen = "127.0.0.1:0"
                 advertise = "node-a.local:7001"
                 transport = "grpc"
+                tls = "mtls"
+                tls_ca = "/etc/gossip/ca.pem"
+                tls_cert = "/etc/gossip/node.pem"
+                tls_key = "/etc/gossip/node-key.pem"
                 gossip_interval_ms = 100
                 probe_interval_ms = 200
                 probe_timeout_ms = 100
@@ -569,6 +760,14 @@ mod tests {
         let c = c.unwrap();
         assert_eq!(c.validate().is_ok(), cfg!(feature = "grpc"));
         assert_eq!(c.advertise.unwrap().as_str(), "node-a.local:7001");
+        assert_eq!(
+            c.tls,
+            TlsConfig::Mtls(MtlsFiles {
+                ca_cert: "/etc/gossip/ca.pem".into(),
+                cert: "/etc/gossip/node.pem".into(),
+                key: "/etc/gossip/node-key.pem".into(),
+            })
+        );
         assert_eq!(c.protocol.probe_timeout, Duration::from_millis(100));
         assert_eq!(c.protocol.suspicion_mult, 2);
         assert_eq!(c.protocol.tombstone_ttl, Duration::from_secs(5));
@@ -644,12 +843,250 @@ mod tests {
         );
     }
 
+    #[cfg(not(feature = "quic"))]
     #[test]
-    fn quic_is_not_available() {
+    fn quic_is_not_available_without_its_feature() {
         check_err(
             &["--listen", "127.0.0.1:1", "--transport", "quic"],
             "",
             "transport 'quic' is not available in this build (enable the `quic` feature)",
+        );
+        check_err(
+            &["--listen", "127.0.0.1:1"],
+            "transport = \"quic\"",
+            "transport 'quic' is not available in this build (enable the `quic` feature)",
+        );
+    }
+
+    #[cfg(feature = "quic")]
+    #[test]
+    fn quic_is_chosen_with_its_feature() {
+        let c = NodeConfig::merge(
+            &args(&["--listen", "127.0.0.1:1", "--transport", "quic"]),
+            file("transport = \"grpc\""),
+        )
+        .unwrap();
+        assert_eq!(c.transport, TransportKind::Quic);
+        let c = NodeConfig::merge(
+            &args(&["--listen", "127.0.0.1:1"]),
+            file("transport = \"QUIC\""),
+        )
+        .unwrap();
+        assert_eq!(c.transport, TransportKind::Quic);
+    }
+
+    #[cfg(not(feature = "grpc"))]
+    #[test]
+    fn grpc_is_not_available_without_its_feature() {
+        check_err(
+            &["--listen", "127.0.0.1:1", "--transport", "grpc"],
+            "",
+            "transport 'grpc' is not available in this build (enable the `grpc` feature)",
+        );
+    }
+
+    #[cfg(feature = "grpc")]
+    #[test]
+    fn grpc_is_chosen_with_its_feature() {
+        let c = NodeConfig::merge(
+            &args(&["--listen", "127.0.0.1:1", "--transport", "grpc"]),
+            file("transport = \"quic\""),
+        )
+        .unwrap();
+        assert_eq!(c.transport, TransportKind::Grpc);
+    }
+
+    #[test]
+    fn tls_defaults_to_self_signed() {
+        let c = NodeConfig::combine(&args(&["--listen", "127.0.0.1:1"]), file("")).unwrap();
+        assert_eq!(c.tls, TlsConfig::SelfSigned);
+        assert_eq!(NodeConfig::new(c.listen).tls, TlsConfig::SelfSigned);
+    }
+
+    #[test]
+    fn tls_flags_beat_tls_keys() {
+        let toml = r#"
+            tls = "self-signed"
+            "#;
+        let c = NodeConfig::combine(
+            &args(&["--listen", "127.0.0.1:1", "--tls", "none"]),
+            file(toml),
+        )
+        .unwrap();
+        assert_eq!(c.tls, TlsConfig::None);
+
+        // Each file from the flag if given, else from the file.
+        let toml = r#"
+            tls = "mtls"
+            tls_ca = "file-ca.pem"
+            tls_cert = "file-cert.pem"
+            tls_key = "file-key.pem"
+            "#;
+        let c = NodeConfig::combine(
+            &args(&[
+                "--listen",
+                "127.0.0.1:1",
+                "--tls-cert",
+                "flag-cert.pem",
+                "--tls-key",
+                "flag-key.pem",
+            ]),
+            file(toml),
+        )
+        .unwrap();
+        assert_eq!(
+            c.tls,
+            TlsConfig::Mtls(MtlsFiles {
+                ca_cert: "file-ca.pem".into(),
+                cert: "flag-cert.pem".into(),
+                key: "flag-key.pem".into(),
+            })
+        );
+
+        // Every flag alone, and the mode from the flag.
+        let c = NodeConfig::combine(
+            &args(&[
+                "--listen",
+                "127.0.0.1:1",
+                "--tls",
+                "mtls",
+                "--tls-ca",
+                "a",
+                "--tls-cert",
+                "b",
+                "--tls-key",
+                "c",
+            ]),
+            file(""),
+        )
+        .unwrap();
+        assert_eq!(TlsKind::of(&c.tls), TlsKind::Mtls);
+    }
+
+    #[test]
+    fn bad_tls_values_are_errors() {
+        let err = FileConfig::parse("tls = \"tls\"", Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown variant `tls`"), "{err}");
+        assert!(err.contains("`none`, `self-signed`"), "{err}");
+        assert!(Cli::try_parse_from(["gossip-node", "run", "--tls", "selfsigned"]).is_err());
+    }
+
+    #[track_caller]
+    fn check_tls_err(argv: &[&str], toml: &str, expected: &str) {
+        let mut full = vec!["--listen", "127.0.0.1:1"];
+        full.extend_from_slice(argv);
+        let err = NodeConfig::combine(&args(&full), file(toml)).unwrap_err();
+        assert_eq!(err.to_string(), expected);
+    }
+
+    #[test]
+    fn mtls_names_the_missing_file_key() {
+        check_tls_err(
+            &["--tls", "mtls"],
+            "",
+            "tls = \"mtls\" needs `tls_ca` (or --tls-ca FILE): the PEM file of the cluster CA certificate",
+        );
+        check_tls_err(
+            &["--tls-ca", "ca.pem", "--tls-key", "k.pem"],
+            "tls = \"mtls\"",
+            "tls = \"mtls\" needs `tls_cert` (or --tls-cert FILE): the PEM file of this member's certificate",
+        );
+        check_tls_err(
+            &[],
+            "tls = \"mtls\"\ntls_ca = \"ca.pem\"\ntls_cert = \"c.pem\"\ntls_key = \"\"",
+            "tls = \"mtls\" needs `tls_key` (or --tls-key FILE): the PEM file of this member's private key",
+        );
+    }
+
+    #[test]
+    fn tls_files_without_mtls_are_an_error() {
+        check_tls_err(
+            &["--tls-cert", "c.pem"],
+            "",
+            "invalid setting `tls_cert`: only used with tls = \"mtls\", but tls is \"self-signed\"",
+        );
+        check_tls_err(
+            &["--tls", "none"],
+            "tls_ca = \"ca.pem\"",
+            "invalid setting `tls_ca`: only used with tls = \"mtls\", but tls is \"none\"",
+        );
+    }
+
+    #[test]
+    fn quic_refuses_plaintext() {
+        let expected = "invalid setting `tls`: \"none\" is not supported by the quic transport \
+                        (it always encrypts); use \"self-signed\" or \"mtls\"";
+        assert_eq!(
+            check_tls(TransportKind::Quic, TlsKind::None)
+                .unwrap_err()
+                .to_string(),
+            expected
+        );
+        for tls in [TlsKind::SelfSigned, TlsKind::Mtls] {
+            assert!(check_tls(TransportKind::Quic, tls).is_ok());
+        }
+        for tls in [TlsKind::None, TlsKind::SelfSigned, TlsKind::Mtls] {
+            assert!(check_tls(TransportKind::Grpc, tls).is_ok());
+        }
+        if cfg!(feature = "quic") {
+            check_err(
+                &[
+                    "--listen",
+                    "127.0.0.1:1",
+                    "--transport",
+                    "quic",
+                    "--tls",
+                    "none",
+                ],
+                "",
+                expected,
+            );
+            check_err(
+                &["--listen", "127.0.0.1:1", "--tls", "none"],
+                "transport = \"quic\"",
+                expected,
+            );
+        }
+        if cfg!(feature = "grpc") {
+            let c = NodeConfig::merge(
+                &args(&[
+                    "--listen",
+                    "127.0.0.1:1",
+                    "--transport",
+                    "grpc",
+                    "--tls",
+                    "none",
+                ]),
+                file(""),
+            )
+            .unwrap();
+            assert_eq!(c.tls, TlsConfig::None);
+        }
+    }
+
+    #[test]
+    fn relative_tls_paths_in_the_file_are_relative_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1\"\ntls = \"mtls\"\ntls_ca = \"certs/ca.pem\"\n\
+             tls_cert = \"/abs/node.pem\"\ntls_key = \"node-key.pem\"\n",
+        )
+        .unwrap();
+        let mut a = args(&[]);
+        a.config = Some(path);
+        let c =
+            NodeConfig::combine(&a, FileConfig::load(a.config.as_ref().unwrap()).unwrap()).unwrap();
+        assert_eq!(
+            c.tls,
+            TlsConfig::Mtls(MtlsFiles {
+                ca_cert: dir.path().join("certs/ca.pem"),
+                cert: "/abs/node.pem".into(),
+                key: dir.path().join("node-key.pem"),
+            })
         );
     }
 
@@ -703,7 +1140,8 @@ mod tests {
             "",
             "invalid metadata: \"=v\" is not NAME=VALUE",
         );
-        if cfg!(feature = "grpc") {
+        // Validation checks the transport first.
+        if TransportKind::default().is_available() {
             check_err(
                 &["--listen", "127.0.0.1:1", "--fanout", "0"],
                 "",
@@ -723,10 +1161,12 @@ mod tests {
     }
 
     #[test]
-    fn without_grpc_no_transport_is_available() {
+    fn default_transport_under_each_feature_set() {
         let r = NodeConfig::merge(&args(&["--listen", "127.0.0.1:1"]), FileConfig::default());
         if cfg!(feature = "grpc") {
             assert_eq!(r.unwrap().transport, TransportKind::Grpc);
+        } else if cfg!(feature = "quic") {
+            assert_eq!(r.unwrap().transport, TransportKind::Quic);
         } else {
             assert_eq!(
                 r.unwrap_err().to_string(),

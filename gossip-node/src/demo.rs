@@ -3,13 +3,16 @@
 //!
 //! The demo starts `--nodes` child processes of the running executable on
 //! free loopback ports, each seeded with the one before it (a chain, so that
-//! membership has to spread by gossip), each with an admin endpoint. It sets
+//! membership has to spread by gossip), each with an admin endpoint, all
+//! over `--transport` with `--tls` (self-signed by default; under `mtls` the
+//! demo first writes development certificates next to the logs). It sets
 //! the key `greeting` on every node through the admin API, then polls every
 //! node's `/members` and `/kv` and draws one table row per node until Ctrl-C
 //! or `--duration`. On the way out, on success or error, it stops every
 //! process it started: SIGTERM, a grace period, then SIGKILL.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{IsTerminal, Write as _};
@@ -22,6 +25,7 @@ use clap::Args;
 use comfy_table::{Table, presets};
 use serde::Deserialize;
 
+use crate::config::{TlsKind, check_tls};
 use crate::error::DemoError;
 use crate::transport::TransportKind;
 
@@ -47,9 +51,15 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub nodes: u16,
 
-    /// Transport of every node.
-    #[arg(long, default_value = "grpc", value_name = "NAME")]
-    pub transport: String,
+    /// Transport of every node: grpc or quic. Default grpc (quic in a build
+    /// without the grpc feature).
+    #[arg(long, value_name = "NAME")]
+    pub transport: Option<String>,
+
+    /// TLS of every node: none (gRPC only), self-signed or mtls (with
+    /// development certificates the demo writes).
+    #[arg(long, value_enum, default_value_t = TlsKind::SelfSigned, value_name = "MODE")]
+    pub tls: TlsKind,
 
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long, value_name = "SECS")]
@@ -297,12 +307,17 @@ fn render(
 /// the `gossip-node` binary.
 ///
 /// # Errors
-/// [`DemoError::Config`] for an unknown or unavailable transport, and any
-/// failure to start a node or reach its admin endpoint. Every process
-/// started is stopped before the error is returned.
+/// [`DemoError::Config`] for an unknown or unavailable transport or a TLS
+/// mode it refuses, and any failure to write certificates, start a node or
+/// reach its admin endpoint. Every process started is stopped before the
+/// error is returned.
 pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
-    let kind: TransportKind = args.transport.parse()?;
+    let kind = match &args.transport {
+        Some(name) => name.parse::<TransportKind>()?,
+        None => TransportKind::default(),
+    };
     kind.ensure_available()?;
+    check_tls(kind, args.tls)?;
     let exe = std::env::current_exe().map_err(DemoError::CurrentExe)?;
     let n = usize::from(args.nodes);
     let mut signals = crate::run::Signals::new()?;
@@ -316,8 +331,17 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         what: format!("log directory {}", log_dir.display()),
         source,
     })?;
+    let node_tls_args = tls_args(args.tls, &log_dir, n)?;
+    let tls = match args.tls {
+        TlsKind::None => "without TLS".to_owned(),
+        TlsKind::SelfSigned => "with self-signed TLS".to_owned(),
+        TlsKind::Mtls => format!(
+            "with mutual TLS (development certificates in {})",
+            log_dir.join(CERTS_DIR).display()
+        ),
+    };
     println!(
-        "starting {n} gossip-node processes over {kind}; logs in {}",
+        "starting {n} gossip-node processes over {kind} {tls}; logs in {}",
         log_dir.display()
     );
 
@@ -338,6 +362,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
                 .args(["--listen", &addr])
                 .args(["--admin", &admin.to_string()])
                 .args(["--transport", kind.name()])
+                .args(&node_tls_args[i])
                 .args(["--cluster-id", DEMO_CLUSTER_ID])
                 .args(["--meta", &format!("name=node-{index}")])
                 .args(["--log-format", "json"])
@@ -397,6 +422,51 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         println!("node logs kept in {}", cluster.log_dir.display());
     }
     outcome
+}
+
+/// Where under the log directory the demo writes certificates for `mtls`.
+const CERTS_DIR: &str = "certs";
+
+/// The TLS flags of each of the `n` nodes; under `mtls`, writes a
+/// development CA and `n` node certificates under `log_dir` first.
+fn tls_args(tls: TlsKind, log_dir: &Path, n: usize) -> Result<Vec<Vec<OsString>>, DemoError> {
+    let mode: Vec<OsString> = vec!["--tls".into(), tls.name().into()];
+    if tls != TlsKind::Mtls {
+        return Ok(vec![mode; n]);
+    }
+    #[cfg(any(feature = "grpc", feature = "quic"))]
+    {
+        let dir = log_dir.join(CERTS_DIR);
+        gossip_tls::generate_dev_certs(&dir, n, &[]).map_err(|e| DemoError::Setup {
+            what: format!("development certificates in {}", dir.display()),
+            source: std::io::Error::other(e),
+        })?;
+        Ok((1..=n)
+            .map(|i| {
+                let files = gossip_tls::dev_node_files(&dir, i);
+                let mut args = mode.clone();
+                args.extend([
+                    "--tls-ca".into(),
+                    files.ca_cert.into(),
+                    "--tls-cert".into(),
+                    files.cert.into(),
+                    "--tls-key".into(),
+                    files.key.into(),
+                ]);
+                args
+            })
+            .collect())
+    }
+    #[cfg(not(any(feature = "grpc", feature = "quic")))]
+    {
+        // Unreachable in practice: without a transport the demo stops at
+        // `ensure_available`.
+        let _ = log_dir;
+        Err(DemoError::Setup {
+            what: "development certificates".to_owned(),
+            source: std::io::Error::other("no transport is compiled in"),
+        })
+    }
 }
 
 /// Waits for the nodes to come up, sets the demo key on each, then draws the
@@ -546,11 +616,68 @@ mod tests {
         match cli.command {
             crate::Command::Demo(a) => {
                 assert_eq!(a.nodes, 3);
-                assert_eq!(a.transport, "grpc");
+                assert_eq!(a.transport, None);
+                assert_eq!(a.tls, TlsKind::SelfSigned);
                 assert_eq!(a.duration, None);
             }
-            crate::Command::Run(_) => unreachable!(),
+            _ => unreachable!(),
+        }
+        let cli = crate::Cli::try_parse_from([
+            "gossip-node",
+            "demo",
+            "--transport",
+            "quic",
+            "--tls",
+            "mtls",
+        ])
+        .unwrap();
+        match cli.command {
+            crate::Command::Demo(a) => {
+                assert_eq!(a.transport.as_deref(), Some("quic"));
+                assert_eq!(a.tls, TlsKind::Mtls);
+            }
+            _ => unreachable!(),
         }
         assert!(crate::Cli::try_parse_from(["gossip-node", "demo", "--nodes", "0"]).is_err());
+        assert!(crate::Cli::try_parse_from(["gossip-node", "demo", "--tls", "tls"]).is_err());
+    }
+
+    #[test]
+    fn tls_args_per_mode() {
+        let dir = std::env::temp_dir().join("gossip-node-demo-tls-args-test-unused");
+        assert_eq!(
+            tls_args(TlsKind::SelfSigned, &dir, 2).unwrap(),
+            vec![vec![OsString::from("--tls"), OsString::from("self-signed")]; 2]
+        );
+        assert_eq!(
+            tls_args(TlsKind::None, &dir, 1).unwrap(),
+            vec![vec![OsString::from("--tls"), OsString::from("none")]]
+        );
+        assert!(!dir.exists());
+    }
+
+    #[cfg(any(feature = "grpc", feature = "quic"))]
+    #[test]
+    fn tls_args_under_mtls_write_certificates() {
+        let tmp = tempfile::tempdir().unwrap();
+        let args = tls_args(TlsKind::Mtls, tmp.path(), 2).unwrap();
+        assert_eq!(args.len(), 2);
+        let node2 = gossip_tls::dev_node_files(&tmp.path().join(CERTS_DIR), 2);
+        assert_eq!(
+            args[1],
+            [
+                OsString::from("--tls"),
+                "mtls".into(),
+                "--tls-ca".into(),
+                node2.ca_cert.clone().into(),
+                "--tls-cert".into(),
+                node2.cert.clone().into(),
+                "--tls-key".into(),
+                node2.key.clone().into(),
+            ]
+        );
+        for path in [node2.ca_cert, node2.cert, node2.key] {
+            assert!(path.is_file(), "{}", path.display());
+        }
     }
 }

@@ -56,6 +56,16 @@ pub enum ConfigError {
     /// limits.
     #[error("invalid metadata: {0}")]
     BadMeta(String),
+    /// `tls = "mtls"` without one of its PEM files.
+    #[error("tls = \"mtls\" needs `{key}` (or {flag} FILE): the PEM file of {what}")]
+    MissingTlsFile {
+        /// The missing TOML key: `tls_ca`, `tls_cert` or `tls_key`.
+        key: &'static str,
+        /// Its flag.
+        flag: &'static str,
+        /// What the file holds.
+        what: &'static str,
+    },
     /// A setting out of its range.
     #[error("invalid setting `{key}`: {reason}")]
     Invalid {

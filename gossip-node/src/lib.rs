@@ -2,7 +2,8 @@
 //!
 //! The `gossip-node` binary runs one member of a gossip cluster
 //! (`gossip-node run`) or a local demonstration cluster of such processes
-//! (`gossip-node demo`). This library holds everything the binary does, so
+//! (`gossip-node demo`), and writes development certificates for mutual TLS
+//! (`gossip-node certs`). This library holds everything the binary does, so
 //! that tests and other programs can do the same in process:
 //!
 //! - [`config`]: the command line and the TOML file, merged (the flag wins)
@@ -16,13 +17,28 @@
 //!   and returns a [`NodeHandle`]; [`run::run_until_signal`] is the body of
 //!   `gossip-node run`.
 //! - [`demo`]: the body of `gossip-node demo`.
+//! - `certs`: the body of `gossip-node certs` (with either transport
+//!   feature).
 //! - [`logging`]: the tracing subscriber of the binary.
 //!
 //! Every fallible function returns a typed error from [`error`].
+//!
+//! # Cargo features
+//!
+//! - `grpc` (default): the gRPC transport, `transport = "grpc"`.
+//! - `quic` (default): the QUIC transport, `transport = "quic"`.
+//!
+//! A library user who needs one transport turns the defaults off, e.g.
+//! `gossip-node = { path = "...", default-features = false, features =
+//! ["quic"] }`, and builds without the other's dependencies (tonic or
+//! quinn). Naming a transport that is not compiled in is a configuration
+//! error that says which feature to enable.
 #![deny(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod admin;
+#[cfg(any(feature = "grpc", feature = "quic"))]
+pub mod certs;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -30,7 +46,7 @@ pub mod logging;
 pub mod run;
 pub mod transport;
 
-pub use config::{Cli, Command, LogFormat, NodeConfig, RunArgs};
+pub use config::{Cli, Command, LogFormat, NodeConfig, RunArgs, TlsKind};
 pub use error::{ConfigError, DemoError, NodeError};
 pub use run::NodeHandle;
 pub use transport::TransportKind;

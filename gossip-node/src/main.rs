@@ -1,4 +1,5 @@
-//! `gossip-node`: run a member of a gossip cluster, or a local demo cluster.
+//! `gossip-node`: run a member of a gossip cluster or a local demo cluster,
+//! or write development certificates.
 //! Everything but argument dispatch lives in the library.
 
 use std::process::ExitCode;
@@ -47,6 +48,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // The demo draws on standard output; keep the logs to warnings.
             gossip_node::logging::init(LogFormat::Text, "warn");
             gossip_node::demo::run(args).await?;
+        }
+        #[cfg(any(feature = "grpc", feature = "quic"))]
+        Command::Certs(args) => {
+            gossip_node::logging::init(LogFormat::Text, "warn");
+            let report = gossip_node::certs::run(&args).context("cannot write the certificates")?;
+            print!("{report}");
         }
     }
     Ok(())

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, TlsKind};
 use crate::error::NodeError;
 use crate::transport::start_member;
 
@@ -136,7 +136,8 @@ pub async fn start(config: &NodeConfig) -> Result<NodeHandle, NodeError> {
 }
 
 /// The body of `gossip-node run`: starts the member, logs one line with its
-/// addresses, waits for SIGINT or SIGTERM, then leaves gracefully.
+/// addresses, transport and TLS mode (never certificate or key contents),
+/// waits for SIGINT or SIGTERM, then leaves gracefully.
 ///
 /// # Errors
 /// As [`start`], and [`NodeError::Signal`] if the signal handlers cannot be
@@ -152,10 +153,13 @@ pub async fn run_until_signal(config: NodeConfig) -> Result<(), NodeError> {
         advertise = %node.advertise_addr(),
         admin = %admin,
         transport = %config.transport,
+        tls = %TlsKind::of(&config.tls),
         cluster_id = %config.protocol.cluster_id,
         seeds = config.seeds.len(),
-        "gossip-node started: listening on {}, admin on {admin}",
-        node.listen_addr()
+        "gossip-node started: listening on {} ({}, TLS {}), admin on {admin}",
+        node.listen_addr(),
+        config.transport,
+        TlsKind::of(&config.tls),
     );
     let signal = signals.recv().await;
     info!(signal, "leaving the cluster");

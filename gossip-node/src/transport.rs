@@ -5,6 +5,9 @@
 //! compiled in gets a message saying which feature to enable, rather than
 //! "unknown". Adding a transport means a variant here, a cargo feature, and
 //! an arm in [`start_member`].
+//!
+//! Both transports take the member's [`gossip_core::TlsConfig`] from
+//! [`NodeConfig::tls`]; gRPC also runs without TLS, QUIC always encrypts.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -17,14 +20,23 @@ use crate::config::NodeConfig;
 use crate::error::{ConfigError, NodeError};
 
 /// A transport a member can run over.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TransportKind {
     /// gRPC over HTTP/2 (`gossip-grpc`); cargo feature `grpc`, on by default.
-    #[default]
     Grpc,
-    /// QUIC (`gossip-quic`); cargo feature `quic`, not yet part of this
-    /// crate.
+    /// QUIC (`gossip-quic`); cargo feature `quic`, on by default.
     Quic,
+}
+
+impl Default for TransportKind {
+    /// gRPC, or QUIC in a build without the `grpc` feature but with `quic`.
+    fn default() -> Self {
+        if cfg!(feature = "grpc") || !cfg!(feature = "quic") {
+            TransportKind::Grpc
+        } else {
+            TransportKind::Quic
+        }
+    }
 }
 
 impl TransportKind {
@@ -49,8 +61,7 @@ impl TransportKind {
     pub fn is_available(self) -> bool {
         match self {
             TransportKind::Grpc => cfg!(feature = "grpc"),
-            // No `quic` feature yet: gossip-quic is not wired in.
-            TransportKind::Quic => false,
+            TransportKind::Quic => cfg!(feature = "quic"),
         }
     }
 
@@ -66,6 +77,15 @@ impl TransportKind {
                 name: self.name(),
                 feature: self.feature(),
             })
+        }
+    }
+
+    /// True if the transport can run without TLS (`tls = "none"`). QUIC
+    /// always encrypts.
+    pub fn allows_plaintext(self) -> bool {
+        match self {
+            TransportKind::Grpc => true,
+            TransportKind::Quic => false,
         }
     }
 
@@ -117,47 +137,46 @@ impl fmt::Debug for StartedMember {
     }
 }
 
-/// Binds the configured transport, builds the member over it, starts it and
-/// records the seeds (a seed equal to the member's own address is skipped).
+/// Binds the configured transport with the configured TLS, builds the
+/// member over it, starts it and records the seeds (a seed equal to the
+/// member's own address is skipped).
 ///
 /// # Errors
-/// [`NodeError::Config`] if the transport is not compiled in,
-/// [`NodeError::Transport`] if it cannot bind or serve,
-/// [`NodeError::Member`] if the member refuses its metadata.
+/// [`NodeError::Config`] if the transport is not compiled in or refuses the
+/// TLS mode, [`NodeError::Transport`] if it cannot bind, load its TLS files
+/// or serve, [`NodeError::Member`] if the member refuses its metadata.
 pub async fn start_member(config: &NodeConfig) -> Result<StartedMember, NodeError> {
-    match config.transport {
+    config.validate()?;
+    let kind = config.transport;
+    match kind {
         #[cfg(feature = "grpc")]
         TransportKind::Grpc => {
-            let transport_error = |source| NodeError::Transport {
-                transport: TransportKind::Grpc.name(),
-                listen: config.listen,
-                source,
-            };
             let grpc = gossip_grpc::GrpcTransport::bind(gossip_grpc::GrpcConfig {
                 listen: config.listen,
                 advertise: config.advertise.clone(),
+                tls: config.tls.clone(),
                 ..Default::default()
             })
             .await
-            .map_err(transport_error)?;
+            .map_err(|source| transport_error(config, source))?;
             let listen_addr = grpc.listen_addr();
-            let member = gossip_core::Member::new(
-                config.protocol.clone(),
-                grpc,
-                gossip_core::MemberOptions {
-                    meta: config.meta.clone(),
-                    ..Default::default()
-                },
-            )?;
-            member.start().await.map_err(transport_error)?;
-            let member: Arc<dyn Membership> = Arc::new(member);
-            add_seeds(member.as_ref(), config);
-            Ok(StartedMember {
-                member,
-                listen_addr,
+            start_over(config, grpc, listen_addr).await
+        }
+        #[cfg(feature = "quic")]
+        TransportKind::Quic => {
+            let quic = gossip_quic::QuicTransport::bind(gossip_quic::QuicConfig {
+                listen: config.listen,
+                advertise: config.advertise.clone(),
+                tls: config.tls.clone(),
+                ..Default::default()
             })
+            .await
+            .map_err(|source| transport_error(config, source))?;
+            let listen_addr = quic.listen_addr();
+            start_over(config, quic, listen_addr).await
         }
         // Every transport this build includes has an arm above.
+        #[cfg(not(all(feature = "grpc", feature = "quic")))]
         other => Err(ConfigError::TransportUnavailable {
             name: other.name(),
             feature: other.feature(),
@@ -166,10 +185,44 @@ pub async fn start_member(config: &NodeConfig) -> Result<StartedMember, NodeErro
     }
 }
 
-#[cfg_attr(
-    not(feature = "grpc"),
-    expect(dead_code, reason = "every transport arm uses it; none is compiled in")
-)]
+#[cfg(any(feature = "grpc", feature = "quic"))]
+fn transport_error(config: &NodeConfig, source: gossip_core::TransportError) -> NodeError {
+    NodeError::Transport {
+        transport: config.transport.name(),
+        listen: config.listen,
+        source,
+    }
+}
+
+/// The part of [`start_member`] common to every transport: the member over
+/// `transport`, started, with its seeds.
+#[cfg(any(feature = "grpc", feature = "quic"))]
+async fn start_over<T: gossip_core::Transport>(
+    config: &NodeConfig,
+    transport: T,
+    listen_addr: SocketAddr,
+) -> Result<StartedMember, NodeError> {
+    let member = gossip_core::Member::new(
+        config.protocol.clone(),
+        transport,
+        gossip_core::MemberOptions {
+            meta: config.meta.clone(),
+            ..Default::default()
+        },
+    )?;
+    member
+        .start()
+        .await
+        .map_err(|source| transport_error(config, source))?;
+    let member: Arc<dyn Membership> = Arc::new(member);
+    add_seeds(member.as_ref(), config);
+    Ok(StartedMember {
+        member,
+        listen_addr,
+    })
+}
+
+#[cfg(any(feature = "grpc", feature = "quic"))]
 fn add_seeds(member: &dyn Membership, config: &NodeConfig) {
     let me = member.local_id().addr;
     for seed in &config.seeds {
@@ -209,8 +262,18 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "quic")]
     #[test]
-    fn quic_is_not_available() {
+    fn quic_is_available_with_its_feature() {
+        assert_eq!(
+            TransportKind::Quic.ensure_available().unwrap(),
+            TransportKind::Quic
+        );
+    }
+
+    #[cfg(not(feature = "quic"))]
+    #[test]
+    fn quic_is_not_available_without_its_feature() {
         let err = TransportKind::Quic.ensure_available().unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -218,11 +281,40 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "grpc")]
     #[test]
-    fn grpc_follows_its_feature() {
+    fn grpc_is_available_with_its_feature() {
         assert_eq!(
-            TransportKind::Grpc.ensure_available().is_ok(),
-            cfg!(feature = "grpc")
+            TransportKind::Grpc.ensure_available().unwrap(),
+            TransportKind::Grpc
         );
+    }
+
+    #[cfg(not(feature = "grpc"))]
+    #[test]
+    fn grpc_is_not_available_without_its_feature() {
+        let err = TransportKind::Grpc.ensure_available().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "transport 'grpc' is not available in this build (enable the `grpc` feature)"
+        );
+    }
+
+    #[test]
+    fn default_is_a_compiled_in_transport_when_there_is_one() {
+        let default = TransportKind::default();
+        if cfg!(feature = "grpc") {
+            assert_eq!(default, TransportKind::Grpc);
+        } else if cfg!(feature = "quic") {
+            assert_eq!(default, TransportKind::Quic);
+        } else {
+            assert!(default.ensure_available().is_err());
+        }
+    }
+
+    #[test]
+    fn only_grpc_allows_plaintext() {
+        assert!(TransportKind::Grpc.allows_plaintext());
+        assert!(!TransportKind::Quic.allows_plaintext());
     }
 }

@@ -1,22 +1,23 @@
-//! Multi-process tests: real `gossip-node` processes over gRPC on loopback.
+//! Multi-process tests: real `gossip-node` processes on loopback, over each
+//! transport compiled in (gRPC and QUIC), with the default self-signed TLS
+//! and with mutual TLS.
 //!
 //! Every node binds port 0 for gossip and admin and reports the bound
 //! addresses in its JSON start line, so tests never race for ports. Every
 //! wait polls the admin API against a deadline. Every process started is
 //! killed when its guard drops, also when a test fails.
-#![cfg(all(unix, feature = "grpc"))]
+#![cfg(all(unix, any(feature = "grpc", feature = "quic")))]
 
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use gossip_core::{NodeAddr, Transport, TransportError, pb};
 use gossip_node::config::{FileConfig, NodeConfig, RunArgs};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -65,6 +66,19 @@ impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+/// The config of a fresh cluster over `transport`, with fast timing.
+fn cluster_toml(name: &str, transport: &str) -> String {
+    format!(
+        "cluster_id = \"{}\"\ntransport = \"{transport}\"\n{FAST}",
+        unique(name)
+    )
+}
+
+/// A path as a TOML string.
+fn toml_path(path: &Path) -> String {
+    toml::Value::String(path.to_str().unwrap().to_owned()).to_string()
 }
 
 /// The protocol configuration a node started with `toml` runs with.
@@ -261,21 +275,41 @@ async fn until_members(
 
 /// Starts `n` nodes with `config`, each seeded with the one before.
 fn chain(n: usize, config: &TempFile) -> Vec<Node> {
+    chain_with(n, config, |_| Vec::new())
+}
+
+/// Like [`chain`], node `i` (from 1) with the extra flags `extra(i)`.
+fn chain_with(n: usize, config: &TempFile, extra: impl Fn(usize) -> Vec<String>) -> Vec<Node> {
     let mut nodes: Vec<Node> = Vec::new();
-    for _ in 0..n {
-        let mut args = vec!["--config", config.path()];
-        let seed = nodes.last().map(|p| p.addr.clone());
-        if let Some(seed) = &seed {
-            args.extend(["--seed", seed.as_str()]);
+    for i in 1..=n {
+        let mut args = vec!["--config".to_owned(), config.path().to_owned()];
+        if let Some(prev) = nodes.last() {
+            args.extend(["--seed".to_owned(), prev.addr.clone()]);
         }
+        args.extend(extra(i));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         nodes.push(Node::spawn(&args));
     }
     nodes
 }
 
+#[cfg(feature = "grpc")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_node_chain_converges_spreads_keys_and_detects_failures() {
-    let toml = format!("cluster_id = \"{}\"\n{FAST}", unique("chain"));
+async fn grpc_five_node_chain_converges_spreads_keys_and_detects_failures() {
+    five_node_chain("grpc").await;
+}
+
+#[cfg(feature = "quic")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_five_node_chain_converges_spreads_keys_and_detects_failures() {
+    five_node_chain("quic").await;
+}
+
+/// Five nodes over `transport` (default TLS: self-signed), each seeded with
+/// the one before: full membership, a key spreads, a SIGKILLed node is
+/// dropped within the detection bound, a SIGTERMed one at once.
+async fn five_node_chain(transport: &str) {
+    let toml = cluster_toml("chain", transport);
     let config = TempFile::new(&toml);
     let protocol = protocol_of(&toml);
     let client = client();
@@ -325,6 +359,13 @@ async fn five_node_chain_converges_spreads_keys_and_detects_failures() {
     killed.signal(Signal::SIGKILL);
     let started = Instant::now();
     killed.wait_exit(Duration::from_secs(5));
+    assert!(
+        killed
+            .logs()
+            .contains(&format!("({transport}, TLS self-signed)")),
+        "start line should name the transport and TLS mode:\n{}",
+        killed.logs()
+    );
     let mut alive: BTreeSet<String> = nodes.iter().map(|n| n.addr.clone()).collect();
     let refs: Vec<&Node> = nodes.iter().collect();
     until_members(
@@ -336,7 +377,7 @@ async fn five_node_chain_converges_spreads_keys_and_detects_failures() {
     )
     .await;
     let took = started.elapsed();
-    eprintln!("crash detected everywhere after {took:?} (bound {bound:?})");
+    eprintln!("{transport}: crash detected everywhere after {took:?} (bound {bound:?})");
     assert!(
         took <= bound + POLL_SLACK,
         "crash detected after {took:?}, bound {bound:?}"
@@ -352,7 +393,7 @@ async fn five_node_chain_converges_spreads_keys_and_detects_failures() {
     let refs: Vec<&Node> = nodes.iter().collect();
     until_members("graceful leave", &client, &refs, &alive, bound).await;
     let took = started.elapsed();
-    eprintln!("leave seen everywhere after {took:?}");
+    eprintln!("{transport}: leave seen everywhere after {took:?}");
     assert!(
         took < quick,
         "leave took {took:?}, want under {quick:?} (2 probe intervals)"
@@ -362,10 +403,171 @@ async fn five_node_chain_converges_spreads_keys_and_detects_failures() {
     assert!(!leaving.logs().contains("panicked"), "{}", leaving.logs());
 }
 
+/// Runs `gossip-node certs --out dir --nodes n` and checks that it printed
+/// every file it wrote.
+fn certs(dir: &Path, nodes: usize) {
+    let out = Command::new(BIN)
+        .args(["certs", "--out", dir.to_str().unwrap(), "--nodes"])
+        .arg(nodes.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "certs failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut files = vec!["ca.pem".to_owned(), "ca-key.pem".to_owned()];
+    for i in 1..=nodes {
+        files.extend([format!("node-{i}.pem"), format!("node-{i}-key.pem")]);
+    }
+    for file in files {
+        let path = dir.join(&file);
+        assert!(path.is_file(), "{file} not written");
+        assert!(
+            stdout.contains(path.to_str().unwrap()),
+            "{file} not printed:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("tls = \"mtls\""), "{stdout}");
+    assert!(!stdout.contains("PRIVATE KEY"), "{stdout}");
+}
+
+#[cfg(feature = "grpc")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_mtls_cluster_admits_only_members_signed_by_its_ca() {
+    mtls_cluster("grpc").await;
+}
+
+#[cfg(feature = "quic")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_mtls_cluster_admits_only_members_signed_by_its_ca() {
+    mtls_cluster("quic").await;
+}
+
+/// Three nodes with certificates of the cluster CA (from `gossip-node
+/// certs`) reach full membership; an intruder that trusts the cluster CA but
+/// presents a certificate of another CA never joins, while a fourth node
+/// with the cluster CA's fourth certificate does.
+async fn mtls_cluster(transport: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ours, theirs) = (tmp.path().join("cluster"), tmp.path().join("other"));
+    certs(&ours, 4);
+    certs(&theirs, 1);
+    // The CA from the file, each node's certificate and key from flags.
+    let toml = format!(
+        "{}tls = \"mtls\"\ntls_ca = {}\n",
+        cluster_toml("mtls", transport),
+        toml_path(&ours.join("ca.pem"))
+    );
+    let config = TempFile::new(&toml);
+    let node_files = |dir: &Path, i: usize| {
+        vec![
+            "--tls-cert".to_owned(),
+            dir.join(format!("node-{i}.pem"))
+                .to_str()
+                .unwrap()
+                .to_owned(),
+            "--tls-key".to_owned(),
+            dir.join(format!("node-{i}-key.pem"))
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        ]
+    };
+    let client = client();
+    let nodes = chain_with(3, &config, |i| node_files(&ours, i));
+    let members: BTreeSet<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    let refs: Vec<&Node> = nodes.iter().collect();
+    let took = until_members(
+        "mTLS membership",
+        &client,
+        &refs,
+        &members,
+        Duration::from_secs(20),
+    )
+    .await;
+    eprintln!("{transport}: mTLS cluster of 3 converged after {took:?}");
+    assert!(nodes[0].logs().contains("TLS mtls"), "{}", nodes[0].logs());
+    for path in [ours.join("node-1-key.pem"), ours.join("ca.pem")] {
+        let pem = std::fs::read_to_string(&path).unwrap();
+        let body = pem.lines().nth(1).unwrap();
+        assert!(!nodes[0].logs().contains(body), "{} logged", path.display());
+    }
+
+    // The intruder: the cluster's CA and cluster id, seeded with a member,
+    // but its own certificate is signed by another CA.
+    let mut args = vec![
+        "--config".to_owned(),
+        config.path().to_owned(),
+        "--seed".to_owned(),
+        nodes[0].addr.clone(),
+    ];
+    args.extend(node_files(&theirs, 1));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let intruder = Node::spawn(&args);
+
+    // A bounded observation window for something that must NOT happen: for
+    // at least 3 s, and until the intruder has tried to join at least 3
+    // times (it retries its seed with backoff and counts each failed send;
+    // at most 10 s), no member lists it and the members stay exactly the
+    // three.
+    let (window, cap) = (Duration::from_secs(3), Duration::from_secs(10));
+    let start = Instant::now();
+    let mut failures = 0;
+    while start.elapsed() < window || (failures < 3 && start.elapsed() < cap) {
+        for node in &nodes {
+            let seen = member_addrs(&client, node.admin).await.unwrap();
+            assert_eq!(seen, members, "{} lets the intruder in", node.addr);
+        }
+        let stats = get_json(&client, intruder.admin, "/stats").await.unwrap();
+        failures = stats["send_failures"].as_u64().unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let watched = start.elapsed();
+    eprintln!("{transport}: intruder kept out for {watched:?}, {failures} failed sends");
+    assert!(
+        failures >= 3,
+        "the intruder barely tried: {failures} failed sends"
+    );
+    let stats = get_json(&client, intruder.admin, "/stats").await.unwrap();
+    assert_eq!(stats["messages_received"], 0, "{stats}");
+    assert_eq!(stats["messages_sent"], 0, "{stats}");
+    let seen = member_addrs(&client, intruder.admin).await.unwrap();
+    assert_eq!(seen, BTreeSet::from([intruder.addr.clone()]));
+
+    // The control: a fourth node started the same way but with the cluster
+    // CA's fourth certificate joins.
+    let mut args = vec![
+        "--config".to_owned(),
+        config.path().to_owned(),
+        "--seed".to_owned(),
+        nodes[0].addr.clone(),
+    ];
+    args.extend(node_files(&ours, 4));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let fourth = Node::spawn(&args);
+    let mut members = members;
+    members.insert(fourth.addr.clone());
+    let mut refs = refs;
+    refs.push(&fourth);
+    until_members(
+        "a fourth CA-signed member joins",
+        &client,
+        &refs,
+        &members,
+        Duration::from_secs(20),
+    )
+    .await;
+}
+
+#[cfg(feature = "grpc")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_on_the_grpc_port_is_rejected_and_changes_nothing() {
-    let cluster = unique("bad-input");
-    let config = TempFile::new(&format!("cluster_id = \"{cluster}\"\n{FAST}"));
+    use gossip_core::{NodeAddr, TlsConfig, Transport, TransportError, pb};
+
+    let config = TempFile::new(&cluster_toml("bad-input", "grpc"));
     let client = client();
     let nodes = chain(2, &config);
     let all: BTreeSet<String> = nodes.iter().map(|n| n.addr.clone()).collect();
@@ -387,19 +589,24 @@ async fn bad_input_on_the_grpc_port_is_rejected_and_changes_nothing() {
     };
     let before = view(get_json(&client, target.admin, "/members").await.unwrap());
 
-    // Garbage bytes as the gRPC message.
+    // Garbage bytes as the gRPC message, over the node's default
+    // self-signed TLS.
     let addr: SocketAddr = target.addr.parse().unwrap();
     let garbage = bytes::Bytes::from_static(b"\xff\xff\xff\xffnot a protobuf envelope\x00\x01");
-    let status = gossip_grpc::send_raw_frame(addr, garbage)
+    let tls = gossip_tls::unverified_client_config(&[gossip_grpc::ALPN_H2]).unwrap();
+    let status = gossip_grpc::send_raw_frame_tls(addr, garbage, Arc::new(tls))
         .await
         .expect_err("garbage must be refused");
     eprintln!("garbage refused: {status}");
     assert!(!status.message().is_empty(), "{status:?}");
 
     // A well-formed envelope of another cluster, through a real client.
-    let sender = gossip_grpc::GrpcTransport::bind(gossip_grpc::GrpcConfig::default())
-        .await
-        .unwrap();
+    let sender = gossip_grpc::GrpcTransport::bind(gossip_grpc::GrpcConfig {
+        tls: TlsConfig::SelfSigned,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let envelope = pb::Envelope {
         cluster_id: "some-other-cluster".into(),
         from: Some(pb::NodeId {
@@ -445,11 +652,7 @@ async fn bad_input_on_the_grpc_port_is_rejected_and_changes_nothing() {
 #[test]
 fn bad_configuration_exits_nonzero_with_a_clear_message() {
     let unknown_key = TempFile::new("listen = \"127.0.0.1:0\"\nlisten_port = 7001\n");
-    let cases: [(Vec<&str>, &str); 5] = [
-        (
-            vec!["--listen", "127.0.0.1:0", "--transport", "quic"],
-            "transport 'quic' is not available in this build (enable the `quic` feature)",
-        ),
+    let mut cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["--listen", "127.0.0.1:0", "--transport", "x"],
             "unknown transport 'x' (expected one of: grpc, quic)",
@@ -471,7 +674,61 @@ fn bad_configuration_exits_nonzero_with_a_clear_message() {
             ],
             "cannot read config file /nonexistent/node.toml",
         ),
+        (
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--tls",
+                "mtls",
+                "--tls-ca",
+                "ca.pem",
+            ],
+            "tls = \"mtls\" needs `tls_cert` (or --tls-cert FILE)",
+        ),
+        (
+            vec!["--listen", "127.0.0.1:0", "--tls-key", "k.pem"],
+            "invalid setting `tls_key`: only used with tls = \"mtls\"",
+        ),
+        (
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--tls",
+                "mtls",
+                "--tls-ca",
+                "/nonexistent/ca.pem",
+                "--tls-cert",
+                "/nonexistent/node.pem",
+                "--tls-key",
+                "/nonexistent/node-key.pem",
+            ],
+            "/nonexistent/ca.pem",
+        ),
     ];
+    if cfg!(feature = "quic") {
+        cases.push((
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--transport",
+                "quic",
+                "--tls",
+                "none",
+            ],
+            "invalid setting `tls`: \"none\" is not supported by the quic transport",
+        ));
+    } else {
+        cases.push((
+            vec!["--listen", "127.0.0.1:0", "--transport", "quic"],
+            "transport 'quic' is not available in this build (enable the `quic` feature)",
+        ));
+    }
+    if !cfg!(feature = "grpc") {
+        cases.push((
+            vec!["--listen", "127.0.0.1:0", "--transport", "grpc"],
+            "transport 'grpc' is not available in this build (enable the `grpc` feature)",
+        ));
+    }
     for (args, expected) in cases {
         let out = Command::new(BIN)
             .arg("run")
@@ -511,11 +768,25 @@ fn process_gone(pid: i32) -> bool {
     }
 }
 
+#[cfg(feature = "grpc")]
 #[test]
-fn demo_runs_converges_and_leaves_no_process_behind() {
+fn grpc_demo_runs_converges_and_leaves_no_process_behind() {
+    demo(&["--transport", "grpc"]);
+}
+
+#[cfg(feature = "quic")]
+#[test]
+fn quic_demo_runs_converges_and_leaves_no_process_behind() {
+    demo(&["--transport", "quic"]);
+}
+
+/// `gossip-node demo --nodes 3 --duration 6` with `extra` flags (default TLS:
+/// self-signed) converges, ends by itself and leaves no process behind.
+fn demo(extra: &[&str]) {
     let mut demo = Demo(
         Command::new(BIN)
             .args(["demo", "--nodes", "3", "--duration", "6"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -556,5 +827,6 @@ fn demo_runs_converges_and_leaves_no_process_behind() {
         assert!(process_gone(pid), "node process {pid} still running\n{out}");
     }
     assert!(out.contains("converged after"), "{out}");
+    assert!(out.contains("with self-signed TLS"), "{out}");
     assert_eq!(out.matches("stopped: exit status: 0").count(), 3, "{out}");
 }
