@@ -34,6 +34,11 @@ pub trait Kind: Send + Sync + 'static {
         to: &NodeAddr,
         frame: Bytes,
     ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Under mutual TLS: a transport whose certificate the cluster CA did
+    /// not sign (it trusts the cluster CA itself). `None` for other kinds.
+    fn bind_intruder(&self) -> impl Future<Output = Option<Self::T>> + Send {
+        async { None }
+    }
 }
 
 /// Protocol timing for tests: fast but not hair-trigger.
@@ -91,7 +96,13 @@ impl<K: Kind> Cluster<K> {
         seed: Option<usize>,
         config: Config,
     ) -> usize {
-        let t = self.faults.wrap(self.kind.bind(at).await);
+        let t = self.kind.bind(at).await;
+        self.spawn_transport(t, seed, config).await
+    }
+
+    /// Starts a member over a given transport, seeded with member `seed`.
+    pub async fn spawn_transport(&mut self, t: K::T, seed: Option<usize>, config: Config) -> usize {
+        let t = self.faults.wrap(t);
         self.generation += 1000;
         let opts = MemberOptions {
             generation: Some(self.generation),

@@ -314,3 +314,40 @@ pub async fn partition_heals_to_one_view<K: Kind>(kind: K) {
     .await;
     c.shutdown().await;
 }
+
+/// Under mutual TLS, a member whose certificate the cluster CA did not sign
+/// never joins, and nobody learns of it.
+pub async fn mtls_refuses_a_peer_without_a_cluster_certificate<K: Kind>(kind: K) {
+    let mut c = Cluster::new(kind);
+    c.chain(3).await;
+    c.wait_agree(JOIN, "join", &[0, 1, 2]).await;
+    let t = c
+        .kind
+        .bind_intruder()
+        .await
+        .expect("an mTLS kind provides an intruder");
+    let cfg = c.config.clone();
+    let i = c.spawn_transport(t, Some(0), cfg).await;
+    let intruder = c.addr(i);
+    // Observe a bounded window in which the intruder must NOT get in: several
+    // seed retries and probe periods.
+    let window = (c.config.seed_retry_max * 4).max(c.config.probe_interval * 10);
+    let end = tokio::time::Instant::now() + window;
+    while tokio::time::Instant::now() < end {
+        for m in &c.members[..3] {
+            assert!(
+                m.members().iter().all(|x| x.addr != intruder),
+                "the intruder got in:{}",
+                c.views()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        c.members[i].members().len(),
+        1,
+        "the intruder learned nobody"
+    );
+    assert!(c.agree(&[0, 1, 2]));
+    c.shutdown().await;
+}

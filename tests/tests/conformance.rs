@@ -37,3 +37,28 @@ macro_rules! conformance {
 conformance!(mem, Mem::default());
 conformance!(grpc, Grpc);
 conformance!(quic, Quic);
+
+/// Under mutual TLS, the scenarios where authentication matters, and the
+/// refusal of a peer without a certificate from the cluster CA.
+macro_rules! conformance_mtls {
+    ($transport:ident, $kind:expr) => {
+        mod $transport {
+            use gossip_tests::kinds::*;
+            use gossip_tests::scenarios as s;
+
+            conformance!(@tests $kind;
+                join_through_a_seed,
+                chain_of_ten,
+                keys_set_delete_and_ttl_seen_by_all,
+                killed_member_is_removed_within_the_bound,
+                leaving_member_is_removed_at_once,
+                restart_with_a_new_generation_replaces_the_old,
+                partition_heals_to_one_view,
+                mtls_refuses_a_peer_without_a_cluster_certificate,
+            );
+        }
+    };
+}
+
+conformance_mtls!(grpc_mtls, GrpcMtls::default());
+conformance_mtls!(quic_mtls, QuicMtls::default());
