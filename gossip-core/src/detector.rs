@@ -171,12 +171,15 @@ impl Detector {
 
     /// Removes and returns the suspicions whose timeout has passed.
     pub(crate) fn expired_suspicions(&mut self, now: Instant) -> Vec<(NodeAddr, Suspicion)> {
-        let due: Vec<NodeAddr> = self
+        let mut due: Vec<NodeAddr> = self
             .suspicions
             .iter()
             .filter(|(_, s)| s.deadline() <= now)
             .map(|(a, _)| a.clone())
             .collect();
+        // HashMap order differs between processes: sort, so that a run is
+        // reproducible from its seed.
+        due.sort();
         due.into_iter()
             .filter_map(|a| self.suspicions.remove(&a).map(|s| (a, s)))
             .collect()

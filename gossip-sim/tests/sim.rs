@@ -168,14 +168,12 @@ fn ten_percent_loss_kills_no_live_member() {
     assert!(r.end.membership_converged);
 }
 
-/// Half the cluster is cut off: each side drops the other (as dead, which
-/// is not counted as a false death), and after the heal the cluster
-/// converges to one view again. While the network is split nobody is
-/// declared dead by its own side; after the heal the other side's death
-/// verdicts reach members' own side before the refutations do, so live
-/// members flap (Failed, then Joined). That is a weakness of the protocol
-/// (memberlist downgrades a remote `dead` to `suspect` on merge to avoid
-/// it), reported in `false_deaths_after_heal`, not hidden.
+/// A partition that opens and heals: each side drops the other, then the
+/// cluster converges to one view. No live member dies after the heal: a
+/// remote `dead` verdict about a member one still holds live only makes it
+/// a suspect, so the other side's verdicts cannot kill members of one's own
+/// side before they refute (the simulator found this; see gossip-core's
+/// `healing_a_partition_kills_nobody_on_either_side`).
 #[test]
 fn a_healed_partition_converges() {
     let cfg = config(
@@ -200,9 +198,10 @@ fn a_healed_partition_converges() {
     assert!(back < 30_000.0, "reconverged after {back} ms");
     assert!(r.partition_deaths > 0);
     assert_eq!(
-        r.false_deaths, p.false_deaths_after_heal,
-        "false deaths while the network was split"
+        p.false_deaths_after_heal, 0,
+        "live members killed by the heal"
     );
+    assert_eq!(r.false_deaths, 0, "false deaths");
     assert!(r.end.membership_converged);
 }
 

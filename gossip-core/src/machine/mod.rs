@@ -623,12 +623,13 @@ impl Machine {
                 s.backoff = self.cfg.seed_retry_initial;
             }
         }
-        let due: Vec<NodeAddr> = self
+        let mut due: Vec<NodeAddr> = self
             .seeds
             .iter()
             .filter(|(_, s)| !s.answered && s.next_attempt <= now)
             .map(|(a, _)| a.clone())
             .collect();
+        due.sort(); // HashMap order differs between processes.
         for addr in due {
             if let Some(s) = self.seeds.get_mut(&addr) {
                 s.next_attempt = now + s.backoff;
@@ -641,7 +642,8 @@ impl Machine {
     }
 
     fn expire_keys(&mut self, now: Instant) {
-        let addrs: Vec<NodeAddr> = self.table.iter().map(|n| n.fact.id.addr.clone()).collect();
+        let mut addrs: Vec<NodeAddr> = self.table.iter().map(|n| n.fact.id.addr.clone()).collect();
+        addrs.sort(); // Events in the same order in every process.
         let mut next: Option<Instant> = None;
         for addr in addrs {
             let is_owner = addr == self.id.addr;

@@ -24,12 +24,27 @@ impl Machine {
         u: pb::MemberUpdate,
         via: Option<&NodeAddr>,
     ) -> bool {
-        let Some(fact) = fact_from_pb(&u) else {
+        let Some(mut fact) = fact_from_pb(&u) else {
             return false;
         };
         if fact.id.addr == self.id.addr {
             self.about_me(&fact, via);
             return false;
+        }
+        // Another member's verdict "dead" on a member this one still holds
+        // live in the same generation only makes it a suspect here: the
+        // member gets a suspicion timeout to refute, and this member's own
+        // timer decides (as memberlist does when merging remote state).
+        // Without this, a healed partition's death verdicts kill members on
+        // both sides before their refutations arrive.
+        if fact.state == MemberState::Dead
+            && via.is_some()
+            && self
+                .table
+                .get(&fact.id.addr)
+                .is_some_and(|n| n.is_live() && n.fact.id.generation == fact.id.generation)
+        {
+            fact.state = MemberState::Suspect;
         }
         let addr = fact.id.addr.clone();
         match self.table.apply(fact.clone(), now) {
@@ -165,8 +180,7 @@ impl Machine {
         let n = self.table.live_count();
         let k = self
             .cfg
-            .suspicion_mult
-            .saturating_sub(2)
+            .suspicion_confirmations
             .min(n.saturating_sub(2) as u32);
         let (min, max) = (self.cfg.suspicion_min(n), self.cfg.suspicion_max(n));
         self.det
