@@ -831,9 +831,9 @@ fn healing_a_partition_kills_nobody_on_either_side() {
     );
     let marks: Vec<usize> = (0..n).map(|o| net.events_of(o).len()).collect();
     net.run_until(Duration::from_secs(60), "heal", Net::converged);
-    for o in 0..n {
+    for (o, mark) in marks.iter().enumerate() {
         let own_side = left.contains(&addr(o));
-        for e in &net.events_of(o)[marks[o]..] {
+        for e in &net.events_of(o)[*mark..] {
             if let Event::Failed(id) = e {
                 assert!(
                     left.contains(&id.addr) != own_side,
