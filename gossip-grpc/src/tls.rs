@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use gossip_core::{NodeAddr, TransportError};
 use gossip_tls::TlsMode;
-use gossip_tls::rustls::{self, AlertDescription, pki_types::ServerName};
+use gossip_tls::rustls::{self, pki_types::ServerName};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -75,36 +75,13 @@ pub(crate) fn tls_failure(addr: &str, error: &rustls::Error) -> TransportError {
             addr: addr.to_owned(),
             reason: format!(
                 "TLS handshake refused by the peer (alert {alert:?}): {}",
-                alert_hint(*alert)
+                gossip_tls::alert_hint(*alert, "gRPC (h2)")
             ),
         },
         other => TransportError::Unreachable {
             addr: addr.to_owned(),
             reason: format!("TLS handshake failed on our side: {other}"),
         },
-    }
-}
-
-/// A hint for the alerts a misconfigured member meets.
-fn alert_hint(alert: AlertDescription) -> &'static str {
-    match alert {
-        AlertDescription::NoApplicationProtocol => {
-            "no common ALPN protocol: the peer does not speak gRPC (h2)"
-        }
-        AlertDescription::CertificateRequired => {
-            "the peer requires a client certificate (mutual TLS)"
-        }
-        AlertDescription::UnknownCA
-        | AlertDescription::BadCertificate
-        | AlertDescription::UnsupportedCertificate
-        | AlertDescription::CertificateUnknown
-        | AlertDescription::CertificateExpired
-        | AlertDescription::CertificateRevoked
-        | AlertDescription::AccessDenied
-        | AlertDescription::DecryptError => {
-            "the peer does not accept our certificate (is it issued by the peer's CA?)"
-        }
-        _ => "TLS handshake failure",
     }
 }
 
@@ -497,6 +474,7 @@ impl AsyncWrite for ClientTlsIo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gossip_tls::rustls::AlertDescription;
 
     #[test]
     fn rustls_errors_are_found_inside_io_errors_and_sources() {

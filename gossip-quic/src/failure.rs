@@ -12,28 +12,6 @@ fn tls_alert(code: TransportErrorCode) -> Option<AlertDescription> {
         .then(|| AlertDescription::from((code & 0xff) as u8))
 }
 
-/// A hint for the alerts a misconfigured member meets.
-fn alert_hint(alert: AlertDescription) -> &'static str {
-    match alert {
-        AlertDescription::NoApplicationProtocol => {
-            "no common ALPN protocol: the peer does not speak gossip/1"
-        }
-        AlertDescription::CertificateRequired => {
-            "the peer requires a client certificate (mutual TLS)"
-        }
-        AlertDescription::UnknownCA
-        | AlertDescription::BadCertificate
-        | AlertDescription::UnsupportedCertificate
-        | AlertDescription::CertificateUnknown
-        | AlertDescription::CertificateExpired
-        | AlertDescription::CertificateRevoked
-        | AlertDescription::AccessDenied => {
-            "the peer does not accept our certificate (is it issued by the peer's CA?)"
-        }
-        _ => "TLS handshake failure",
-    }
-}
-
 /// True if the connection failed in the TLS handshake, whichever side
 /// refused: these failures are counted as `tls_refused`.
 pub(crate) fn is_tls_failure(e: &ConnectionError) -> bool {
@@ -67,7 +45,7 @@ pub(crate) fn connection_failed(addr: &str, e: &ConnectionError) -> TransportErr
                     addr: addr.to_owned(),
                     reason: format!(
                         "TLS handshake refused by the peer (alert {alert:?}): {}{said}",
-                        alert_hint(alert)
+                        gossip_tls::alert_hint(alert, gossip_proto::PROTOCOL)
                     ),
                 }
             }

@@ -43,12 +43,14 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod alert;
 mod dev;
 mod error;
 mod pem;
 mod setup;
 mod verify;
 
+pub use alert::alert_hint;
 pub use dev::{dev_node_files, generate_dev_certs};
 pub use error::TlsError;
 pub use setup::{TlsMode, TlsSetup, crypto_provider, server_name, unverified_client_config};
