@@ -604,13 +604,8 @@ impl Machine {
         let size = b.encoded_len() + 2;
         self.bcasts.push(uuid, b, size);
         if self.cfg.eager_push || from.is_none() {
-            let mut exclude = vec![&origin.addr];
-            if let Some(f) = from {
-                exclude.push(f);
-            }
-            let exclude: Vec<NodeAddr> = exclude.into_iter().cloned().collect();
-            let refs: Vec<&NodeAddr> = exclude.iter().collect();
-            self.push_gossip(self.cfg.fanout, &refs);
+            let exclude: Vec<&NodeAddr> = std::iter::once(&origin.addr).chain(from).collect();
+            self.push_gossip(self.cfg.fanout, &exclude);
         }
     }
 
