@@ -70,6 +70,16 @@ pub enum Command {
     /// Write a development CA and node certificates for `--tls mtls`.
     #[cfg(any(feature = "grpc", feature = "quic"))]
     Certs(crate::certs::CertsArgs),
+    /// Print the members of a running node as a table (or JSON).
+    Members(crate::client::MembersArgs),
+    /// Read, set or delete keys through a running node's admin API.
+    Kv(crate::client::KvArgs),
+    /// Broadcast a message from a running node.
+    Broadcast(crate::client::BroadcastArgs),
+    /// Run the deterministic simulator: N members under virtual time.
+    Simulate(crate::simulate::SimulateArgs),
+    /// Start real processes on loopback and measure spread and detection.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Flags of `gossip-node run`. Each also has a TOML key; the flag wins.

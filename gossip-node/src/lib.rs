@@ -37,13 +37,16 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod admin;
+pub mod bench;
 #[cfg(any(feature = "grpc", feature = "quic"))]
 pub mod certs;
+pub mod client;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod logging;
 pub mod run;
+pub mod simulate;
 pub mod transport;
 
 pub use config::{Cli, Command, LogFormat, NodeConfig, RunArgs, TlsKind};

@@ -55,6 +55,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let report = gossip_node::certs::run(&args).context("cannot write the certificates")?;
             print!("{report}");
         }
+        Command::Members(args) => gossip_node::client::members(args).await?,
+        Command::Kv(args) => gossip_node::client::kv(args).await?,
+        Command::Broadcast(args) => gossip_node::client::broadcast(args).await?,
+        Command::Simulate(args) => gossip_node::simulate::run(args)?,
+        Command::Bench(args) => {
+            gossip_node::logging::init(LogFormat::Text, "warn");
+            gossip_node::bench::run(args).await?;
+        }
     }
     Ok(())
 }
