@@ -3,7 +3,6 @@
 //! rejects bad input the same way (requirement 9 and "bad input").
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use gossip_proto::v1::Envelope;
 use prost::Message;
@@ -11,7 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::error::Rejection;
 use crate::id::NodeId;
-use crate::stats::Stats;
+use crate::stats::{MessageKind, Stats};
 
 /// The receiving end a transport hands frames to. Cloneable and cheap; each
 /// call validates synchronously and returns the verdict the transport should
@@ -125,12 +124,10 @@ impl Inbound {
         if env.body.is_none() {
             return Err(Rejection::Malformed("missing message body".into()));
         }
+        let kind = MessageKind::of(&env);
         match self.tx.try_send(env) {
             Ok(()) => {
-                self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
-                self.stats
-                    .bytes_received
-                    .fetch_add(size as u64, Ordering::Relaxed);
+                self.stats.count_received(kind, size);
                 Ok(())
             }
             Err(mpsc::error::TrySendError::Full(_)) => Err(Rejection::Overloaded),
@@ -206,5 +203,11 @@ mod tests {
             ),
             (2, 1, 1, 1)
         );
+        assert_eq!(s.received_by_kind.messages(MessageKind::Gossip), 1);
+        assert_eq!(
+            s.received_by_kind.bytes(MessageKind::Gossip),
+            env("c1").encoded_len() as u64
+        );
+        assert_eq!(s.received_by_kind.messages(MessageKind::Ping), 0);
     }
 }

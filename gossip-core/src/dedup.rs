@@ -39,6 +39,13 @@ impl Dedup {
         true
     }
 
+    /// True if `id` was seen within the maximum age (and is still among the
+    /// last `capacity` ids).
+    pub(crate) fn contains(&mut self, now: Instant, id: Uuid) -> bool {
+        self.expire(now);
+        self.seen.contains(&id)
+    }
+
     /// Forgets ids older than the maximum age.
     pub(crate) fn expire(&mut self, now: Instant) {
         while let Some((t, id)) = self.order.front().copied() {

@@ -11,11 +11,16 @@ use rand::seq::SliceRandom;
 
 use crate::id::{NodeAddr, NodeId};
 
+/// Round-trip-time samples kept until the driver takes them.
+const MAX_RTT_SAMPLES: usize = 1024;
+
 /// The probe of the current protocol period.
 #[derive(Debug)]
 pub(crate) struct Probe {
     pub(crate) target: NodeId,
     pub(crate) seq: u64,
+    /// When the first ping went out, to measure the round trip.
+    pub(crate) sent_at: Instant,
     /// When to fall back to indirect probes if no ack came.
     pub(crate) indirect_at: Instant,
     pub(crate) indirect_sent: bool,
@@ -68,6 +73,8 @@ pub(crate) struct Detector {
     relays: HashMap<u64, Relay>,
     suspicions: HashMap<NodeAddr, Suspicion>,
     seq: u64,
+    /// Round-trip times of answered probes not yet taken by the driver.
+    rtts: Vec<Duration>,
 }
 
 impl Detector {
@@ -79,7 +86,22 @@ impl Detector {
             relays: HashMap::new(),
             suspicions: HashMap::new(),
             seq: 0,
+            rtts: Vec::new(),
         }
+    }
+
+    /// Keeps a probe's round-trip time for the driver; past
+    /// [`MAX_RTT_SAMPLES`] untaken samples (a machine nobody drains, as in
+    /// the simulator) new ones are dropped.
+    pub(crate) fn record_rtt(&mut self, rtt: Duration) {
+        if self.rtts.len() < MAX_RTT_SAMPLES {
+            self.rtts.push(rtt);
+        }
+    }
+
+    /// Takes the recorded round-trip times, oldest first.
+    pub(crate) fn take_rtts(&mut self) -> std::vec::Drain<'_, Duration> {
+        self.rtts.drain(..)
     }
 
     pub(crate) fn next_seq(&mut self) -> u64 {

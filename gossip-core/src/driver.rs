@@ -21,7 +21,7 @@ use crate::event::{Event, KeyEntry, MemberInfo};
 use crate::id::{NodeAddr, NodeId};
 use crate::machine::{Machine, Transmit};
 use crate::membership::{BoxFuture, Membership};
-use crate::stats::{Stats, StatsSnapshot};
+use crate::stats::{MessageKind, Stats, StatsSnapshot};
 use crate::transport::Transport;
 
 /// Capacity of the event channel per subscriber.
@@ -265,6 +265,13 @@ fn flush<T: Transport>(
         while let Some(x) = m.poll_event() {
             e.push(x);
         }
+        for rtt in m.take_probe_rtts() {
+            shared.stats.probe_rtt.record(rtt);
+        }
+        shared
+            .stats
+            .queue_depth
+            .store(m.queue_depth() as u64, std::sync::atomic::Ordering::Relaxed);
         (t, e)
     };
     for e in events {
@@ -284,8 +291,9 @@ fn flush<T: Transport>(
         sends.spawn(async move {
             let _permit = permit;
             let size = msg.encoded_len();
+            let kind = MessageKind::of(&msg);
             match tokio::time::timeout(send_timeout, shared.transport.send(&to, msg)).await {
-                Ok(Ok(())) => shared.stats.count_sent(size),
+                Ok(Ok(())) => shared.stats.count_sent(kind, size),
                 Ok(Err(e)) => {
                     shared
                         .stats
@@ -344,6 +352,15 @@ impl<T: Transport> Membership for Member<T> {
 
     fn broadcast(&self, payload: Bytes, ttl_hops: Option<u32>) -> Result<Uuid, GossipError> {
         self.command(|m, t| m.broadcast(t, payload, ttl_hops))
+    }
+
+    fn broadcast_with_id(
+        &self,
+        uuid: Uuid,
+        payload: Bytes,
+        ttl_hops: Option<u32>,
+    ) -> Result<bool, GossipError> {
+        self.command(|m, t| m.broadcast_with_id(t, uuid, payload, ttl_hops))
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Event> {

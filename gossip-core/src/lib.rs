@@ -44,7 +44,10 @@ pub use id::{NodeAddr, NodeId};
 pub use machine::{Machine, Transmit};
 pub use mem::{MemNetwork, MemTransport};
 pub use membership::{BoxFuture, Membership};
-pub use stats::{Stats, StatsSnapshot};
+pub use stats::{
+    KindCounters, KindCounts, MessageKind, RTT_BUCKETS_US, RttHistogram, RttSnapshot, Stats,
+    StatsSnapshot,
+};
 pub use tls::{MtlsFiles, TlsConfig};
 pub use transport::Transport;
 

@@ -77,6 +77,19 @@ pub trait Membership: Send + Sync {
     /// [`GossipError::ShutDown`].
     fn broadcast(&self, payload: Bytes, ttl_hops: Option<u32>) -> Result<Uuid, GossipError>;
 
+    /// As [`Membership::broadcast`] under the caller's `uuid`, so that a
+    /// client can retry safely: returns false, and sends and delivers
+    /// nothing, if this member has already seen a broadcast with that id.
+    ///
+    /// # Errors
+    /// As [`Membership::broadcast`].
+    fn broadcast_with_id(
+        &self,
+        uuid: Uuid,
+        payload: Bytes,
+        ttl_hops: Option<u32>,
+    ) -> Result<bool, GossipError>;
+
     /// Subscribes to events from now on, in the order they happen. A
     /// subscriber that falls more than 4096 events behind is told so by
     /// `RecvError::Lagged` and misses the oldest.

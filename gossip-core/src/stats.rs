@@ -1,10 +1,210 @@
-//! Counters a member keeps about its traffic, read by operators and benches.
+//! Counters a member keeps about its traffic, read by operators and benches:
+//! messages and bytes by [`MessageKind`], rejections by reason, send
+//! failures, the dissemination queue depth and a histogram of probe
+//! round-trip times. Plain atomics, so that the core needs no metrics
+//! library; the admin endpoint turns a [`StatsSnapshot`] into Prometheus
+//! metrics.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
+use gossip_proto::v1::Envelope;
+use gossip_proto::v1::envelope::Body;
 use serde::Serialize;
+use serde::ser::{SerializeMap, SerializeStruct};
 
 use crate::error::Rejection;
+
+/// The kind of a message, decided by the envelope's `body`. Membership
+/// updates and broadcasts piggyback on every kind; an envelope that carries
+/// only them has a `gossip` body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MessageKind {
+    /// A direct or relayed probe (SWIM 4.1).
+    Ping,
+    /// The answer to a ping.
+    Ack,
+    /// A request to probe a member indirectly (SWIM 4.1).
+    PingReq,
+    /// Opens a push-pull anti-entropy exchange.
+    SyncRequest,
+    /// A digest of owner versions in an anti-entropy exchange.
+    SyncDigest,
+    /// Key/value and metadata changes the peer lacks.
+    Delta,
+    /// Piggybacked membership updates and broadcasts only.
+    Gossip,
+    /// Bucket fingerprints that locate differences before digests.
+    SyncBuckets,
+}
+
+impl MessageKind {
+    /// Every kind, in the order of the wire schema.
+    pub const ALL: [MessageKind; 8] = [
+        MessageKind::Ping,
+        MessageKind::Ack,
+        MessageKind::PingReq,
+        MessageKind::SyncRequest,
+        MessageKind::SyncDigest,
+        MessageKind::Delta,
+        MessageKind::Gossip,
+        MessageKind::SyncBuckets,
+    ];
+
+    /// The kind of `env`; an envelope without a body counts as `gossip`.
+    pub fn of(env: &Envelope) -> Self {
+        match &env.body {
+            Some(Body::Ping(_)) => MessageKind::Ping,
+            Some(Body::Ack(_)) => MessageKind::Ack,
+            Some(Body::PingReq(_)) => MessageKind::PingReq,
+            Some(Body::SyncRequest(_)) => MessageKind::SyncRequest,
+            Some(Body::SyncDigest(_)) => MessageKind::SyncDigest,
+            Some(Body::Delta(_)) => MessageKind::Delta,
+            Some(Body::Gossip(_)) | None => MessageKind::Gossip,
+            Some(Body::SyncBuckets(_)) => MessageKind::SyncBuckets,
+        }
+    }
+
+    /// Snake-case name, as in `GET /stats` and the metric labels
+    /// (`"ping"`, `"ping_req"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Ping => "ping",
+            MessageKind::Ack => "ack",
+            MessageKind::PingReq => "ping_req",
+            MessageKind::SyncRequest => "sync_request",
+            MessageKind::SyncDigest => "sync_digest",
+            MessageKind::Delta => "delta",
+            MessageKind::Gossip => "gossip",
+            MessageKind::SyncBuckets => "sync_buckets",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Upper bounds of the probe round-trip-time histogram's buckets, in
+/// microseconds (0.5 ms to 5 s); a last bucket holds every longer sample.
+pub const RTT_BUCKETS_US: [u64; 13] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000,
+];
+
+/// Messages and bytes of one direction, per [`MessageKind`].
+#[derive(Debug, Default)]
+pub struct KindCounters {
+    messages: [AtomicU64; 8],
+    bytes: [AtomicU64; 8],
+}
+
+impl KindCounters {
+    fn add(&self, kind: MessageKind, bytes: usize) {
+        self.messages[kind.index()].fetch_add(1, Ordering::Relaxed);
+        self.bytes[kind.index()].fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> KindCounts {
+        KindCounts {
+            messages: self.messages.each_ref().map(|c| c.load(Ordering::Relaxed)),
+            bytes: self.bytes.each_ref().map(|c| c.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// A copy of [`KindCounters`]. Serializes as `{"ping": {"messages": n,
+/// "bytes": n}, ...}` with every kind present.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KindCounts {
+    messages: [u64; 8],
+    bytes: [u64; 8],
+}
+
+impl KindCounts {
+    /// Messages of `kind`.
+    pub fn messages(&self, kind: MessageKind) -> u64 {
+        self.messages[kind.index()]
+    }
+
+    /// Encoded bytes of messages of `kind`.
+    pub fn bytes(&self, kind: MessageKind) -> u64 {
+        self.bytes[kind.index()]
+    }
+}
+
+impl Serialize for KindCounts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Entry {
+            messages: u64,
+            bytes: u64,
+        }
+        let mut map = s.serialize_map(Some(MessageKind::ALL.len()))?;
+        for kind in MessageKind::ALL {
+            let entry = Entry {
+                messages: self.messages(kind),
+                bytes: self.bytes(kind),
+            };
+            map.serialize_entry(kind.as_str(), &entry)?;
+        }
+        map.end()
+    }
+}
+
+/// A histogram of probe round-trip times with the fixed bounds
+/// [`RTT_BUCKETS_US`]: the time from a probe's ping to its first ack, direct
+/// or relayed.
+#[derive(Debug, Default)]
+pub struct RttHistogram {
+    counts: [AtomicU64; RTT_BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl RttHistogram {
+    /// Records one sample.
+    pub fn record(&self, rtt: Duration) {
+        let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+        let i = RTT_BUCKETS_US.partition_point(|&b| b < us);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> RttSnapshot {
+        RttSnapshot {
+            counts: self.counts.each_ref().map(|c| c.load(Ordering::Relaxed)),
+            sum_us: self.sum_us.load(Ordering::Relaxed),
+            count: self.count.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A copy of [`RttHistogram`]. Serializes as `{"bounds_us": [...],
+/// "counts": [...], "sum_us": n, "count": n}`, where `counts` has one more
+/// entry than `bounds_us` (samples above the last bound).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RttSnapshot {
+    /// Samples per bucket (not cumulative): `counts[i]` holds the samples
+    /// above `RTT_BUCKETS_US[i - 1]` and at most `RTT_BUCKETS_US[i]`.
+    pub counts: [u64; RTT_BUCKETS_US.len() + 1],
+    /// Sum of every sample, µs.
+    pub sum_us: u64,
+    /// Number of samples.
+    pub count: u64,
+}
+
+impl Serialize for RttSnapshot {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("RttSnapshot", 4)?;
+        st.serialize_field("bounds_us", &RTT_BUCKETS_US)?;
+        st.serialize_field("counts", &self.counts)?;
+        st.serialize_field("sum_us", &self.sum_us)?;
+        st.serialize_field("count", &self.count)?;
+        st.end()
+    }
+}
 
 /// Message counters of one member. Cheap atomic counters, shared between the
 /// driver and every transport.
@@ -28,6 +228,15 @@ pub struct Stats {
     pub rejected_foreign_cluster: AtomicU64,
     /// Frames dropped because the inbound queue was full or closing.
     pub rejected_overloaded: AtomicU64,
+    /// Messages and bytes sent, by kind.
+    pub sent_by_kind: KindCounters,
+    /// Messages and bytes accepted from the transport, by kind.
+    pub received_by_kind: KindCounters,
+    /// Probe round-trip times.
+    pub probe_rtt: RttHistogram,
+    /// Messages waiting in the dissemination queues (membership updates and
+    /// broadcasts), as the driver last saw them.
+    pub queue_depth: AtomicU64,
 }
 
 /// A plain copy of [`Stats`] at one moment.
@@ -51,6 +260,14 @@ pub struct StatsSnapshot {
     pub rejected_foreign_cluster: u64,
     /// Frames dropped because the inbound queue was full or closing.
     pub rejected_overloaded: u64,
+    /// Messages and bytes sent, by kind.
+    pub sent_by_kind: KindCounts,
+    /// Messages and bytes accepted from the transport, by kind.
+    pub received_by_kind: KindCounts,
+    /// Probe round-trip times.
+    pub probe_rtt: RttSnapshot,
+    /// Messages waiting in the dissemination queues.
+    pub queue_depth: u64,
 }
 
 impl Stats {
@@ -65,10 +282,19 @@ impl Stats {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts one sent message of `bytes` encoded bytes.
-    pub fn count_sent(&self, bytes: usize) {
+    /// Counts one sent message of `kind` and `bytes` encoded bytes.
+    pub fn count_sent(&self, kind: MessageKind, bytes: usize) {
         self.messages_sent.fetch_add(1, Ordering::Relaxed);
         self.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.sent_by_kind.add(kind, bytes);
+    }
+
+    /// Counts one accepted message of `kind` and `bytes` encoded bytes.
+    pub fn count_received(&self, kind: MessageKind, bytes: usize) {
+        self.messages_received.fetch_add(1, Ordering::Relaxed);
+        self.bytes_received
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        self.received_by_kind.add(kind, bytes);
     }
 
     /// Reads every counter.
@@ -84,6 +310,100 @@ impl Stats {
             rejected_malformed: r(&self.rejected_malformed),
             rejected_foreign_cluster: r(&self.rejected_foreign_cluster),
             rejected_overloaded: r(&self.rejected_overloaded),
+            sent_by_kind: self.sent_by_kind.snapshot(),
+            received_by_kind: self.received_by_kind.snapshot(),
+            probe_rtt: self.probe_rtt.snapshot(),
+            queue_depth: r(&self.queue_depth),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gossip_proto::v1 as pb;
+
+    fn env(body: Option<Body>) -> Envelope {
+        Envelope {
+            body,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn kinds_follow_the_body() {
+        for (body, want) in [
+            (Some(Body::Ping(pb::Ping::default())), "ping"),
+            (Some(Body::Ack(pb::Ack::default())), "ack"),
+            (Some(Body::PingReq(pb::PingReq::default())), "ping_req"),
+            (
+                Some(Body::SyncRequest(pb::SyncRequest::default())),
+                "sync_request",
+            ),
+            (
+                Some(Body::SyncDigest(pb::SyncDigest::default())),
+                "sync_digest",
+            ),
+            (Some(Body::Delta(pb::Delta::default())), "delta"),
+            (Some(Body::Gossip(pb::Gossip {})), "gossip"),
+            (
+                Some(Body::SyncBuckets(pb::SyncBuckets::default())),
+                "sync_buckets",
+            ),
+            (None, "gossip"),
+        ] {
+            assert_eq!(MessageKind::of(&env(body)).as_str(), want);
+        }
+        let names: Vec<&str> = MessageKind::ALL.iter().map(|k| k.as_str()).collect();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+    }
+
+    #[test]
+    fn counts_by_kind_and_totals() {
+        let stats = Stats::default();
+        stats.count_sent(MessageKind::Ping, 10);
+        stats.count_sent(MessageKind::Ping, 12);
+        stats.count_sent(MessageKind::Delta, 100);
+        stats.count_received(MessageKind::Ack, 7);
+        let s = stats.snapshot();
+        assert_eq!((s.messages_sent, s.bytes_sent), (3, 122));
+        assert_eq!((s.messages_received, s.bytes_received), (1, 7));
+        assert_eq!(s.sent_by_kind.messages(MessageKind::Ping), 2);
+        assert_eq!(s.sent_by_kind.bytes(MessageKind::Ping), 22);
+        assert_eq!(s.sent_by_kind.messages(MessageKind::Delta), 1);
+        assert_eq!(s.sent_by_kind.messages(MessageKind::Ack), 0);
+        assert_eq!(s.received_by_kind.bytes(MessageKind::Ack), 7);
+        let json = serde_json::to_value(s).unwrap();
+        assert_eq!(json["sent_by_kind"]["ping"]["bytes"], 22, "{json}");
+        assert_eq!(json["received_by_kind"]["ack"]["messages"], 1, "{json}");
+        assert_eq!(
+            json["sent_by_kind"]["sync_buckets"]["messages"], 0,
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn rtt_samples_land_in_their_bucket() {
+        let h = RttHistogram::default();
+        h.record(Duration::from_micros(500)); // on the first bound
+        h.record(Duration::from_micros(501));
+        h.record(Duration::from_millis(30));
+        h.record(Duration::from_secs(60)); // past the last bound
+        let s = h.snapshot();
+        assert_eq!(s.counts[0], 1);
+        assert_eq!(s.counts[1], 1);
+        assert_eq!(s.counts[RTT_BUCKETS_US.partition_point(|&b| b < 30_000)], 1);
+        assert_eq!(s.counts[RTT_BUCKETS_US.len()], 1);
+        assert_eq!(s.count, 4);
+        assert_eq!(s.sum_us, 500 + 501 + 30_000 + 60_000_000);
+        let json = serde_json::to_value(s).unwrap();
+        assert_eq!(json["bounds_us"][0], 500, "{json}");
+        assert_eq!(
+            json["counts"].as_array().unwrap().len(),
+            RTT_BUCKETS_US.len() + 1
+        );
     }
 }

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use gossip_core::{Config, Event, MemNetwork, MemTransport, Member, MemberOptions, Membership};
+use gossip_core::{
+    Config, Event, MemNetwork, MemTransport, Member, MemberOptions, Membership, MessageKind,
+};
 
 fn alive_tasks() -> usize {
     tokio::runtime::Handle::current()
@@ -136,4 +138,48 @@ async fn shutdown_right_after_start_returns() {
             .await
             .expect("shutdown hung");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn stats_count_messages_by_kind_and_probe_round_trips() {
+    let net = MemNetwork::new();
+    let cfg = Config::default();
+    let a = member(&net, &cfg);
+    let b = member(&net, &cfg);
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+    b.add_seed(a.local_id().addr);
+    wait_until(Duration::from_secs(5), "probe answered", || {
+        a.stats().probe_rtt.count > 0
+    })
+    .await;
+    let s = a.stats();
+    let rtt = s.probe_rtt;
+    assert_eq!(rtt.counts.iter().sum::<u64>(), rtt.count);
+    // The in-memory transport answers at once: under the first bound.
+    assert_eq!(rtt.counts[0], rtt.count, "{rtt:?}");
+    for kind in [MessageKind::Ping, MessageKind::Ack] {
+        assert!(
+            s.sent_by_kind.messages(kind) > 0,
+            "{} sent: {s:?}",
+            kind.as_str()
+        );
+        assert!(
+            s.received_by_kind.messages(kind) > 0,
+            "{} received",
+            kind.as_str()
+        );
+        assert!(s.sent_by_kind.bytes(kind) > s.sent_by_kind.messages(kind));
+    }
+    let sum = |f: &dyn Fn(MessageKind) -> u64| MessageKind::ALL.into_iter().map(f).sum::<u64>();
+    let s = a.stats();
+    assert_eq!(sum(&|k| s.sent_by_kind.messages(k)), s.messages_sent);
+    assert_eq!(sum(&|k| s.sent_by_kind.bytes(k)), s.bytes_sent);
+    assert_eq!(
+        sum(&|k| s.received_by_kind.messages(k)),
+        s.messages_received
+    );
+    assert_eq!(sum(&|k| s.received_by_kind.bytes(k)), s.bytes_received);
+    a.shutdown().await;
+    b.shutdown().await;
 }

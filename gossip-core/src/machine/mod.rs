@@ -365,16 +365,29 @@ impl Machine {
         payload: Bytes,
         ttl: Option<u32>,
     ) -> Result<Uuid, GossipError> {
-        self.check_open()?;
-        let max = self.body_budget();
-        if payload.len() + 128 > max {
-            return Err(GossipError::TooLarge {
-                what: "payload",
-                size: payload.len(),
-                max: max - 128,
-            });
-        }
+        self.check_broadcast(&payload)?;
         let uuid = uuid::Builder::from_random_bytes(self.rng.random()).into_uuid();
+        self.broadcast_with_id(now, uuid, payload, ttl)?;
+        Ok(uuid)
+    }
+
+    /// Broadcasts `payload` under the caller's `uuid` (e.g. a client that
+    /// retries). Returns false, and sends and delivers nothing, if this
+    /// member has already seen a broadcast with that id.
+    ///
+    /// # Errors
+    /// As [`Machine::broadcast`]; nothing is changed.
+    pub fn broadcast_with_id(
+        &mut self,
+        now: Instant,
+        uuid: Uuid,
+        payload: Bytes,
+        ttl: Option<u32>,
+    ) -> Result<bool, GossipError> {
+        self.check_broadcast(&payload)?;
+        if self.dedup.contains(now, uuid) {
+            return Ok(false);
+        }
         self.bcast_version += 1;
         let b = pb::Broadcast {
             uuid: uuid.as_bytes().to_vec().into(),
@@ -384,7 +397,20 @@ impl Machine {
             payload,
         };
         self.receive_broadcast(now, b, None);
-        Ok(uuid)
+        Ok(true)
+    }
+
+    fn check_broadcast(&self, payload: &Bytes) -> Result<(), GossipError> {
+        self.check_open()?;
+        let max = self.body_budget();
+        if payload.len() + 128 > max {
+            return Err(GossipError::TooLarge {
+                what: "payload",
+                size: payload.len(),
+                max: max - 128,
+            });
+        }
+        Ok(())
     }
 
     /// Leaves the cluster gracefully: marks itself `left` and announces it

@@ -2,7 +2,7 @@
 //! suspicion with Lifeguard's dynamic timeout, refutation, and the rules
 //! that turn a received membership fact into table changes and events.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use gossip_proto::v1 as pb;
 use gossip_proto::v1::envelope::Body;
@@ -16,6 +16,15 @@ use crate::id::{NodeAddr, NodeId};
 use crate::members::{Change, Fact};
 
 impl Machine {
+    /// Takes the round-trip times of the probes answered since the last
+    /// call, oldest first: from a probe's ping to its first ack, direct or
+    /// relayed by an indirect probe. The driver feeds them to
+    /// [`Stats::probe_rtt`](crate::Stats::probe_rtt); at most 1024 samples
+    /// wait untaken.
+    pub fn take_probe_rtts(&mut self) -> impl Iterator<Item = Duration> + '_ {
+        self.det.take_rtts()
+    }
+
     /// Applies one membership fact received from `via` (or decided locally
     /// when `via` is `None`). Returns true if it changed the table.
     pub(super) fn apply_update(
@@ -261,6 +270,7 @@ impl Machine {
         self.det.probe = Some(Probe {
             target: id,
             seq,
+            sent_at: now,
             indirect_at: now + self.cfg.probe_timeout * (self.local_health + 1),
             indirect_sent: false,
             acked: false,
@@ -316,9 +326,13 @@ impl Machine {
         self.send(&from.addr, Body::Ack(ack));
     }
 
-    pub(super) fn on_ack(&mut self, _now: Instant, _from: &NodeId, a: pb::Ack) {
+    pub(super) fn on_ack(&mut self, now: Instant, _from: &NodeId, a: pb::Ack) {
         if let Some(p) = self.det.probe.as_mut().filter(|p| p.seq == a.seq) {
-            p.acked = true;
+            if !p.acked {
+                p.acked = true;
+                let rtt = now.saturating_duration_since(p.sent_at);
+                self.det.record_rtt(rtt);
+            }
             return;
         }
         if let Some(relay) = self.det.take_relay(a.seq) {

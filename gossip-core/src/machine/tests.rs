@@ -843,3 +843,62 @@ fn healing_a_partition_kills_nobody_on_either_side() {
         }
     }
 }
+
+#[test]
+fn an_answered_probe_records_its_round_trip_time() {
+    let mut net = Net::chain(cfg(), 2);
+    net.run_until(Duration::from_secs(3), "join", Net::converged);
+    let _ = net.with(0, |m, _| m.take_probe_rtts().count());
+    net.run_for(cfg().probe_interval * 5);
+    let rtts: Vec<Duration> = net.with(0, |m, _| m.take_probe_rtts().collect());
+    assert!(rtts.len() >= 3, "{rtts:?}");
+    // One hop each way, no loss: every probe is answered directly.
+    assert!(rtts.iter().all(|&d| d == LATENCY * 2), "{rtts:?}");
+    assert_eq!(net.with(0, |m, _| m.take_probe_rtts().count()), 0);
+}
+
+#[test]
+fn an_unanswered_probe_records_no_round_trip_time() {
+    let mut net = Net::chain(cfg(), 2);
+    net.run_until(Duration::from_secs(3), "join", Net::converged);
+    net.crash(1);
+    let _ = net.with(0, |m, _| m.take_probe_rtts().count());
+    net.run_for(cfg().probe_interval * 3);
+    assert_eq!(net.with(0, |m, _| m.take_probe_rtts().count()), 0);
+}
+
+#[test]
+fn a_broadcast_with_a_known_id_is_not_sent_again() {
+    let mut net = Net::chain(cfg(), 3);
+    net.run_until(Duration::from_secs(3), "join", Net::converged);
+    let uuid = uuid::Uuid::from_u128(0x1234);
+    let payload = Bytes::from_static(b"once");
+    assert!(net.with(0, |m, now| {
+        m.broadcast_with_id(now, uuid, payload.clone(), None)
+            .unwrap()
+    }));
+    net.run_for(Duration::from_secs(2));
+    // Again from the origin, and from a member that delivered it.
+    assert!(!net.with(0, |m, now| {
+        m.broadcast_with_id(now, uuid, payload.clone(), None)
+            .unwrap()
+    }));
+    assert!(!net.with(2, |m, now| {
+        m.broadcast_with_id(now, uuid, payload.clone(), Some(3))
+            .unwrap()
+    }));
+    net.run_for(Duration::from_secs(2));
+    for o in 0..3 {
+        let n = net
+            .events_of(o)
+            .iter()
+            .filter(|e| matches!(e, Event::Broadcast(b) if b.uuid == uuid && b.payload == "once"))
+            .count();
+        assert_eq!(n, 1, "member {o} delivered it {n} times");
+    }
+    let origin = net.events_of(1).iter().find_map(|e| match e {
+        Event::Broadcast(b) if b.uuid == uuid => Some(b.origin.addr.clone()),
+        _ => None,
+    });
+    assert_eq!(origin, Some(addr(0)));
+}
