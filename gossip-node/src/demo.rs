@@ -11,32 +11,25 @@
 //! or `--duration`. On the way out, on success or error, it stops every
 //! process it started: SIGTERM, a grace period, then SIGKILL.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::fs::File;
 use std::io::{IsTerminal, Write as _};
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use comfy_table::{Table, presets};
-use serde::Deserialize;
 
 use crate::config::{TlsKind, check_tls};
 use crate::error::DemoError;
+use crate::procs::{AdminClient, ClusterSpec, NodeProc, ProcessCluster, Seeding};
 use crate::transport::TransportKind;
 
 /// The key the demo sets on every node.
 pub const DEMO_KEY: &str = "greeting";
 /// The cluster id of the demo's nodes.
 pub const DEMO_CLUSTER_ID: &str = "demo";
-/// How long a node may take to answer on its admin endpoint after it started.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long a node may take to leave after SIGTERM before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Period of the admin polls.
 const TICK: Duration = Duration::from_millis(500);
 /// Period of the table prints when standard output is not a terminal.
@@ -66,130 +59,6 @@ pub struct DemoArgs {
     pub duration: Option<u64>,
 }
 
-/// One child process.
-struct NodeProc {
-    index: usize,
-    addr: String,
-    admin: SocketAddr,
-    pid: u32,
-    child: Child,
-    status: Option<ExitStatus>,
-}
-
-impl NodeProc {
-    /// The exit status if the process has ended (reaping it).
-    fn poll_exit(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().ok().flatten();
-        }
-        self.status
-    }
-}
-
-/// Every process the demo started. Dropping it stops them all, so that an
-/// error or a panic leaves nothing running.
-struct Cluster {
-    nodes: Vec<NodeProc>,
-    log_dir: PathBuf,
-}
-
-impl Cluster {
-    fn log_path(dir: &Path, index: usize) -> PathBuf {
-        dir.join(format!("node-{index}.log"))
-    }
-
-    /// Stops every process still running: SIGTERM, up to [`STOP_GRACE`] to
-    /// leave, then SIGKILL. Idempotent. Blocks.
-    fn stop_all(&mut self) {
-        for node in &mut self.nodes {
-            if node.poll_exit().is_none() {
-                terminate(&mut node.child);
-            }
-        }
-        let deadline = Instant::now() + STOP_GRACE;
-        loop {
-            let mut running = 0;
-            for node in &mut self.nodes {
-                running += usize::from(node.poll_exit().is_none());
-            }
-            if running == 0 || Instant::now() >= deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        for node in &mut self.nodes {
-            if node.poll_exit().is_none() {
-                // Killing a process that just exited fails harmlessly.
-                let _ = node.child.kill();
-                node.status = node.child.wait().ok();
-            }
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.stop_all();
-    }
-}
-
-/// Asks a child to leave gracefully (SIGTERM); off Unix, kills it.
-fn terminate(child: &mut Child) {
-    #[cfg(unix)]
-    {
-        use nix::sys::signal::{Signal, kill};
-        use nix::unistd::Pid;
-        match i32::try_from(child.id()) {
-            Ok(pid) => {
-                // The child is not reaped yet, so the pid is still its own;
-                // an error means it has already exited.
-                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-            }
-            Err(_) => {
-                let _ = child.kill();
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = child.kill();
-    }
-}
-
-/// Ports that were free a moment ago: bound on 127.0.0.1 port 0 all at once
-/// (so they differ), then released.
-fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect()
-}
-
-/// The last lines of a node's log, for error messages.
-fn log_tail(path: &Path) -> String {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = lines[lines.len().saturating_sub(10)..].join("\n");
-            if tail.is_empty() {
-                format!("(log {} is empty)", path.display())
-            } else {
-                format!("last lines of {}:\n{tail}", path.display())
-            }
-        }
-        Err(e) => format!("(cannot read log {}: {e})", path.display()),
-    }
-}
-
-/// What the demo reads from `/members`.
-#[derive(Debug, Deserialize)]
-struct MemberView {
-    addr: String,
-}
-
 /// What one poll of a node saw.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum NodeView {
@@ -201,23 +70,9 @@ enum NodeView {
     Exited(String),
 }
 
-async fn poll_node(client: &reqwest::Client, admin: SocketAddr, addrs: &[String]) -> NodeView {
+async fn poll_node(client: &AdminClient, admin: SocketAddr, addrs: &[String]) -> NodeView {
     let fetch = async {
-        let members: Vec<MemberView> = client
-            .get(format!("http://{admin}/members"))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let kv: BTreeMap<String, BTreeMap<String, serde_json::Value>> = client
-            .get(format!("http://{admin}/kv"))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        Ok::<_, reqwest::Error>((members, kv))
+        Ok::<_, crate::ProcsError>((client.members(admin).await?, client.kv(admin).await?))
     };
     match fetch.await {
         Ok((members, kv)) => NodeView::Up {
@@ -271,9 +126,9 @@ fn render(
             NodeView::Exited(how) => ("-".into(), "-".into(), how.clone()),
         };
         table.add_row(vec![
-            node.index.to_string(),
-            node.addr.clone(),
-            node.pid.to_string(),
+            node.index().to_string(),
+            node.addr().to_owned(),
+            node.pid().to_string(),
             members,
             keys,
             state,
@@ -322,10 +177,6 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     let n = usize::from(args.nodes);
     let mut signals = crate::run::Signals::new()?;
 
-    let ports = free_ports(2 * n).map_err(|source| DemoError::Setup {
-        what: "free loopback ports".into(),
-        source,
-    })?;
     let log_dir = std::env::temp_dir().join(format!("gossip-node-demo-{}", std::process::id()));
     std::fs::create_dir_all(&log_dir).map_err(|source| DemoError::Setup {
         what: format!("log directory {}", log_dir.display()),
@@ -346,45 +197,30 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     );
 
     let started = Instant::now();
-    let mut cluster = Cluster {
-        nodes: Vec::with_capacity(n),
-        log_dir,
-    };
-    for i in 0..n {
-        let index = i + 1;
-        let addr = format!("127.0.0.1:{}", ports[2 * i]);
-        let admin = SocketAddr::from(([127, 0, 0, 1], ports[2 * i + 1]));
-        let log_path = Cluster::log_path(&cluster.log_dir, index);
-        let spawn = || -> std::io::Result<Child> {
-            let log = File::create(&log_path)?;
-            let mut cmd = std::process::Command::new(&exe);
-            cmd.arg("run")
-                .args(["--listen", &addr])
-                .args(["--admin", &admin.to_string()])
-                .args(["--transport", kind.name()])
-                .args(&node_tls_args[i])
-                .args(["--cluster-id", DEMO_CLUSTER_ID])
-                .args(["--meta", &format!("name=node-{index}")])
-                .args(["--log-format", "json"])
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log);
-            if let Some(prev) = cluster.nodes.last() {
-                cmd.args(["--seed", &prev.addr]);
-            }
-            cmd.spawn()
-        };
-        let child = spawn().map_err(|source| DemoError::Spawn { index, source })?;
-        let pid = child.id();
-        println!("node {index}: gossip {addr}, admin http://{admin}, pid {pid}");
-        cluster.nodes.push(NodeProc {
-            index,
-            addr,
-            admin,
-            pid,
-            child,
-            status: None,
-        });
+    let mut spec = ClusterSpec::new(exe, n, log_dir);
+    spec.seeding = Seeding::Chain;
+    spec.args = ["--transport", kind.name()]
+        .into_iter()
+        .chain(["--cluster-id", DEMO_CLUSTER_ID, "--log-format", "json"])
+        .map(OsString::from)
+        .collect();
+    spec.node_args = node_tls_args
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut args)| {
+            args.extend(["--meta".into(), format!("name=node-{}", i + 1).into()]);
+            args
+        })
+        .collect();
+    let mut cluster = ProcessCluster::spawn(&spec)?;
+    for node in cluster.nodes() {
+        println!(
+            "node {}: gossip {}, admin http://{}, pid {}",
+            node.index(),
+            node.addr(),
+            node.admin(),
+            node.pid()
+        );
     }
 
     let stop = tokio::select! {
@@ -401,25 +237,20 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
             Err(e)
         }
     };
-    let cluster = tokio::task::spawn_blocking(move || {
-        cluster.stop_all();
-        cluster
-    })
-    .await
-    .map_err(|e| DemoError::Io(std::io::Error::other(e)))?;
+    let cluster = cluster.shutdown().await?;
     let mut clean = true;
-    for node in &cluster.nodes {
+    for node in cluster.nodes() {
         let how = node
-            .status
+            .status()
             .map_or_else(|| "unknown".to_owned(), |s| s.to_string());
-        clean &= node.status.is_some_and(|s| s.success());
-        println!("node {} (pid {}) stopped: {how}", node.index, node.pid);
+        clean &= node.status().is_some_and(|s| s.success());
+        println!("node {} (pid {}) stopped: {how}", node.index(), node.pid());
     }
     if clean && outcome.is_ok() {
         // Best effort: the logs of a clean run are of no further use.
-        let _ = std::fs::remove_dir_all(&cluster.log_dir);
+        let _ = std::fs::remove_dir_all(cluster.log_dir());
     } else {
-        println!("node logs kept in {}", cluster.log_dir.display());
+        println!("node logs kept in {}", cluster.log_dir().display());
     }
     outcome
 }
@@ -472,29 +303,29 @@ fn tls_args(tls: TlsKind, log_dir: &Path, n: usize) -> Result<Vec<Vec<OsString>>
 /// Waits for the nodes to come up, sets the demo key on each, then draws the
 /// table until `duration` after `start` (forever if `None`).
 async fn show(
-    cluster: &mut Cluster,
+    cluster: &mut ProcessCluster,
     start: Instant,
     duration: Option<Duration>,
 ) -> Result<(), DemoError> {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .map_err(|e| DemoError::Io(std::io::Error::other(e)))?;
-    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
+    let client = AdminClient::new(REQUEST_TIMEOUT)?;
+    let addrs: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|n| n.addr().to_owned())
+        .collect();
 
-    wait_until_up(cluster, &client).await?;
-    for node in &cluster.nodes {
-        let value = format!("hello from {}", node.addr);
+    cluster.wait_until_up(&client).await?;
+    for node in cluster.nodes() {
+        let value = format!("hello from {}", node.addr());
         client
-            .put(format!("http://{}/kv/{DEMO_KEY}", node.admin))
-            .body(value)
-            .send()
+            .put_key(node.admin(), DEMO_KEY, value)
             .await
-            .and_then(reqwest::Response::error_for_status)
             .map_err(|e| DemoError::Admin {
-                index: node.index,
-                reason: e.to_string(),
+                index: node.index(),
+                reason: match std::error::Error::source(&e) {
+                    Some(cause) => format!("{e}: {cause}"),
+                    None => e.to_string(),
+                },
             })?;
     }
 
@@ -507,22 +338,22 @@ async fn show(
     loop {
         ticker.tick().await;
         let mut polls = tokio::task::JoinSet::new();
-        for (i, node) in cluster.nodes.iter().enumerate() {
-            let (client, admin, addrs) = (client.clone(), node.admin, addrs.clone());
+        for (i, node) in cluster.nodes().iter().enumerate() {
+            let (client, admin, addrs) = (client.clone(), node.admin(), addrs.clone());
             polls.spawn(async move { (i, poll_node(&client, admin, &addrs).await) });
         }
-        let mut views = vec![NodeView::Unreachable; cluster.nodes.len()];
+        let mut views = vec![NodeView::Unreachable; cluster.nodes().len()];
         while let Some(joined) = polls.join_next().await {
             if let Ok((i, view)) = joined {
                 views[i] = view;
             }
         }
-        for (node, view) in cluster.nodes.iter_mut().zip(views.iter_mut()) {
+        for (node, view) in cluster.nodes_mut().iter_mut().zip(views.iter_mut()) {
             if let Some(status) = node.poll_exit() {
                 *view = NodeView::Exited(format!("exited ({status})"));
             }
         }
-        let n = cluster.nodes.len();
+        let n = cluster.nodes().len();
         let all_converged = views.iter().all(|v| {
             *v == NodeView::Up {
                 members: n,
@@ -535,7 +366,7 @@ async fn show(
             converged = Some(elapsed);
         }
         let done = duration.is_some_and(|d| elapsed >= d);
-        let text = render(&cluster.nodes, &views, elapsed, converged, tty);
+        let text = render(cluster.nodes(), &views, elapsed, converged, tty);
         let mut out = std::io::stdout().lock();
         if tty {
             if drawn_lines > 0 {
@@ -559,55 +390,9 @@ async fn show(
     }
 }
 
-/// Waits until every node answers on its admin endpoint.
-async fn wait_until_up(cluster: &mut Cluster, client: &reqwest::Client) -> Result<(), DemoError> {
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
-    for node in &mut cluster.nodes {
-        loop {
-            let up = client
-                .get(format!("http://{}/members", node.admin))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if up {
-                break;
-            }
-            let (index, addr) = (node.index, node.addr.clone());
-            let log = Cluster::log_path(&cluster.log_dir, index);
-            let down = |reason: String| DemoError::NodeDown {
-                index,
-                addr,
-                reason: format!("{reason}; {}", log_tail(&log)),
-            };
-            if let Some(status) = node.poll_exit() {
-                return Err(down(format!("exited with {status}")));
-            }
-            if Instant::now() >= deadline {
-                return Err(down(format!(
-                    "admin endpoint http://{} did not answer within {}s",
-                    node.admin,
-                    STARTUP_TIMEOUT.as_secs()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn free_ports_differ() {
-        let ports = free_ports(8).unwrap();
-        let mut unique = ports.clone();
-        unique.sort_unstable();
-        unique.dedup();
-        assert_eq!(unique.len(), 8);
-        assert!(ports.iter().all(|p| *p != 0));
-    }
 
     #[test]
     fn demo_args_parse() {

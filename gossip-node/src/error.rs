@@ -131,6 +131,40 @@ pub enum DemoError {
         #[source]
         source: std::io::Error,
     },
+    /// A node process could not be started or did not come up.
+    #[error(transparent)]
+    Procs(#[from] ProcsError),
+    /// An admin API call failed.
+    #[error("admin request to node {index} failed: {reason}")]
+    Admin {
+        /// The node's index, from 1.
+        index: usize,
+        /// What failed.
+        reason: String,
+    },
+    /// The signal handlers could not be installed, or the terminal could not
+    /// be written.
+    #[error("demo I/O error")]
+    Io(#[from] std::io::Error),
+}
+
+/// Failure to start or reach a local cluster of `gossip-node run` processes
+/// ([`crate::procs`]). Every process started has been stopped, or will be
+/// when the cluster is dropped.
+#[derive(Debug, Error)]
+pub enum ProcsError {
+    /// No free loopback ports could be found.
+    #[error("cannot find free loopback ports")]
+    Ports(#[source] std::io::Error),
+    /// The log directory could not be created.
+    #[error("cannot create the log directory {}", path.display())]
+    LogDir {
+        /// The directory.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
     /// A node process could not be started.
     #[error("cannot start node {index}")]
     Spawn {
@@ -150,16 +184,22 @@ pub enum DemoError {
         /// What happened, with the tail of its log when there is one.
         reason: String,
     },
-    /// An admin API call failed.
-    #[error("admin request to node {index} failed: {reason}")]
+    /// The HTTP client of the admin APIs could not be built.
+    #[error("cannot build the admin HTTP client")]
+    Client(#[source] reqwest::Error),
+    /// An admin API request failed, was refused or answered something
+    /// unexpected.
+    #[error("admin request http://{admin}{path} failed")]
     Admin {
-        /// The node's index, from 1.
-        index: usize,
+        /// The node's admin endpoint.
+        admin: SocketAddr,
+        /// The request path.
+        path: String,
         /// What failed.
-        reason: String,
+        #[source]
+        source: reqwest::Error,
     },
-    /// The signal handlers could not be installed, or the terminal could not
-    /// be written.
-    #[error("demo I/O error")]
-    Io(#[from] std::io::Error),
+    /// The thread stopping the processes panicked.
+    #[error("stopping the processes failed: {0}")]
+    Join(String),
 }

@@ -13,10 +13,13 @@
 //!   construction of a started member over it.
 //! - [`admin`]: the JSON-over-HTTP admin API, an axum router over any
 //!   `Arc<dyn Membership>`.
+//! - [`dashboard`]: the live web page the admin endpoint serves at `GET /`.
 //! - [`run`]: starts a member and its admin endpoint from a [`NodeConfig`]
 //!   and returns a [`NodeHandle`]; [`run::run_until_signal`] is the body of
 //!   `gossip-node run`.
 //! - [`demo`]: the body of `gossip-node demo`.
+//! - [`procs`]: local clusters of `gossip-node run` child processes (demo,
+//!   bench).
 //! - `certs`: the body of `gossip-node certs` (with either transport
 //!   feature).
 //! - [`logging`]: the tracing subscriber of the binary.
@@ -42,14 +45,16 @@ pub mod bench;
 pub mod certs;
 pub mod client;
 pub mod config;
+pub mod dashboard;
 pub mod demo;
 pub mod error;
 pub mod logging;
+pub mod procs;
 pub mod run;
 pub mod simulate;
 pub mod transport;
 
 pub use config::{Cli, Command, LogFormat, NodeConfig, RunArgs, TlsKind};
-pub use error::{ConfigError, DemoError, NodeError};
+pub use error::{ConfigError, DemoError, NodeError, ProcsError};
 pub use run::NodeHandle;
 pub use transport::TransportKind;
