@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 /// The admin API of `member`.
 pub fn router(member: Arc<dyn Membership>) -> Router {
     Router::new()
+        .route("/", get(crate::dashboard::page))
         .route("/members", get(members))
         .route("/kv", get(kv))
         .route("/kv/{*key}", axum::routing::put(put_key).delete(delete_key))
