@@ -10,6 +10,9 @@
 //! node's `/members` and `/kv` and draws one table row per node until Ctrl-C
 //! or `--duration`. On the way out, on success or error, it stops every
 //! process it started: SIGTERM, a grace period, then SIGKILL.
+//!
+//! `gossip-node demo books` runs the same cluster with another show: every
+//! member keeps re-choosing its favourite book ([`crate::demo_books`]).
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -18,7 +21,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use comfy_table::{Table, presets};
 
 use crate::config::{TlsKind, check_tls};
@@ -37,9 +40,23 @@ const PLAIN_PRINT_EVERY: Duration = Duration::from_secs(2);
 /// Timeout of one admin request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// What a demo shows once its cluster is up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DemoCase {
+    /// Every member re-chooses its favourite book every `--every-secs`; the
+    /// table shows which version of each member's choice every member has
+    /// seen ([`crate::demo_books`]).
+    Books,
+}
+
 /// Flags of `gossip-node demo`.
 #[derive(Clone, Debug, Args)]
 pub struct DemoArgs {
+    /// What to show: omitted, the cluster converging (a key set on every
+    /// member); `books`, members re-choosing their favourite book.
+    #[arg(value_enum, value_name = "CASE")]
+    pub case: Option<DemoCase>,
+
     /// Number of nodes to start.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub nodes: u16,
@@ -57,6 +74,12 @@ pub struct DemoArgs {
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long, value_name = "SECS")]
     pub duration: Option<u64>,
+
+    /// `books` only: mean period, in seconds, at which each member
+    /// re-chooses its favourite book (each wait is jittered by ±50%).
+    #[arg(long, value_name = "SECS", default_value_t = 10, requires = "case",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub every_secs: u64,
 }
 
 /// What one poll of a node saw.
@@ -223,8 +246,18 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         );
     }
 
+    let duration = args.duration.map(Duration::from_secs);
+    let body = async {
+        match args.case {
+            None => show(&mut cluster, started, duration).await,
+            Some(DemoCase::Books) => {
+                let every = Duration::from_secs(args.every_secs);
+                crate::demo_books::show(&mut cluster, started, duration, every).await
+            }
+        }
+    };
     let stop = tokio::select! {
-        result = show(&mut cluster, started, args.duration.map(Duration::from_secs)) => result.map(|()| "time is up"),
+        result = body => result.map(|()| "time is up"),
         signal = signals.recv() => Ok(signal),
     };
     let outcome = match stop {
@@ -329,9 +362,7 @@ async fn show(
             })?;
     }
 
-    let tty = std::io::stdout().is_terminal();
-    let mut drawn_lines = 0;
-    let mut last_plain: Option<Instant> = None;
+    let mut screen = Screen::new();
     let mut converged = None;
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -366,27 +397,59 @@ async fn show(
             converged = Some(elapsed);
         }
         let done = duration.is_some_and(|d| elapsed >= d);
-        let text = render(cluster.nodes(), &views, elapsed, converged, tty);
-        let mut out = std::io::stdout().lock();
-        if tty {
-            if drawn_lines > 0 {
-                // Back to the first line of the previous table, and clear
-                // from there down.
-                write!(out, "\x1b[{drawn_lines}F\x1b[J")?;
-            }
-            out.write_all(text.as_bytes())?;
-            drawn_lines = text.lines().count();
-        } else if newly_converged
-            || done
-            || last_plain.is_none_or(|t| t.elapsed() >= PLAIN_PRINT_EVERY)
-        {
-            out.write_all(text.as_bytes())?;
-            last_plain = Some(Instant::now());
-        }
-        out.flush()?;
+        let text = render(cluster.nodes(), &views, elapsed, converged, screen.tty());
+        screen.draw(&text, newly_converged || done)?;
         if done {
             return Ok(());
         }
+    }
+}
+
+/// Successive tables on standard output: on a terminal, each drawn over the
+/// one before; otherwise appended, at most one every [`PLAIN_PRINT_EVERY`]
+/// unless forced.
+pub(crate) struct Screen {
+    tty: bool,
+    drawn_lines: usize,
+    last_plain: Option<Instant>,
+}
+
+impl Screen {
+    /// A screen on standard output.
+    pub(crate) fn new() -> Self {
+        Self {
+            tty: std::io::stdout().is_terminal(),
+            drawn_lines: 0,
+            last_plain: None,
+        }
+    }
+
+    /// Whether standard output is a terminal.
+    pub(crate) fn tty(&self) -> bool {
+        self.tty
+    }
+
+    /// Shows `text`: over the previous text on a terminal; otherwise if
+    /// `force` or [`PLAIN_PRINT_EVERY`] has passed since the last print.
+    pub(crate) fn draw(&mut self, text: &str, force: bool) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        if self.tty {
+            if self.drawn_lines > 0 {
+                // Back to the first line of the previous table, and clear
+                // from there down.
+                write!(out, "\x1b[{}F\x1b[J", self.drawn_lines)?;
+            }
+            out.write_all(text.as_bytes())?;
+            self.drawn_lines = text.lines().count();
+        } else if force
+            || self
+                .last_plain
+                .is_none_or(|t| t.elapsed() >= PLAIN_PRINT_EVERY)
+        {
+            out.write_all(text.as_bytes())?;
+            self.last_plain = Some(Instant::now());
+        }
+        out.flush()
     }
 }
 
@@ -404,6 +467,8 @@ mod tests {
                 assert_eq!(a.transport, None);
                 assert_eq!(a.tls, TlsKind::SelfSigned);
                 assert_eq!(a.duration, None);
+                assert_eq!(a.case, None);
+                assert_eq!(a.every_secs, 10);
             }
             _ => unreachable!(),
         }
@@ -423,7 +488,32 @@ mod tests {
             }
             _ => unreachable!(),
         }
-        assert!(crate::Cli::try_parse_from(["gossip-node", "demo", "--nodes", "0"]).is_err());
+        let cli = crate::Cli::try_parse_from([
+            "gossip-node",
+            "demo",
+            "books",
+            "--nodes",
+            "3",
+            "--every-secs",
+            "2",
+        ])
+        .unwrap();
+        match cli.command {
+            crate::Command::Demo(a) => {
+                assert_eq!(a.case, Some(DemoCase::Books));
+                assert_eq!((a.nodes, a.every_secs), (3, 2));
+            }
+            _ => unreachable!(),
+        }
+        for bad in [
+            &["--nodes", "0"][..],
+            &["--every-secs", "2"],
+            &["books", "--every-secs", "0"],
+            &["novels"],
+        ] {
+            let args = ["gossip-node", "demo"].iter().chain(bad);
+            assert!(crate::Cli::try_parse_from(args).is_err(), "{bad:?}");
+        }
         assert!(crate::Cli::try_parse_from(["gossip-node", "demo", "--tls", "tls"]).is_err());
     }
 

@@ -17,7 +17,8 @@
 //! - [`run`]: starts a member and its admin endpoint from a [`NodeConfig`]
 //!   and returns a [`NodeHandle`]; [`run::run_until_signal`] is the body of
 //!   `gossip-node run`.
-//! - [`demo`]: the body of `gossip-node demo`.
+//! - [`demo`]: the body of `gossip-node demo`; [`demo_books`]: its `books`
+//!   case.
 //! - [`procs`]: local clusters of `gossip-node run` child processes (demo,
 //!   bench).
 //! - `certs`: the body of `gossip-node certs` (with either transport
@@ -47,6 +48,7 @@ pub mod client;
 pub mod config;
 pub mod dashboard;
 pub mod demo;
+pub mod demo_books;
 pub mod error;
 pub mod logging;
 pub mod procs;
