@@ -203,3 +203,23 @@ pub enum ProcsError {
     #[error("stopping the processes failed: {0}")]
     Join(String),
 }
+
+/// Failure of `gossip-node simulate`.
+#[derive(Debug, Error)]
+pub enum SimulateError {
+    /// The simulator refused the configuration; nothing ran.
+    #[error("invalid simulation")]
+    Sim(#[from] gossip_sim::SimError),
+    /// The plot could not be written.
+    #[error("cannot write the plot {}", path.display())]
+    Plot {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Standard output could not be written.
+    #[error("cannot write the report")]
+    Io(#[from] std::io::Error),
+}
