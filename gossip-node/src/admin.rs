@@ -6,37 +6,186 @@
 //! | `GET /kv` | every live key grouped by owner: `{"host:port": {"key": {"value", "version", "ttl_ms"}}}` |
 //! | `PUT /kv/{key}[?ttl_ms=N]` | sets a key of this member to the request body; `{"key", "version"}` |
 //! | `DELETE /kv/{key}` | deletes a key of this member; `{"key", "version"}`, or 404 if absent |
-//! | `GET /stats` | message counters |
+//! | `GET /stats` | message counters: totals, `sent_by_kind` and `received_by_kind` (`{"ping": {"messages", "bytes"}, ...}`), rejections, `send_failures`, `queue_depth`, `probe_rtt` (`{"bounds_us", "counts", "sum_us", "count"}`) |
+//! | `GET /peers` | the addresses of the other live members: `["host:port", ...]` |
+//! | `POST /gossip` | broadcasts `{"payload": <any JSON>, "ttl": hops?, "uuid": "..."?}` from this member; `{"uuid", "duplicate"}` |
+//! | `GET /messages` | the last 1000 broadcasts this member delivered, its own included, newest first: `[{"uuid", "origin", "origin_generation", "version", "ttl", "payload", "encoding", "received_at_ms"}]` |
+//! | `GET /metrics` | Prometheus text format (see the `metrics` table below) |
+//! | `GET /healthz` | `{"status": "ok", "addr", "generation", "members"}`, or 503 with `"status": "stopping"` once shutting down |
+//!
+//! `POST /gossip` puts the JSON text of `payload` on the wire, so every
+//! member's `GET /messages` shows the same JSON value (`"encoding":
+//! "json"`); a broadcast whose bytes are not JSON shows as a string
+//! (`"encoding": "text"`). `ttl` is the hop limit, 1 to
+//! [`MAX_BROADCAST_TTL`] (default: the configured `broadcast_ttl`). A
+//! caller-chosen `uuid` makes retries safe: a broadcast id this member has
+//! already seen is neither sent nor delivered again, and the answer says
+//! `"duplicate": true`.
 //!
 //! Errors are a 4xx or 5xx status with `{"error": "..."}`; a request that
 //! fails changes nothing. The router works over any
 //! `Arc<dyn Membership>`, so it serves every transport.
+//!
+//! # Metrics
+//!
+//! `GET /metrics` comes from a Prometheus recorder of this member's own
+//! (never the global one), filled from [`Membership::stats`] and
+//! [`Membership::all_members`] at each scrape:
+//!
+//! | Metric | Type | Labels |
+//! |---|---|---|
+//! | `gossip_messages_sent_total`, `gossip_bytes_sent_total` | counter | `kind` |
+//! | `gossip_messages_received_total`, `gossip_bytes_received_total` | counter | `kind` |
+//! | `gossip_messages_rejected_total` | counter | `reason`: `oversized`, `malformed`, `foreign_cluster`, `overloaded` |
+//! | `gossip_send_failures_total` | counter | |
+//! | `gossip_members` | gauge | `state`: `alive`, `suspect`, `dead`, `left` |
+//! | `gossip_dissemination_queue_depth` | gauge | |
+//! | `gossip_probe_rtt_seconds` | histogram | buckets from 0.5 ms to 5 s |
+//!
+//! `kind` is the message kind: `ping`, `ack`, `ping_req`, `sync_request`,
+//! `sync_digest`, `delta`, `gossip` (piggybacked updates and broadcasts
+//! only) or `sync_buckets`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{FromRef, Path, Query, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use bytes::Bytes;
 use gossip_core::{GossipError, Membership};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::warn;
+use uuid::Uuid;
 
-/// The admin API of `member`.
+mod messages;
+mod metrics;
+
+pub use messages::{DeliveredMessage, MESSAGE_LOG_CAPACITY, MessageLog};
+
+/// Largest `ttl` (hops) `POST /gossip` accepts.
+pub const MAX_BROADCAST_TTL: u32 = 64;
+
+/// What every admin request can reach: the member, its message log, its
+/// metrics recorder and whether it is shutting down.
+#[derive(Clone)]
+pub struct AdminState {
+    member: Arc<dyn Membership>,
+    messages: Arc<MessageLog>,
+    metrics: Arc<metrics::Metrics>,
+    stopping: Arc<AtomicBool>,
+    /// Stops the message log's task: on `true`, or once every clone of the
+    /// state is gone.
+    stop_log: Arc<watch::Sender<bool>>,
+}
+
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState")
+            .field("member", &self.member.local_id())
+            .field("stopping", &self.stopping)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FromRef<AdminState> for Arc<dyn Membership> {
+    fn from_ref(state: &AdminState) -> Self {
+        state.member.clone()
+    }
+}
+
+/// The admin endpoint of one member: the state behind its router and the
+/// task that records delivered broadcasts for `GET /messages`.
+#[derive(Debug)]
+pub struct Admin {
+    state: AdminState,
+    log_task: JoinHandle<()>,
+}
+
+impl Admin {
+    /// Subscribes to `member`'s events and spawns the task that records its
+    /// delivered broadcasts; broadcasts delivered before this call are not
+    /// listed.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn start(member: Arc<dyn Membership>) -> Self {
+        let messages = Arc::new(MessageLog::default());
+        let (stop_log, stopped) = watch::channel(false);
+        let log_task = messages::spawn_recorder(member.as_ref(), messages.clone(), stopped);
+        Self {
+            state: AdminState {
+                member,
+                messages,
+                metrics: Arc::new(metrics::Metrics::new()),
+                stopping: Arc::new(AtomicBool::new(false)),
+                stop_log: Arc::new(stop_log),
+            },
+            log_task,
+        }
+    }
+
+    /// The router over this endpoint's state; clones serve the same state.
+    pub fn router(&self) -> Router {
+        routes(self.state.clone())
+    }
+
+    /// The broadcasts recorded so far.
+    pub fn messages(&self) -> &Arc<MessageLog> {
+        &self.state.messages
+    }
+
+    /// From now on `GET /healthz` answers 503: the member is shutting down.
+    pub fn set_stopping(&self) {
+        self.state.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Marks the endpoint stopping, stops the message log's task and
+    /// returns once it has ended.
+    pub async fn stop(self) {
+        self.set_stopping();
+        self.state.stop_log.send_replace(true);
+        if let Err(e) = self.log_task.await {
+            warn!(error = %e, "message log task ended abnormally");
+        }
+    }
+}
+
+/// The admin API of `member`, for callers that need no handle on it (e.g.
+/// tests): its message log's task ends once the router and every clone of
+/// it are dropped. [`Admin`] stops the task explicitly instead.
+///
+/// # Panics
+/// Outside a tokio runtime.
 pub fn router(member: Arc<dyn Membership>) -> Router {
+    let admin = Admin::start(member);
+    // Detached: the task ends when the last state clone drops its sender.
+    routes(admin.state)
+}
+
+fn routes(state: AdminState) -> Router {
     Router::new()
         .route("/", get(crate::dashboard::page))
         .route("/members", get(members))
         .route("/kv", get(kv))
         .route("/kv/{*key}", axum::routing::put(put_key).delete(delete_key))
         .route("/stats", get(stats))
+        .route("/peers", get(peers))
+        .route("/gossip", post(gossip))
+        .route("/messages", get(messages))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .with_state(member)
+        .with_state(state)
 }
 
 type Member = State<Arc<dyn Membership>>;
@@ -74,6 +223,123 @@ async fn kv(State(member): Member) -> Response {
 
 async fn stats(State(member): Member) -> Response {
     Json(member.stats()).into_response()
+}
+
+async fn peers(State(member): Member) -> Response {
+    let me = member.local_id().addr;
+    let peers: Vec<String> = member
+        .members()
+        .into_iter()
+        .filter(|m| m.addr != me)
+        .map(|m| m.addr.to_string())
+        .collect();
+    Json(peers).into_response()
+}
+
+/// Body of `POST /gossip`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GossipRequest {
+    /// Any JSON value; `null` counts as missing.
+    payload: Option<Value>,
+    ttl: Option<u32>,
+    uuid: Option<String>,
+}
+
+/// The answer to `POST /gossip`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipAnswer {
+    /// The broadcast's id.
+    pub uuid: Uuid,
+    /// True if this member had already seen a broadcast with this id (a
+    /// caller-chosen one): nothing was sent or delivered.
+    pub duplicate: bool,
+}
+
+async fn gossip(
+    State(member): Member,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<GossipAnswer>, ApiError> {
+    let body = body.map_err(|e| ApiError::Status(e.status(), e.body_text()))?;
+    let req: GossipRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+    let payload = req
+        .payload
+        .ok_or_else(|| ApiError::BadRequest("missing field `payload`".to_owned()))?;
+    if let Some(ttl) = req.ttl
+        && !(1..=MAX_BROADCAST_TTL).contains(&ttl)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "ttl must be between 1 and {MAX_BROADCAST_TTL} hops, got {ttl}"
+        )));
+    }
+    let uuid = req
+        .uuid
+        .map(|u| {
+            Uuid::parse_str(&u).map_err(|e| ApiError::BadRequest(format!("invalid uuid: {e}")))
+        })
+        .transpose()?;
+    // The JSON text goes on the wire; `GET /messages` parses it back.
+    let bytes = Bytes::from(payload.to_string());
+    let answer = match uuid {
+        Some(uuid) => GossipAnswer {
+            uuid,
+            duplicate: !member.broadcast_with_id(uuid, bytes, req.ttl)?,
+        },
+        None => GossipAnswer {
+            uuid: member.broadcast(bytes, req.ttl)?,
+            duplicate: false,
+        },
+    };
+    Ok(Json(answer))
+}
+
+async fn messages(State(state): State<AdminState>) -> Response {
+    Json(state.messages.newest_first()).into_response()
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let text = state
+        .metrics
+        .render(&state.member.stats(), &state.member.all_members());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// The answer to `GET /healthz`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// `"ok"`, or `"stopping"` once the member is shutting down (status 503).
+    pub status: String,
+    /// The member's advertised address.
+    pub addr: String,
+    /// The member's generation.
+    pub generation: u64,
+    /// Live members, this one included.
+    pub members: usize,
+}
+
+async fn healthz(State(state): State<AdminState>) -> Response {
+    let stopping = state.stopping.load(Ordering::SeqCst);
+    let id = state.member.local_id();
+    let health = Health {
+        status: if stopping { "stopping" } else { "ok" }.to_owned(),
+        addr: id.addr.to_string(),
+        generation: id.generation,
+        members: state.member.members().len(),
+    };
+    let status = if stopping {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(health)).into_response()
 }
 
 async fn put_key(
@@ -153,133 +419,4 @@ impl IntoResponse for ApiError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::body::Body;
-    use axum::http::{Method, Request};
-    use gossip_core::{Config, MemNetwork, Member as CoreMember, MemberOptions};
-    use serde_json::Value;
-    use tower::ServiceExt;
-
-    async fn member() -> Arc<dyn Membership> {
-        let net = MemNetwork::new();
-        let m =
-            CoreMember::new(Config::default(), net.transport(), MemberOptions::default()).unwrap();
-        m.start().await.unwrap();
-        Arc::new(m)
-    }
-
-    async fn call(app: &Router, method: Method, uri: &str, body: &str) -> (StatusCode, Value) {
-        let req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .body(Body::from(body.to_owned()))
-            .unwrap();
-        let resp = app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        let json = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|e| panic!("{uri}: not JSON ({e}): {bytes:?}"));
-        (status, json)
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn put_then_get_kv() {
-        let m = member().await;
-        let me = m.local_id().addr.to_string();
-        let app = router(m.clone());
-        let (status, put) = call(&app, Method::PUT, "/kv/greeting", "hello").await;
-        assert_eq!(status, StatusCode::OK, "{put}");
-        assert_eq!(put["key"], "greeting");
-        let version = put["version"].as_u64().unwrap();
-        let (status, kv) = call(&app, Method::GET, "/kv", "").await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(kv[&me]["greeting"]["value"], "hello", "{kv}");
-        assert_eq!(kv[&me]["greeting"]["version"], version, "{kv}");
-        assert_eq!(kv[&me]["greeting"]["ttl_ms"], Value::Null, "{kv}");
-
-        let (status, put) = call(&app, Method::PUT, "/kv/temp?ttl_ms=60000", "x").await;
-        assert_eq!(status, StatusCode::OK, "{put}");
-        let (_, kv) = call(&app, Method::GET, "/kv", "").await;
-        let ttl = kv[&me]["temp"]["ttl_ms"].as_u64().unwrap();
-        assert!(ttl > 0 && ttl <= 60_000, "{kv}");
-
-        let (status, del) = call(&app, Method::DELETE, "/kv/greeting", "").await;
-        assert_eq!(status, StatusCode::OK, "{del}");
-        assert!(del["version"].as_u64().unwrap() > version, "{del}");
-        let (_, kv) = call(&app, Method::GET, "/kv", "").await;
-        assert!(kv[&me].get("greeting").is_none(), "{kv}");
-        m.shutdown().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn delete_missing_key_is_404_json() {
-        let m = member().await;
-        let app = router(m.clone());
-        let (status, body) = call(&app, Method::DELETE, "/kv/nope", "").await;
-        assert_eq!(status, StatusCode::NOT_FOUND);
-        assert_eq!(body["error"], "no key \"nope\"");
-        m.shutdown().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn members_contains_self() {
-        let m = member().await;
-        let me = m.local_id();
-        let app = router(m.clone());
-        let (status, body) = call(&app, Method::GET, "/members", "").await;
-        assert_eq!(status, StatusCode::OK);
-        let list = body.as_array().unwrap();
-        let own = list
-            .iter()
-            .find(|x| x["addr"] == me.addr.as_str())
-            .unwrap_or_else(|| panic!("self missing from {body}"));
-        assert_eq!(own["generation"], me.generation);
-        assert_eq!(own["state"], "alive");
-        for field in ["incarnation", "meta"] {
-            assert!(own.get(field).is_some(), "{field} missing from {own}");
-        }
-        m.shutdown().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn bad_requests_are_json_4xx_and_change_nothing() {
-        let m = member().await;
-        let app = router(m.clone());
-        let long = format!("/kv/{}", "k".repeat(300));
-        let too_big = "v".repeat(200 * 1024);
-        for (method, uri, body, want) in [
-            (
-                Method::PUT,
-                "/kv/a?ttl_ms=abc",
-                "v",
-                StatusCode::BAD_REQUEST,
-            ),
-            (Method::PUT, "/kv/a?ttl_ms=0", "v", StatusCode::BAD_REQUEST),
-            (Method::PUT, "/kv/a?other=1", "v", StatusCode::BAD_REQUEST),
-            (Method::PUT, long.as_str(), "v", StatusCode::BAD_REQUEST),
-            (
-                Method::PUT,
-                "/kv/big",
-                too_big.as_str(),
-                StatusCode::PAYLOAD_TOO_LARGE,
-            ),
-            (Method::GET, "/nowhere", "", StatusCode::NOT_FOUND),
-            (Method::POST, "/members", "", StatusCode::METHOD_NOT_ALLOWED),
-        ] {
-            let (status, json) = call(&app, method.clone(), uri, body).await;
-            assert_eq!(status, want, "{method} {uri}: {json}");
-            assert!(json["error"].is_string(), "{method} {uri}: {json}");
-        }
-        let (_, kv) = call(&app, Method::GET, "/kv", "").await;
-        let me = m.local_id().addr.to_string();
-        assert!(
-            kv.get(&me)
-                .is_none_or(|keys| keys.as_object().unwrap().is_empty()),
-            "{kv}"
-        );
-        m.shutdown().await;
-    }
-}
+mod tests;

@@ -110,6 +110,70 @@ pub enum NodeError {
     Signal(#[source] std::io::Error),
 }
 
+/// Failure of `gossip-node members`, `kv` and `broadcast`, which talk to a
+/// running member's admin API ([`crate::client`]).
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// The `--admin` value is not an http URL or HOST:PORT.
+    #[error("invalid admin URL {url:?}: {reason}")]
+    BadUrl {
+        /// The offending text.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Invalid arguments (e.g. a payload or key that cannot be sent).
+    #[error("{0}")]
+    BadInput(String),
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client")]
+    Client(#[source] reqwest::Error),
+    /// Nothing answered at the admin URL: no node, a wrong port, or no
+    /// `--admin` on the node.
+    #[error(
+        "cannot reach the node's admin API at {url} (is `gossip-node run --admin ...` running there?)"
+    )]
+    Unreachable {
+        /// The URL requested.
+        url: String,
+        /// What failed.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The node answered with an error status; `error` is its JSON `error`
+    /// text, or the start of its body.
+    #[error("the node refused {method} {url}: {status}: {error}")]
+    Refused {
+        /// The request's method.
+        method: &'static str,
+        /// The URL requested.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The node's explanation.
+        error: String,
+    },
+    /// The answer was not what the admin API sends (not JSON, wrong shape).
+    #[error("unexpected answer from {url}: {reason}")]
+    BadAnswer {
+        /// The URL requested.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The key does not exist (or is deleted or expired) at that owner.
+    #[error("no key {key:?} owned by {owner}")]
+    NotFound {
+        /// The key.
+        key: String,
+        /// The owner asked about.
+        owner: String,
+    },
+    /// Standard output could not be written.
+    #[error("cannot write the output")]
+    Io(#[from] std::io::Error),
+}
+
 /// Failure of `gossip-node demo`. Every process the demo started has been
 /// stopped by the time it is returned.
 #[derive(Debug, Error)]

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::admin::Admin;
 use crate::config::{NodeConfig, TlsKind};
 use crate::error::NodeError;
 use crate::transport::start_member;
@@ -26,6 +27,8 @@ pub struct NodeHandle {
     listen_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
     admin: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    /// The admin endpoint's state and its message log task.
+    endpoint: Option<Admin>,
 }
 
 impl fmt::Debug for NodeHandle {
@@ -60,9 +63,12 @@ impl NodeHandle {
     }
 
     /// Leaves the cluster gracefully while the admin endpoint stops taking
-    /// new requests, and returns once every task of the member and of the
-    /// endpoint has ended.
+    /// new requests (`GET /healthz` answers 503 to those in flight), and
+    /// returns once every task of the member and of the endpoint has ended.
     pub async fn shutdown(mut self) {
+        if let Some(endpoint) = &self.endpoint {
+            endpoint.set_stopping();
+        }
         let admin = self.admin.take().map(|(stop, task)| {
             // The server may already have ended; then there is nobody to tell.
             let _ = stop.send(());
@@ -78,6 +84,9 @@ impl NodeHandle {
                     task.abort();
                 }
             }
+        }
+        if let Some(endpoint) = self.endpoint.take() {
+            endpoint.stop().await;
         }
     }
 }
@@ -110,9 +119,12 @@ pub async fn start(config: &NodeConfig) -> Result<NodeHandle, NodeError> {
     let member = started.member;
     let mut admin_addr = None;
     let mut admin = None;
+    let mut endpoint = None;
     if let Some((listener, addr)) = admin_listener {
         let (stop, stopped) = oneshot::channel::<()>();
-        let app = crate::admin::router(member.clone());
+        let started = Admin::start(member.clone());
+        let app = started.router();
+        endpoint = Some(started);
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async {
@@ -132,6 +144,7 @@ pub async fn start(config: &NodeConfig) -> Result<NodeHandle, NodeError> {
         listen_addr: started.listen_addr,
         admin_addr,
         admin,
+        endpoint,
     })
 }
 
