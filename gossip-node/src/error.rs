@@ -287,3 +287,33 @@ pub enum SimulateError {
     #[error("cannot write the report")]
     Io(#[from] std::io::Error),
 }
+
+/// Failure of `gossip-node bench`. Every process the benchmark started has
+/// been stopped by the time it is returned.
+#[derive(Debug, Error)]
+pub enum BenchError {
+    /// An unknown or unavailable transport, or a TLS mode it refuses.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Flags that do not fit together (e.g. more nodes killed than can be
+    /// spared).
+    #[error("invalid bench flags: {0}")]
+    BadArgs(String),
+    /// The path of the running executable, needed to start the nodes, is
+    /// unknown.
+    #[error("cannot find the gossip-node executable")]
+    CurrentExe(#[source] std::io::Error),
+    /// A node could not be started, did not come up, or refused a request.
+    #[error(transparent)]
+    Procs(#[from] ProcsError),
+    /// A measurement could not be made at all.
+    #[error("cannot measure: {0}")]
+    Measure(String),
+    /// Ctrl-C or SIGTERM: the benchmark stopped early.
+    #[error("interrupted by {0}")]
+    Interrupted(&'static str),
+    /// The signal handlers could not be installed, or standard output could
+    /// not be written.
+    #[error("bench I/O error")]
+    Io(#[from] std::io::Error),
+}
