@@ -1,7 +1,8 @@
 //! The web dashboard in a real browser: a 3-member cluster of `gossip-node
 //! run` processes, member 1's dashboard loaded in headless Chromium, which
-//! must show all three members; then member 3 is killed and, once member 1
-//! has dropped it, a reload must show the other two only.
+//! must show all three members with their keys and a broadcast from member
+//! 2; then member 3 is killed and, once member 1 has dropped it, a reload
+//! must show the other two only.
 //!
 //! Needs a Chromium binary (`chromium`, `chromium-browser`, `google-chrome`
 //! on the `PATH`, or the `CHROMIUM` environment variable). Without one the
@@ -207,9 +208,15 @@ fn status_tag(dom: &str) -> &str {
 }
 
 /// Loads the dashboard at `url` until it shows exactly `want` (all alive),
-/// each with its key [`KEY`], and a healthy status line, or `timeout`
-/// passes.
-fn until_page_shows(browser: &Browser, url: &str, want: &BTreeSet<String>, timeout: Duration) {
+/// each with its key [`KEY`], the broadcast `uuid` and a healthy status
+/// line, or `timeout` passes.
+fn until_page_shows(
+    browser: &Browser,
+    url: &str,
+    want: &BTreeSet<String>,
+    uuid: &str,
+    timeout: Duration,
+) {
     let deadline = Instant::now() + timeout;
     loop {
         let dom = browser.dump_dom(url);
@@ -218,9 +225,11 @@ fn until_page_shows(browser: &Browser, url: &str, want: &BTreeSet<String>, timeo
         let shown: BTreeSet<String> = rows.keys().cloned().collect();
         let all_alive = rows.values().all(|s| s == "alive");
         let keys = dom.matches(&format!("data-key=\"{KEY}\"")).count();
+        let broadcast = dom.contains(&format!("data-uuid=\"{uuid}\""));
         if shown == *want
             && all_alive
             && keys == want.len()
+            && broadcast
             && attr(&status, "data-ok").as_deref() == Some("true")
             && attr(&status, "data-members") == Some(want.len().to_string())
         {
@@ -228,8 +237,9 @@ fn until_page_shows(browser: &Browser, url: &str, want: &BTreeSet<String>, timeo
         }
         assert!(
             Instant::now() < deadline,
-            "the dashboard at {url} shows {rows:?} with {keys} {KEY} keys ({status}), \
-             want {want:?} alive with theirs; page:\n{dom}"
+            "the dashboard at {url} shows {rows:?} with {keys} {KEY} keys, broadcast \
+             {uuid} shown: {broadcast} ({status}); want {want:?} alive with theirs; \
+             page:\n{dom}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -265,6 +275,30 @@ fn members_of(
         .block_on(client.members(admin))
         .map_err(|e| e.to_string())?;
     Ok(list.into_iter().map(|m| m.addr).collect())
+}
+
+/// Broadcasts the JSON `payload` from the member at `admin` (`POST
+/// /gossip`); returns the broadcast's UUID.
+async fn broadcast(admin: SocketAddr, payload: &str) -> String {
+    let payload: serde_json::Value = serde_json::from_str(payload).unwrap();
+    let answer: serde_json::Value = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+        .post(format!("http://{admin}/gossip"))
+        .json(&serde_json::json!({ "payload": payload }))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["uuid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no uuid in {answer}"))
+        .to_owned()
 }
 
 /// Waits until every admin endpoint in `admins` lists exactly `want`.
@@ -337,10 +371,12 @@ fn dashboard_shows_every_member_live_and_drops_a_killed_one() {
         .collect();
     until_members(&rt, &client, &admins, &all, Duration::from_secs(20));
 
-    // Member 1's dashboard shows all three, alive.
+    // Member 2 broadcasts; member 1's dashboard shows all three, alive, and
+    // the broadcast.
+    let uuid = rt.block_on(broadcast(admins[1], "{\"deploy\": \"v1.4.2\"}"));
     let url = format!("http://{}/", admins[0]);
     let started = Instant::now();
-    until_page_shows(&browser, &url, &all, Duration::from_secs(60));
+    until_page_shows(&browser, &url, &all, &uuid, Duration::from_secs(60));
     println!("page showed 3 members after {:?}", started.elapsed());
     let dir = screenshot_dir();
     let shot = dir.join("dashboard-3-members.png");
@@ -352,7 +388,7 @@ fn dashboard_shows_every_member_live_and_drops_a_killed_one() {
     assert!(cluster.kill(2), "member 3 had already exited");
     all.remove(&gone);
     until_members(&rt, &client, &admins[..2], &all, Duration::from_secs(30));
-    until_page_shows(&browser, &url, &all, Duration::from_secs(60));
+    until_page_shows(&browser, &url, &all, &uuid, Duration::from_secs(60));
     let shot = dir.join("dashboard-after-kill.png");
     browser.screenshot(&url, &shot);
     check_png(&shot);
