@@ -6,6 +6,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use foldhash::quality::RandomState;
+
 use rand::Rng;
 use rand::seq::SliceRandom;
 
@@ -71,7 +73,7 @@ pub(crate) struct Detector {
     next: usize,
     pub(crate) probe: Option<Probe>,
     relays: HashMap<u64, Relay>,
-    suspicions: HashMap<NodeAddr, Suspicion>,
+    suspicions: HashMap<NodeAddr, Suspicion, RandomState>,
     seq: u64,
     /// Round-trip times of answered probes not yet taken by the driver.
     rtts: Vec<Duration>,
@@ -84,7 +86,7 @@ impl Detector {
             next: 0,
             probe: None,
             relays: HashMap::new(),
-            suspicions: HashMap::new(),
+            suspicions: HashMap::default(),
             seq: 0,
             rtts: Vec::new(),
         }

@@ -6,7 +6,8 @@
 //!   ([`supersedes`]): higher generation, then higher incarnation, then the
 //!   state order alive < suspect < dead, with `left` final for a generation;
 //! - `live` lists exactly the live (alive or suspect) peers, self excluded,
-//!   for O(1) random choice;
+//!   for O(1) random choice, and each live node's `live_idx` is its index
+//!   there (`NOT_LIVE` otherwise);
 //! - `root_hash` is the wrapping sum of the fingerprints of live nodes, and
 //!   `buckets[i]` the same sum over the live nodes of ring bucket `i`, both
 //!   updated on every change (so comparing views costs O(1), and finding
@@ -15,6 +16,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
+
+use foldhash::quality::RandomState;
 
 use rand::Rng;
 
@@ -72,7 +75,12 @@ pub(crate) struct Node {
     pub(crate) last_heard: Option<Instant>,
     pub(crate) owner: OwnerState,
     fingerprint: u64,
+    /// Index in `Table::live`, or `NOT_LIVE`.
+    live_idx: u32,
 }
+
+/// `Node::live_idx` of a node not in `Table::live` (self, tombstones).
+const NOT_LIVE: u32 = u32::MAX;
 
 impl Node {
     pub(crate) fn is_live(&self) -> bool {
@@ -81,13 +89,21 @@ impl Node {
 }
 
 fn fingerprint(fact: &Fact, version: u64) -> u64 {
-    let mut buf = Vec::with_capacity(fact.id.addr.as_str().len() + 32);
-    buf.extend_from_slice(fact.id.addr.as_str().as_bytes());
-    buf.extend_from_slice(&fact.id.generation.to_le_bytes());
-    buf.extend_from_slice(&fact.incarnation.to_le_bytes());
-    buf.push(rank(fact.state));
-    buf.extend_from_slice(&version.to_le_bytes());
-    xxhash_rust::xxh3::xxh3_64(&buf)
+    // On the stack: an address is at most 255 bytes (`NodeAddr::parse`).
+    let addr = fact.id.addr.as_str().as_bytes();
+    let mut buf = [0u8; 256 + 25];
+    let mut n = addr.len().min(256);
+    buf[..n].copy_from_slice(&addr[..n]);
+    for part in [
+        &fact.id.generation.to_le_bytes()[..],
+        &fact.incarnation.to_le_bytes()[..],
+        &[rank(fact.state)][..],
+        &version.to_le_bytes()[..],
+    ] {
+        buf[n..n + part.len()].copy_from_slice(part);
+        n += part.len();
+    }
+    xxhash_rust::xxh3::xxh3_64(&buf[..n])
 }
 
 /// Position of an address on the digest ring, used to split digests into
@@ -124,9 +140,8 @@ pub(crate) enum Change {
 /// The table of known nodes, self included.
 pub(crate) struct Table {
     me: NodeAddr,
-    nodes: HashMap<NodeAddr, Node>,
+    nodes: HashMap<NodeAddr, Node, RandomState>,
     live: Vec<NodeAddr>,
-    live_pos: HashMap<NodeAddr, usize>,
     root_hash: u64,
     buckets: Vec<u64>,
     ring: BTreeSet<(u64, NodeAddr)>,
@@ -137,9 +152,8 @@ impl Table {
         let addr = me.id.addr.clone();
         let mut t = Self {
             me: addr.clone(),
-            nodes: HashMap::new(),
+            nodes: HashMap::default(),
             live: Vec::new(),
-            live_pos: HashMap::new(),
             root_hash: 0,
             buckets: vec![0; BUCKETS],
             ring: BTreeSet::new(),
@@ -152,6 +166,7 @@ impl Table {
                 last_heard: Some(now),
                 owner: OwnerState::new(),
                 fingerprint: 0,
+                live_idx: NOT_LIVE,
             },
         );
         t
@@ -270,6 +285,7 @@ impl Table {
                         last_heard: None,
                         owner: OwnerState::new(),
                         fingerprint: 0,
+                        live_idx: NOT_LIVE,
                     },
                 );
                 Change::New { old: None }
@@ -333,14 +349,15 @@ impl Table {
 
     fn insert(&mut self, addr: NodeAddr, mut node: Node) {
         node.fingerprint = fingerprint(&node.fact, node.owner.version);
-        if node.is_live() {
+        let live = node.is_live();
+        if live {
             self.hash_add(&addr, node.fingerprint);
-            if addr != self.me {
-                self.live_add(&addr);
-            }
         }
         self.ring.insert((ring_position(&addr), addr.clone()));
-        self.nodes.insert(addr, node);
+        self.nodes.insert(addr.clone(), node);
+        if live && addr != self.me {
+            self.live_add(&addr);
+        }
     }
 
     /// Removes a tombstone for good.
@@ -348,28 +365,38 @@ impl Table {
         if *addr == self.me {
             return;
         }
+        self.live_remove(addr);
         if let Some(node) = self.nodes.remove(addr) {
             self.ring.remove(&(ring_position(addr), addr.clone()));
             if node.is_live() {
                 self.hash_sub(addr, node.fingerprint);
-                self.live_remove(addr);
             }
         }
     }
 
     fn live_add(&mut self, addr: &NodeAddr) {
-        if !self.live_pos.contains_key(addr) {
-            self.live_pos.insert(addr.clone(), self.live.len());
+        let at = self.live.len() as u32;
+        if let Some(n) = self.nodes.get_mut(addr)
+            && n.live_idx == NOT_LIVE
+        {
+            n.live_idx = at;
             self.live.push(addr.clone());
         }
     }
 
     fn live_remove(&mut self, addr: &NodeAddr) {
-        if let Some(i) = self.live_pos.remove(addr) {
-            self.live.swap_remove(i);
-            if let Some(moved) = self.live.get(i) {
-                self.live_pos.insert(moved.clone(), i);
-            }
+        let Some(n) = self.nodes.get_mut(addr) else {
+            return;
+        };
+        let i = std::mem::replace(&mut n.live_idx, NOT_LIVE) as usize;
+        if i == NOT_LIVE as usize {
+            return;
+        }
+        self.live.swap_remove(i);
+        if let Some(moved) = self.live.get(i)
+            && let Some(m) = self.nodes.get_mut(moved)
+        {
+            m.live_idx = i as u32;
         }
     }
 }
@@ -432,5 +459,59 @@ mod tests {
         assert_eq!(t.apply(fact(1, 0, MemberState::Alive), now), Change::None);
         t.remove(&NodeAddr::parse("a:1").unwrap());
         assert_eq!(t.len(), 1);
+    }
+
+    impl Table {
+        /// Panics unless `live` and every `live_idx` agree with the states.
+        fn check_live_index(&self) {
+            for (i, a) in self.live.iter().enumerate() {
+                let n = &self.nodes[a];
+                assert!(n.is_live() && *a != self.me, "{a} listed live");
+                assert_eq!(n.live_idx as usize, i, "{a}");
+            }
+            for (a, n) in &self.nodes {
+                let listed = n.live_idx != NOT_LIVE;
+                assert_eq!(listed, n.is_live() && *a != self.me, "{a}");
+            }
+        }
+    }
+
+    /// Random joins, deaths, revivals and removals keep the live index exact.
+    #[test]
+    fn live_index_survives_random_churn() {
+        use rand::SeedableRng;
+        let now = Instant::now();
+        let me = Fact {
+            id: NodeId::new(NodeAddr::parse("me:1").unwrap(), 1),
+            incarnation: 0,
+            state: MemberState::Alive,
+        };
+        let mut t = Table::new(me, now);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut inc = 0;
+        for _ in 0..3000 {
+            let addr = NodeAddr::parse(&format!("n{}:1", rng.random_range(0..50))).unwrap();
+            let state = match rng.random_range(0..4) {
+                0 => MemberState::Alive,
+                1 => MemberState::Suspect,
+                2 => MemberState::Dead,
+                _ => {
+                    t.remove(&addr);
+                    t.check_live_index();
+                    continue;
+                }
+            };
+            inc += 1;
+            t.apply(
+                Fact {
+                    id: NodeId::new(addr, 1),
+                    incarnation: inc,
+                    state,
+                },
+                now,
+            );
+            t.check_live_index();
+        }
+        assert!(!t.live_peers().is_empty());
     }
 }

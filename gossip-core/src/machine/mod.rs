@@ -468,10 +468,11 @@ impl Machine {
                 state: pb::MemberState::Alive as i32,
             },
             Some(&from.addr),
+            true,
         );
         self.table.heard(&from.addr, now);
         for u in msg.updates {
-            self.apply_update(now, u, Some(&from.addr));
+            self.apply_update(now, u, Some(&from.addr), true);
         }
         for b in msg.broadcasts {
             self.receive_broadcast(now, b, Some(&from.addr));

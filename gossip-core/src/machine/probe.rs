@@ -27,11 +27,19 @@ impl Machine {
 
     /// Applies one membership fact received from `via` (or decided locally
     /// when `via` is `None`). Returns true if it changed the table.
+    ///
+    /// `spread` says whether a change is queued for piggybacking: true for
+    /// rumors (piggybacked updates), for what a member says of itself and
+    /// for this member's own verdicts; false for third-party facts learned
+    /// by anti-entropy, which the push-pull rounds spread anyway. Re-gossiping
+    /// those would make every member of a mass join queue a fact about every
+    /// other member (N^2 queue entries, each retransmitted O(log N) times).
     pub(super) fn apply_update(
         &mut self,
         now: Instant,
         u: pb::MemberUpdate,
         via: Option<&NodeAddr>,
+        spread: bool,
     ) -> bool {
         let Some(mut fact) = fact_from_pb(&u) else {
             return false;
@@ -82,7 +90,9 @@ impl Machine {
                 } else if let Some(old) = old.filter(|_| old_live) {
                     self.ended(&fact, old.id);
                 }
-                self.enqueue(&fact);
+                if spread {
+                    self.enqueue(&fact);
+                }
                 true
             }
             Change::Updated { old } => {
@@ -113,6 +123,9 @@ impl Machine {
                             self.ended(&fact, fact.id.clone());
                         }
                     }
+                }
+                if !spread {
+                    return true;
                 }
                 self.enqueue(&fact);
                 if fact.state == MemberState::Left && via.is_some() {
@@ -315,7 +328,7 @@ impl Machine {
             incarnation: n.fact.incarnation,
             state,
         };
-        self.apply_update(now, fact_to_pb(&fact), None);
+        self.apply_update(now, fact_to_pb(&fact), None, true);
     }
 
     pub(super) fn on_ping(&mut self, from: &NodeId, p: pb::Ping) {

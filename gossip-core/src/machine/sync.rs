@@ -155,14 +155,15 @@ impl Machine {
         let budget = self.body_budget();
         let mut pieces: Vec<pb::OwnerDelta> = Vec::new();
         let mut wants: Vec<pb::DigestEntry> = Vec::new();
-        let mut mentioned: HashSet<NodeAddr> = HashSet::new();
+        let mut mentioned: HashSet<NodeAddr, foldhash::quality::RandomState> = HashSet::default();
         for e in d.entries {
             let Some(m) = e.member else { continue };
             let Some(theirs) = fact_from_pb(&m) else {
                 continue;
             };
             mentioned.insert(theirs.id.addr.clone());
-            self.apply_update(now, m, Some(&from.addr));
+            let own = theirs.id.addr == from.addr;
+            self.apply_update(now, m, Some(&from.addr), own);
             let Some(node) = self.table.get(&theirs.id.addr) else {
                 continue;
             };
@@ -242,7 +243,8 @@ impl Machine {
             let Some(fact) = fact_from_pb(&m) else {
                 continue;
             };
-            self.apply_update(now, m, Some(&from.addr));
+            let own = fact.id.addr == from.addr;
+            self.apply_update(now, m, Some(&from.addr), own);
             let addr = fact.id.addr.clone();
             if addr == self.id.addr {
                 continue;
