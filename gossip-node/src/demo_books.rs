@@ -211,8 +211,8 @@ fn render(rows: &[Row], latest: &Latest, elapsed: Duration, every: Duration, tty
     let mut out = String::new();
     let _ = write!(
         out,
-        "gossip-node demo books: {running} of {n} members running, each re-choosing its favourite \
-         book every {}s ±50%; {:.1}s elapsed",
+        "gossip-node demo books: {running} of {n} members running, new favourites every {}s ±50%, \
+         {:.1}s elapsed",
         every.as_secs(),
         elapsed.as_secs_f64()
     );
@@ -223,13 +223,12 @@ fn render(rows: &[Row], latest: &Latest, elapsed: Duration, every: Duration, tty
     out.push_str(&table.to_string());
     out.push('\n');
     if columns {
-        out.push_str(if tty {
-            "sees #k: version of member k's favourite this member holds; yellow: behind, ?: suspects k, \
-             gone: dropped k. Kill a pid (kill -9 PID) to watch it being detected.\n"
-        } else {
-            "sees #k: version of member k's favourite this member holds; *: behind, ?: suspects k, \
-             gone: dropped k. Kill a pid (kill -9 PID) to watch it being detected.\n"
-        });
+        let behind = if tty { "yellow" } else { "*" };
+        let _ = writeln!(
+            out,
+            "sees #k: the version of member k's favourite this member holds ({behind}: behind,\n\
+             ?: suspects k, gone: dropped k). `kill -9` a pid to watch the others detect it."
+        );
     }
     out
 }
