@@ -2,7 +2,7 @@
 //!
 //! | Route | Answer |
 //! |---|---|
-//! | `GET /members` | the live members, this one included: `[{"addr", "generation", "incarnation", "state", "meta", "version", "last_heard_ms"}]` |
+//! | `GET /members[?all=true]` | the live members, this one included (with `all=true` also the dead and left ones still remembered): `[{"addr", "generation", "incarnation", "state", "meta", "version", "last_heard_ms"}]` |
 //! | `GET /kv` | every live key grouped by owner: `{"host:port": {"key": {"value", "version", "ttl_ms"}}}` |
 //! | `PUT /kv/{key}[?ttl_ms=N]` | sets a key of this member to the request body; `{"key", "version"}` |
 //! | `DELETE /kv/{key}` | deletes a key of this member; `{"key", "version"}`, or 404 if absent |
@@ -213,8 +213,26 @@ struct PutQuery {
     ttl_ms: Option<u64>,
 }
 
-async fn members(State(member): Member) -> Response {
-    Json(member.members()).into_response()
+/// Query of `GET /members`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MembersQuery {
+    /// Also list tombstones (dead and left members).
+    #[serde(default)]
+    all: bool,
+}
+
+async fn members(
+    State(member): Member,
+    query: Result<Query<MembersQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let list = if query.all {
+        member.all_members()
+    } else {
+        member.members()
+    };
+    Ok(Json(list).into_response())
 }
 
 async fn kv(State(member): Member) -> Response {

@@ -49,6 +49,9 @@ pub struct MembersArgs {
     /// Print the node's `GET /members` answer as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also list the dead and left members the node still remembers.
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// Flags of `gossip-node kv`.
@@ -134,14 +137,18 @@ struct MemberRow {
 /// something unexpected, or standard output cannot be written.
 pub async fn members(args: MembersArgs) -> Result<(), ClientError> {
     let api = Api::new(&args.admin.admin)?;
-    let raw: Value = api.get("/members").await?;
+    let path = if args.all {
+        "/members?all=true"
+    } else {
+        "/members"
+    };
+    let raw: Value = api.get(path).await?;
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", pretty(&raw))?;
         return Ok(());
     }
-    let rows: Vec<MemberRow> =
-        serde_json::from_value(raw).map_err(|e| api.bad_answer("/members", e))?;
+    let rows: Vec<MemberRow> = serde_json::from_value(raw).map_err(|e| api.bad_answer(path, e))?;
     let kv: std::collections::BTreeMap<String, serde_json::Map<String, Value>> =
         api.get("/kv").await?;
     let health: Health = api.get("/healthz").await?;
@@ -150,14 +157,16 @@ pub async fn members(args: MembersArgs) -> Result<(), ClientError> {
     let table = members_table(&rows, &kv, &health.addr, color);
     writeln!(out, "{table}")?;
     let count = |s: &str| rows.iter().filter(|r| r.state == s).count();
-    writeln!(
-        out,
-        "{} live members ({} alive, {} suspect) as seen by {} (*)",
-        rows.len(),
-        count("alive"),
-        count("suspect"),
-        health.addr
-    )?;
+    let (alive, suspect) = (count("alive"), count("suspect"));
+    let mut summary = format!(
+        "{} live member{} ({alive} alive, {suspect} suspect)",
+        alive + suspect,
+        if alive + suspect == 1 { "" } else { "s" },
+    );
+    if args.all {
+        summary += &format!(", {} dead, {} left", count("dead"), count("left"));
+    }
+    writeln!(out, "{summary} as seen by {} (*)", health.addr)?;
     Ok(())
 }
 
@@ -168,11 +177,14 @@ fn members_table(
     color: bool,
 ) -> Table {
     let mut table = Table::new();
-    table
-        .load_preset(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic);
+    table.load_preset(presets::UTF8_FULL_CONDENSED);
     if !color {
         table.force_no_tty();
+    }
+    // Wrap cells to the terminal's width only when it is known and wide
+    // enough (a pseudo-terminal may report no width at all).
+    if table.width().is_some_and(|w| w >= 60) {
+        table.set_content_arrangement(ContentArrangement::Dynamic);
     }
     table.set_header([
         "ADDRESS",
@@ -372,11 +384,16 @@ impl Api {
         Ok(Self { base, http })
     }
 
-    /// The URL of `path` (which starts with `/`) under the base URL.
+    /// The URL of `path` (which starts with `/` and may end with a
+    /// `?query`) under the base URL.
     fn url(&self, path: &str) -> Result<Url, ClientError> {
         let mut url = self.base.clone();
+        let (path, query) = path
+            .split_once('?')
+            .map_or((path, None), |(p, q)| (p, Some(q)));
         let joined = format!("{}{path}", url.path().trim_end_matches('/'));
         url.set_path(&joined);
+        url.set_query(query);
         Ok(url)
     }
 
@@ -476,6 +493,10 @@ mod tests {
         assert_eq!(
             api.url("/kv").unwrap().as_str(),
             "http://localhost:9/base/kv"
+        );
+        assert_eq!(
+            api.url("/members?all=true").unwrap().as_str(),
+            "http://localhost:9/base/members?all=true"
         );
         assert_eq!(
             api.key_url("a b/c?d").unwrap().as_str(),

@@ -305,6 +305,28 @@ fn members_kv_and_broadcast_through_the_admin_api() {
         .unwrap();
     let list: Value = serde_json::from_str(&ok(out)).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+
+    // B leaves gracefully: gone from `members`, listed as left by --all.
+    let pid = nix::unistd::Pid::from_raw(b.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    wait_for("A drops B", || {
+        let list: Value = serde_json::from_str(&ok(a.cli(&["members", "--json"]))).unwrap();
+        (list.as_array().unwrap().len() == 1).then_some(())
+    });
+    let all: Value = serde_json::from_str(&ok(a.cli(&["members", "--all", "--json"]))).unwrap();
+    let left = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["addr"] == b.addr.as_str())
+        .unwrap_or_else(|| panic!("B missing from {all}"));
+    assert_eq!(left["state"], "left", "{all}");
+    let table = ok(a.cli(&["members", "--all"]));
+    assert!(table.contains("left"), "{table}");
+    assert!(
+        table.contains("1 live member (1 alive, 0 suspect), 0 dead, 1 left"),
+        "{table}"
+    );
     drop(b);
     drop(a);
 }

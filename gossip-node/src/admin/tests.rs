@@ -306,7 +306,13 @@ async fn metrics_name_every_family_with_its_labels() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    wait_until("a probe answered", || a.stats().probe_rtt.count > 0).await;
+    wait_until("a probe answered, and one received", || {
+        let s = a.stats();
+        s.probe_rtt.count > 0 && s.received_by_kind.messages(gossip_core::MessageKind::Ping) > 0
+    })
+    .await;
+    // Counters only grow: the scrape shows at least what was counted before.
+    let before = a.stats();
     let (status, content_type, text) = call_text(&app, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
     assert!(content_type.starts_with("text/plain"), "{content_type}");
@@ -317,15 +323,21 @@ async fn metrics_name_every_family_with_its_labels() {
             .unwrap_or_else(|| panic!("{prefix} missing from:\n{text}"));
         line[prefix.len()..].trim().parse().unwrap()
     };
-    let stats = a.stats();
     assert!(value(r#"gossip_messages_sent_total{kind="ping"}"#) >= 1.0);
     assert!(value(r#"gossip_messages_received_total{kind="ack"}"#) >= 1.0);
-    assert!(value(r#"gossip_bytes_sent_total{kind="gossip"}"#) >= 1.0);
     assert!(value(r#"gossip_bytes_received_total{kind="ping"}"#) >= 1.0);
     for kind in gossip_core::MessageKind::ALL {
         let k = kind.as_str();
-        value(&format!("gossip_messages_sent_total{{kind=\"{k}\"}}"));
-        value(&format!("gossip_bytes_received_total{{kind=\"{k}\"}}"));
+        let (sent, received) = (&before.sent_by_kind, &before.received_by_kind);
+        for (family, counted) in [
+            ("messages_sent", sent.messages(kind)),
+            ("bytes_sent", sent.bytes(kind)),
+            ("messages_received", received.messages(kind)),
+            ("bytes_received", received.bytes(kind)),
+        ] {
+            let shown = value(&format!("gossip_{family}_total{{kind=\"{k}\"}}"));
+            assert!(shown >= counted as f64, "{family} {k}: {shown} < {counted}");
+        }
     }
     assert_eq!(value(r#"gossip_members{state="alive"}"#), 2.0);
     assert_eq!(value(r#"gossip_members{state="dead"}"#), 0.0);
@@ -341,7 +353,7 @@ async fn metrics_name_every_family_with_its_labels() {
     }
     value("gossip_send_failures_total");
     value("gossip_dissemination_queue_depth");
-    assert!(value("gossip_probe_rtt_seconds_count") >= stats.probe_rtt.count as f64);
+    assert!(value("gossip_probe_rtt_seconds_count") >= before.probe_rtt.count as f64);
     assert!(value(r#"gossip_probe_rtt_seconds_bucket{le="+Inf"}"#) >= 1.0);
     assert!(text.contains("# TYPE gossip_probe_rtt_seconds histogram"));
     assert!(
@@ -449,4 +461,30 @@ async fn bad_gossip_requests_are_json_4xx_and_broadcast_nothing() {
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0]["uuid"], ok["uuid"]);
     m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_all_lists_the_members_that_left() {
+    let (a, b) = pair().await;
+    let app = router(a.clone());
+    let gone = b.local_id().addr;
+    b.shutdown().await;
+    wait_until("A sees B leave", || a.members().len() == 1).await;
+    let (status, live) = call(&app, Method::GET, "/members", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(live.as_array().unwrap().len(), 1, "{live}");
+    let (status, all) = call(&app, Method::GET, "/members?all=true", "").await;
+    assert_eq!(status, StatusCode::OK);
+    let left = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["addr"] == gone.as_str())
+        .unwrap_or_else(|| panic!("{gone} missing from {all}"));
+    assert_eq!(left["state"], "left", "{all}");
+    let (status, body) = call(&app, Method::GET, "/members?all=maybe", "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = call(&app, Method::GET, "/members?other=1", "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    a.shutdown().await;
 }
