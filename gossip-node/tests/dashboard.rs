@@ -2,7 +2,8 @@
 //! run` processes, member 1's dashboard loaded in headless Chromium, which
 //! must show all three members with their keys and a broadcast from member
 //! 2; then member 3 is killed and, once member 1 has dropped it, a reload
-//! must show the other two only.
+//! must show the other two only, and the page with dead and left members
+//! shown (`?all=1`) must show member 3 as dead.
 //!
 //! Needs a Chromium binary (`chromium`, `chromium-browser`, `google-chrome`
 //! on the `PATH`, or the `CHROMIUM` environment variable). Without one the
@@ -207,28 +208,28 @@ fn status_tag(dom: &str) -> &str {
     &dom[from..start + dom[start..].find('>').unwrap()]
 }
 
-/// Loads the dashboard at `url` until it shows exactly `want` (all alive),
-/// each with its key [`KEY`], the broadcast `uuid` and a healthy status
-/// line, or `timeout` passes.
+/// Loads the dashboard at `url` until it shows exactly the rows `want`
+/// (address → state), each alive one with its key [`KEY`], the broadcast
+/// `uuid` and a healthy status line, or `timeout` passes.
 fn until_page_shows(
     browser: &Browser,
     url: &str,
-    want: &BTreeSet<String>,
+    want: &BTreeMap<String, &str>,
     uuid: &str,
     timeout: Duration,
 ) {
+    let alive = want.values().filter(|s| **s == "alive").count();
     let deadline = Instant::now() + timeout;
     loop {
         let dom = browser.dump_dom(url);
         let rows = member_rows(&dom);
         let status = status_tag(&dom).to_owned();
-        let shown: BTreeSet<String> = rows.keys().cloned().collect();
-        let all_alive = rows.values().all(|s| s == "alive");
+        let shown: BTreeMap<String, &str> =
+            rows.iter().map(|(a, s)| (a.clone(), s.as_str())).collect();
         let keys = dom.matches(&format!("data-key=\"{KEY}\"")).count();
         let broadcast = dom.contains(&format!("data-uuid=\"{uuid}\""));
         if shown == *want
-            && all_alive
-            && keys == want.len()
+            && keys == alive
             && broadcast
             && attr(&status, "data-ok").as_deref() == Some("true")
             && attr(&status, "data-members") == Some(want.len().to_string())
@@ -238,7 +239,7 @@ fn until_page_shows(
         assert!(
             Instant::now() < deadline,
             "the dashboard at {url} shows {rows:?} with {keys} {KEY} keys, broadcast \
-             {uuid} shown: {broadcast} ({status}); want {want:?} alive with theirs; \
+             {uuid} shown: {broadcast} ({status}); want {want:?}, the alive with theirs; \
              page:\n{dom}"
         );
         std::thread::sleep(Duration::from_millis(200));
@@ -275,6 +276,11 @@ fn members_of(
         .block_on(client.members(admin))
         .map_err(|e| e.to_string())?;
     Ok(list.into_iter().map(|m| m.addr).collect())
+}
+
+/// Every address in `addrs`, expected alive.
+fn alive(addrs: &BTreeSet<String>) -> BTreeMap<String, &'static str> {
+    addrs.iter().map(|a| (a.clone(), "alive")).collect()
 }
 
 /// Broadcasts the JSON `payload` from the member at `admin` (`POST
@@ -376,7 +382,7 @@ fn dashboard_shows_every_member_live_and_drops_a_killed_one() {
     let uuid = rt.block_on(broadcast(admins[1], "{\"deploy\": \"v1.4.2\"}"));
     let url = format!("http://{}/", admins[0]);
     let started = Instant::now();
-    until_page_shows(&browser, &url, &all, &uuid, Duration::from_secs(60));
+    until_page_shows(&browser, &url, &alive(&all), &uuid, Duration::from_secs(60));
     println!("page showed 3 members after {:?}", started.elapsed());
     let dir = screenshot_dir();
     let shot = dir.join("dashboard-3-members.png");
@@ -388,9 +394,19 @@ fn dashboard_shows_every_member_live_and_drops_a_killed_one() {
     assert!(cluster.kill(2), "member 3 had already exited");
     all.remove(&gone);
     until_members(&rt, &client, &admins[..2], &all, Duration::from_secs(30));
-    until_page_shows(&browser, &url, &all, &uuid, Duration::from_secs(60));
+    until_page_shows(&browser, &url, &alive(&all), &uuid, Duration::from_secs(60));
     let shot = dir.join("dashboard-after-kill.png");
     browser.screenshot(&url, &shot);
+    check_png(&shot);
+
+    // With "show dead and left members" on, member 1 still shows member 3,
+    // as dead, while it remembers its tombstone (a minute by default).
+    let with_dead = format!("{url}?all=1");
+    let mut want = alive(&all);
+    want.insert(gone, "dead");
+    until_page_shows(&browser, &with_dead, &want, &uuid, Duration::from_secs(60));
+    let shot = dir.join("dashboard-with-dead.png");
+    browser.screenshot(&with_dead, &shot);
     check_png(&shot);
 }
 
