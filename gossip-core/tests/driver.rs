@@ -149,8 +149,12 @@ async fn stats_count_messages_by_kind_and_probe_round_trips() {
     a.start().await.unwrap();
     b.start().await.unwrap();
     b.add_seed(a.local_id().addr);
-    wait_until(Duration::from_secs(5), "probe answered", || {
-        a.stats().probe_rtt.count > 0
+    // A probed B and was answered, and B probed A and was answered.
+    wait_until(Duration::from_secs(5), "probes both ways", || {
+        let s = a.stats();
+        s.probe_rtt.count > 0
+            && s.received_by_kind.messages(MessageKind::Ping) > 0
+            && s.sent_by_kind.messages(MessageKind::Ack) > 0
     })
     .await;
     let s = a.stats();
