@@ -117,10 +117,11 @@ impl Detector {
     pub(crate) fn next_target(
         &mut self,
         rng: &mut impl Rng,
-        live: &[NodeAddr],
+        live: impl Iterator<Item = NodeAddr>,
         is_live: impl Fn(&NodeAddr) -> bool,
     ) -> Option<NodeAddr> {
-        for _ in 0..2 {
+        let mut live = Some(live);
+        loop {
             while self.next < self.order.len() {
                 let a = &self.order[self.next];
                 self.next += 1;
@@ -128,19 +129,25 @@ impl Detector {
                     return Some(a.clone());
                 }
             }
-            self.order = live.to_vec();
+            let live = live.take()?;
+            self.order.clear();
+            self.order.extend(live);
             self.order.shuffle(rng);
             self.next = 0;
         }
-        None
     }
 
     /// Inserts a new member at a random place in the rest of the current
-    /// pass, so it is probed within one pass (SWIM 4.3).
+    /// pass, so it is probed within one pass (SWIM 4.3). O(1): the member
+    /// it lands on moves to the end of the pass (an insertion in the middle
+    /// would cost O(n) per join, O(n^2) for a mass join).
     pub(crate) fn add_member(&mut self, rng: &mut impl Rng, addr: NodeAddr) {
         let lo = self.next.min(self.order.len());
-        let at = rng.random_range(lo..=self.order.len());
-        self.order.insert(at, addr);
+        crate::members::reserve_one(&mut self.order);
+        self.order.push(addr);
+        let last = self.order.len() - 1;
+        let at = rng.random_range(lo..=last);
+        self.order.swap(at, last);
     }
 
     pub(crate) fn add_relay(&mut self, seq: u64, relay: Relay) {
@@ -258,7 +265,7 @@ mod tests {
             .collect();
         let mut d = Detector::new();
         let mut seen: Vec<NodeAddr> = (0..5)
-            .filter_map(|_| d.next_target(&mut rng, &live, |_| true))
+            .filter_map(|_| d.next_target(&mut rng, live.iter().cloned(), |_| true))
             .collect();
         seen.sort();
         assert_eq!(seen, live);

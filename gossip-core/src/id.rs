@@ -46,12 +46,6 @@ impl NodeAddr {
         }
     }
 
-    /// The smallest address in `Ord` order (an empty string), for range
-    /// queries only; it is not a valid address.
-    pub(crate) fn min_value() -> Self {
-        Self(SmolStr::default())
-    }
-
     /// The address as text, `host:port`.
     pub fn as_str(&self) -> &str {
         &self.0

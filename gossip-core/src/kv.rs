@@ -75,23 +75,52 @@ pub(crate) struct Applied {
     pub(crate) news: bool,
 }
 
+/// The replicated state of one owner: its version watermark, and behind one
+/// pointer (most members of a large cluster have no keys or metadata, and a
+/// member holds one `OwnerState` per member) its metadata and keys. Reads
+/// go through `Deref` (an absent part reads as empty); writes through
+/// `DerefMut`, which allocates the part on first use.
 #[derive(Debug)]
 pub(crate) struct OwnerState {
     pub(crate) version: u64,
+    data: Option<Box<OwnerData>>,
+}
+
+/// The metadata and keys of an [`OwnerState`].
+#[derive(Debug, Default)]
+pub(crate) struct OwnerData {
     pub(crate) meta: BTreeMap<String, String>,
     pub(crate) meta_version: u64,
     pub(crate) keys: BTreeMap<String, Entry>,
     pub(crate) gc_version: u64,
 }
 
+/// What an owner without metadata or keys reads as.
+static EMPTY: OwnerData = OwnerData {
+    meta: BTreeMap::new(),
+    meta_version: 0,
+    keys: BTreeMap::new(),
+    gc_version: 0,
+};
+
+impl std::ops::Deref for OwnerState {
+    type Target = OwnerData;
+    fn deref(&self) -> &OwnerData {
+        self.data.as_deref().unwrap_or(&EMPTY)
+    }
+}
+
+impl std::ops::DerefMut for OwnerState {
+    fn deref_mut(&mut self) -> &mut OwnerData {
+        self.data.get_or_insert_with(Box::default)
+    }
+}
+
 impl OwnerState {
     pub(crate) fn new() -> Self {
         Self {
             version: 0,
-            meta: BTreeMap::new(),
-            meta_version: 0,
-            keys: BTreeMap::new(),
-            gc_version: 0,
+            data: None,
         }
     }
 
@@ -197,6 +226,9 @@ impl OwnerState {
 
     /// Purges tombstones older than `ttl`.
     pub(crate) fn gc(&mut self, now: Instant, ttl: Duration) {
+        if self.data.is_none() {
+            return;
+        }
         let mut gc_version = self.gc_version;
         self.keys.retain(|_, e| {
             let keep = !e.deleted || now.saturating_duration_since(e.since) < ttl;

@@ -13,6 +13,8 @@
 //!   --minutes 1           length of the measured period, in minutes
 //!   --scenario update-crash   or `partition` (half the members cut off at
 //!                         5 s for 30 s) or `idle`
+//!   --start cold          or `converged`: every member starts with the full
+//!                         member list (see `Bootstrap::converged`)
 //!   --mem-limit-gb G      stop a run whose resident memory passes G GB
 //!                         (default: 85 % of MemAvailable)
 //! ```
@@ -37,6 +39,7 @@ struct Opts {
     minutes: u32,
     mem_limit: u64,
     scenario: String,
+    converged: bool,
 }
 
 fn list<T: std::str::FromStr>(s: &str, what: &str) -> Vec<T> {
@@ -58,6 +61,7 @@ fn opts() -> Opts {
         settle: Duration::from_secs(60),
         minutes: 1,
         scenario: "update-crash".into(),
+        converged: false,
         mem_limit: meminfo("MemAvailable").unwrap_or(8 << 30) / 100 * 85,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -82,6 +86,13 @@ fn opts() -> Opts {
             "--settle" => o.settle = Duration::from_secs(v.parse().expect("--settle")),
             "--minutes" => o.minutes = v.parse().expect("--minutes"),
             "--scenario" => o.scenario = v.clone(),
+            "--start" => {
+                o.converged = match v.as_str() {
+                    "cold" => false,
+                    "converged" => true,
+                    _ => panic!("--start takes cold or converged"),
+                }
+            }
             "--mem-limit-gb" => {
                 o.mem_limit =
                     (v.parse::<f64>().expect("--mem-limit-gb") * (1u64 << 30) as f64) as u64
@@ -151,6 +162,7 @@ fn traffic(label: &str, t: &TrafficReport) {
 
 fn run(o: &Opts, n: usize, eager: bool, loss: f64) {
     let mut cfg = SimConfig::new(n, o.seed);
+    cfg.bootstrap.converged = o.converged;
     cfg.protocol.eager_push = eager;
     cfg.loss = loss;
     cfg.duration = Duration::from_secs(60) * o.minutes;

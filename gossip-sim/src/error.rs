@@ -18,6 +18,9 @@ pub enum SimError {
     /// A latency model with unordered bounds or a bad shape.
     #[error("invalid latency model: {0}")]
     InvalidLatency(&'static str),
+    /// A bootstrap whose settings contradict each other.
+    #[error("invalid bootstrap: {0}")]
+    InvalidBootstrap(&'static str),
     /// An action names a member index past the end of the cluster.
     #[error("member {member} does not exist (the simulation has {nodes})")]
     NoSuchMember {

@@ -302,7 +302,55 @@ impl Simulation {
                 sim.push(at, What::Task { idx });
             }
         }
+        if cfg.bootstrap.converged {
+            sim.install_full_views();
+        }
         Ok(sim)
+    }
+
+    /// [`Bootstrap::converged`](crate::Bootstrap::converged): hands every
+    /// running member the full member list as an anti-entropy delta from
+    /// the next member, through the machine's ordinary `handle_message`.
+    fn install_full_views(&mut self) {
+        let n = self.nodes.len();
+        let owners: Vec<pb::OwnerDelta> = (0..n)
+            .map(|i| pb::OwnerDelta {
+                member: Some(pb::MemberUpdate {
+                    id: Some(self.id_of(i).to_pb()),
+                    incarnation: 0,
+                    state: pb::MemberState::Alive as i32,
+                }),
+                ..Default::default()
+            })
+            .collect();
+        for i in 0..n {
+            let j = (i + 1) % n;
+            if i == j || !self.nodes[i].running() {
+                continue;
+            }
+            let env = pb::Envelope {
+                cluster_id: self.cfg.protocol.cluster_id.clone(),
+                from: Some(self.id_of(j).to_pb()),
+                updates: Vec::new(),
+                broadcasts: Vec::new(),
+                incarnation: 0,
+                body: Some(Body::Delta(pb::Delta {
+                    owners: owners.clone(),
+                    push: false,
+                })),
+            };
+            let now = self.instant(self.now);
+            if let Some(m) = self.nodes[i].machine.as_mut() {
+                m.handle_message(now, env);
+                self.drain(i, false);
+            }
+        }
+    }
+
+    /// The id of member `i`'s current life.
+    fn id_of(&self, i: usize) -> NodeId {
+        let node = &self.nodes[i];
+        NodeId::new(node.addr.clone(), GEN_BASE + u64::from(node.life))
     }
 
     // ---------------------------------------------------------------- getters

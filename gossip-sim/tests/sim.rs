@@ -147,6 +147,34 @@ fn a_crash_is_detected_by_all_and_nobody_else_dies() {
     assert!(r.end.membership_converged);
 }
 
+/// A converged start installs every view at time zero through the machines'
+/// ordinary message handling: the warm-up is over at once, without a single
+/// message, and the protocol then behaves as after a cold start (the write
+/// spreads, the crash is detected, nobody else dies).
+#[test]
+fn a_converged_start_needs_no_warm_up() {
+    let mut cfg = config(
+        150,
+        4,
+        Scenario::UpdateThenCrash {
+            update_at: SEC,
+            crash_at: 2 * SEC,
+        },
+        30 * SEC,
+    );
+    cfg.bootstrap.converged = true;
+    let r = run(&cfg);
+    check_consistent(&r);
+    let warmup = r.warmup.as_ref().unwrap();
+    assert_eq!(warmup.took_ms, Some(0.0), "{warmup:?}");
+    assert_eq!(warmup.traffic.messages, 0);
+    assert_eq!(r.updates[0].reached, r.updates[0].target);
+    let c = &r.crashes[0];
+    assert_eq!(c.listed_at_crash, 149);
+    assert!(c.removed_by_all_after_ms.is_some());
+    assert_eq!(r.false_deaths, 0);
+}
+
 /// Under 10 % message loss, 200 members over 60 s of virtual time (loss from
 /// the first message on): SWIM's indirect probes and Lifeguard's suspicion
 /// must keep every live member alive.
@@ -288,6 +316,15 @@ fn invalid_configurations_are_refused() {
         max: Duration::ZERO,
     };
     check_invalid(c, SimError::InvalidLatency("min > max"));
+    let mut c = SimConfig::new(5, 1);
+    c.bootstrap.converged = true;
+    c.bootstrap.stagger = SEC;
+    check_invalid(
+        c,
+        SimError::InvalidBootstrap(
+            "a converged start needs every member to start at once (stagger 0)",
+        ),
+    );
     let mut c = SimConfig::new(5, 1);
     c.scenario = Scenario::Custom {
         actions: vec![Scheduled {

@@ -198,7 +198,13 @@ impl Machine {
             state: n.fact.state,
             meta: n.owner.meta.clone(),
             version: n.owner.version,
-            last_heard: n.last_heard.map(|t| now.saturating_duration_since(t)),
+            last_heard: if n.fact.id.addr == self.id.addr {
+                Some(Duration::ZERO)
+            } else {
+                self.table
+                    .last_heard(n)
+                    .map(|t| now.saturating_duration_since(t))
+            },
         }
     }
 
@@ -515,7 +521,7 @@ impl Machine {
 
     /// The next message to send, if any.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        pop_shrinking(&mut self.transmits)
     }
 
     /// When [`Machine::handle_timeout`] must next be called; `None` after
@@ -539,7 +545,7 @@ impl Machine {
 
     /// The next event for the application, in order.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        pop_shrinking(&mut self.events)
     }
 
     // ---------------------------------------------------------------- helpers
@@ -638,7 +644,7 @@ impl Machine {
 
     fn contact_seeds(&mut self, now: Instant) {
         // An isolated member goes back to its seeds.
-        if self.table.live_peers().is_empty() {
+        if self.table.live_peers().len() == 0 {
             for s in self.seeds.values_mut().filter(|s| s.answered) {
                 s.answered = false;
                 s.next_attempt = now;
@@ -698,7 +704,7 @@ impl Machine {
         let gone: Vec<NodeAddr> = self
             .table
             .iter()
-            .filter(|n| !n.is_live() && now.saturating_duration_since(n.since) >= ttl)
+            .filter(|n| !n.is_live() && now.saturating_duration_since(self.table.since(n)) >= ttl)
             .map(|n| n.fact.id.addr.clone())
             .collect();
         for a in gone {
@@ -756,4 +762,19 @@ pub(crate) fn fact_from_pb(u: &pb::MemberUpdate) -> Option<Fact> {
         incarnation: u.incarnation,
         state,
     })
+}
+
+/// Capacity an output queue keeps once drained.
+const OUTPUT_KEEP: usize = 64;
+
+/// Pops the front of an output queue; once it is drained, gives back the
+/// memory of a burst (a delta naming thousands of new members queues
+/// thousands of events), which a simulator of many machines cannot afford
+/// to keep per machine.
+fn pop_shrinking<T>(q: &mut VecDeque<T>) -> Option<T> {
+    let x = q.pop_front();
+    if x.is_none() && q.capacity() > OUTPUT_KEEP {
+        q.shrink_to(OUTPUT_KEEP);
+    }
+    x
 }

@@ -272,7 +272,7 @@ impl Machine {
         let table = &self.table;
         let target = self
             .det
-            .next_target(&mut self.rng, table.live_peers(), |a| {
+            .next_target(&mut self.rng, table.live_peers().cloned(), |a| {
                 table.get(a).is_some_and(|n| n.is_live())
             });
         let Some(addr) = target else { return };

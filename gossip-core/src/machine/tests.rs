@@ -276,6 +276,15 @@ fn join_through_a_seed() {
         "join took {took:?}: it should take round trips"
     );
     assert!(matches!(net.events_of(0).first(), Some(Event::Joined(m)) if m.addr == addr(1)));
+    // Last heard: zero for oneself, the time since the last message for a
+    // peer.
+    net.run_for(Duration::from_millis(700));
+    let members = net.m(0).members(net.now);
+    let me = members.iter().find(|m| m.addr == addr(0)).unwrap();
+    assert_eq!(me.last_heard, Some(Duration::ZERO));
+    let peer = members.iter().find(|m| m.addr == addr(1)).unwrap();
+    let heard = peer.last_heard.expect("heard from the peer");
+    assert!(heard < Duration::from_secs(1), "{heard:?}");
 }
 
 #[test]
