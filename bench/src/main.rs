@@ -239,7 +239,9 @@ async fn bench(args: Args) -> Result<(), BenchError> {
     }
     println!(
         "bytes: application payload only (ours: encoded protobuf envelopes; chitchat: UDP \
-         datagram payloads); no IP/UDP/TCP/HTTP2/TLS/QUIC framing."
+         datagram payloads), no framing. wire bytes: IP packets on the loopback device, all \
+         headers, TCP acks, HTTP/2, TLS and QUIC included (n/a unless run in a private network \
+         namespace: unshare --net)."
     );
     if let Some(path) = &args.json {
         let report = Report {

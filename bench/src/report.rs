@@ -148,12 +148,12 @@ fn fmt(x: Option<f64>, decimals: usize, missing: &str) -> String {
     x.map_or_else(|| missing.to_owned(), |v| format!("{v:.decimals$}"))
 }
 
-/// `ours / theirs`, also shown as `1/k` when below one.
+/// `ours / theirs`, also shown as `1/k` when below one half.
 pub(crate) fn ratio(ours: Option<f64>, theirs: Option<f64>) -> String {
     match (ours, theirs) {
         (Some(o), Some(t)) if t > 0.0 => {
             let r = o / t;
-            if r > 0.0 && r < 1.0 {
+            if r > 0.0 && r < 0.5 {
                 format!("{r:.3} (1/{:.0})", 1.0 / r)
             } else {
                 format!("{r:.2}")
