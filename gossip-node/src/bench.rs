@@ -109,6 +109,11 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 120, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: u64,
 
+    /// Keep the nodes' logs (in a temporary directory, printed at the
+    /// start) even after a successful run.
+    #[arg(long)]
+    pub keep_logs: bool,
+
     /// Print the report as JSON instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -196,6 +201,9 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     spec.seeding = Seeding::First;
     spec.args = args.node_args(kind);
     spec.startup_timeout = Duration::from_secs(args.timeout);
+    // A saturated machine can take longer than the default to let every
+    // node leave gracefully.
+    spec.stop_grace = Duration::from_secs(10);
     eprintln!(
         "bench: starting {n} gossip-node processes over {kind} (TLS {}), logs in {}",
         args.tls,
@@ -216,7 +224,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     }
     let cluster = cluster.shutdown().await?;
     report.stop = StopReport::of(&cluster);
-    if measured.is_ok() && report.stop.left_running == 0 {
+    if measured.is_ok() && report.stop.left_running == 0 && !args.keep_logs {
         // Best effort: the logs of a finished run are of no further use.
         let _ = std::fs::remove_dir_all(cluster.log_dir());
     } else {

@@ -433,6 +433,9 @@ pub struct AdminStats {
     pub messages_received: u64,
     /// Encoded bytes accepted from the transport.
     pub bytes_received: u64,
+    /// Sends that failed or timed out (not counted as sent).
+    #[serde(default)]
+    pub send_failures: u64,
 }
 
 /// A client of the nodes' admin APIs (plain HTTP on loopback, no proxy).

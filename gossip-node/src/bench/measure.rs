@@ -69,12 +69,19 @@ pub(super) async fn until_all_listed(
     .collect()
 }
 
-/// The `/stats` of every node (`None` where the request failed).
-async fn all_stats(client: &AdminClient, admins: &[SocketAddr]) -> Vec<Option<AdminStats>> {
+/// The `/stats` of every node with the arrival time of its answer (`None`
+/// where the request failed).
+async fn all_stats(
+    client: &AdminClient,
+    admins: &[SocketAddr],
+) -> Vec<Option<(AdminStats, Instant)>> {
     let all: Vec<usize> = (0..admins.len()).collect();
     each(&all, |i| {
         let (client, admin) = (client.clone(), admins[i]);
-        async move { client.stats(admin).await.ok() }
+        async move {
+            let stats = client.stats(admin).await.ok()?;
+            Some((stats, Instant::now()))
+        }
     })
     .await
     .into_iter()
@@ -82,7 +89,10 @@ async fn all_stats(client: &AdminClient, admins: &[SocketAddr]) -> Vec<Option<Ad
     .collect()
 }
 
-/// Traffic and CPU over a window of `window` with nothing happening.
+/// Traffic and CPU over a window of `window` with nothing happening. Each
+/// node's rates are over its own window, from the arrival of its first
+/// `/stats` answer to that of its second (answers can be slow on a busy
+/// machine); the rates reported are the means over the nodes.
 ///
 /// # Errors
 /// [`BenchError::Measure`] if no node answered `/stats` at both ends.
@@ -97,20 +107,23 @@ pub(super) async fn at_rest(
     let s0 = all_stats(client, admins).await;
     tokio::time::sleep(window).await;
     let s1 = all_stats(client, admins).await;
-    let seconds = t0.elapsed().as_secs_f64();
+    let cpu_seconds = t0.elapsed().as_secs_f64();
     let cpu1: Vec<_> = pids.iter().map(|&p| proc_usage(p)).collect();
 
-    let deltas: Vec<AdminStats> = s0
+    // Per node: the counters' growth and the window, s.
+    let deltas: Vec<(AdminStats, f64)> = s0
         .iter()
         .zip(&s1)
         .filter_map(|(a, b)| {
-            let (a, b) = (a.as_ref()?, b.as_ref()?);
-            Some(AdminStats {
+            let ((a, ta), (b, tb)) = (a.as_ref()?, b.as_ref()?);
+            let d = AdminStats {
                 messages_sent: b.messages_sent.saturating_sub(a.messages_sent),
                 bytes_sent: b.bytes_sent.saturating_sub(a.bytes_sent),
                 messages_received: b.messages_received.saturating_sub(a.messages_received),
                 bytes_received: b.bytes_received.saturating_sub(a.bytes_received),
-            })
+                send_failures: b.send_failures.saturating_sub(a.send_failures),
+            };
+            Some((d, tb.duration_since(*ta).as_secs_f64().max(1e-3)))
         })
         .collect();
     if deltas.is_empty() {
@@ -119,26 +132,30 @@ pub(super) async fn at_rest(
         ));
     }
     let members = deltas.len() as f64;
-    let sum = |f: fn(&AdminStats) -> u64| deltas.iter().map(f).sum::<u64>();
-    let per = |total: u64| total as f64 / members / seconds;
+    let sum = |f: fn(&AdminStats) -> u64| deltas.iter().map(|(d, _)| f(d)).sum::<u64>();
+    let per = |f: fn(&AdminStats) -> u64| {
+        deltas.iter().map(|(d, w)| f(d) as f64 / w).sum::<f64>() / members
+    };
     let cpu_percent: Vec<f64> = cpu0
         .iter()
         .zip(&cpu1)
         .filter_map(|(a, b)| {
             let (a, b) = (a.as_ref()?, b.as_ref()?);
-            Some(100.0 * b.cpu.saturating_sub(a.cpu).as_secs_f64() / seconds)
+            Some(100.0 * b.cpu.saturating_sub(a.cpu).as_secs_f64() / cpu_seconds)
         })
         .collect();
     let cpu_total: f64 = cpu_percent.iter().sum();
     Ok(RestReport {
-        seconds,
+        seconds: deltas.iter().map(|(_, w)| w).sum::<f64>() / members,
         members_measured: deltas.len(),
         messages_sent: sum(|d| d.messages_sent),
         bytes_sent: sum(|d| d.bytes_sent),
-        messages_sent_per_member_per_sec: per(sum(|d| d.messages_sent)),
-        bytes_sent_per_member_per_sec: per(sum(|d| d.bytes_sent)),
-        messages_received_per_member_per_sec: per(sum(|d| d.messages_received)),
-        bytes_received_per_member_per_sec: per(sum(|d| d.bytes_received)),
+        messages_sent_per_member_per_sec: per(|d| d.messages_sent),
+        bytes_sent_per_member_per_sec: per(|d| d.bytes_sent),
+        messages_received_per_member_per_sec: per(|d| d.messages_received),
+        bytes_received_per_member_per_sec: per(|d| d.bytes_received),
+        send_failures: sum(|d| d.send_failures),
+        send_failures_per_member_per_sec: per(|d| d.send_failures),
         cpu_percent_mean: if cpu_percent.is_empty() {
             0.0
         } else {

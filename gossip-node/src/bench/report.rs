@@ -55,7 +55,7 @@ pub struct BenchReport {
 /// Traffic and CPU over the rest window, from each node's own counters.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RestReport {
-    /// Length of the window, s.
+    /// Mean length of the nodes' windows, s.
     pub seconds: f64,
     /// Nodes whose `/stats` answered at both ends.
     pub members_measured: usize,
@@ -71,6 +71,11 @@ pub struct RestReport {
     pub messages_received_per_member_per_sec: f64,
     /// Bytes received per member per second.
     pub bytes_received_per_member_per_sec: f64,
+    /// Sends that failed or timed out in the window (not counted as sent;
+    /// a timed-out message may still arrive, so received can exceed sent).
+    pub send_failures: u64,
+    /// The same per member per second.
+    pub send_failures_per_member_per_sec: f64,
     /// Mean CPU use of one process in the window, % of one CPU.
     pub cpu_percent_mean: f64,
     /// CPU use of all processes together, % of one CPU (`cpus` x 100 is
@@ -241,6 +246,7 @@ impl BenchReport {
             "sent bytes/member/s",
             "recv msgs/member/s",
             "recv bytes/member/s",
+            "failed sends/member/s",
             "CPU per process",
             "CPU all processes",
         ]);
@@ -249,6 +255,7 @@ impl BenchReport {
             format!("{:.0}", r.bytes_sent_per_member_per_sec),
             format!("{:.1}", r.messages_received_per_member_per_sec),
             format!("{:.0}", r.bytes_received_per_member_per_sec),
+            format!("{:.1}", r.send_failures_per_member_per_sec),
             format!("{:.1} %", r.cpu_percent_mean),
             format!("{:.0} % of {} CPUs", r.cpu_percent_total, self.cpus),
         ]);
