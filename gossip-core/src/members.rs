@@ -515,15 +515,20 @@ mod tests {
         check(fact(1, 0, Alive), fact(1, 0, Alive), false);
     }
 
-    #[test]
-    fn live_index_and_hash_follow_changes() {
-        let now = Instant::now();
+    /// A table whose local member is `me:1`.
+    fn table(now: Instant) -> Table {
         let me = Fact {
             id: NodeId::new(NodeAddr::parse("me:1").unwrap(), 1),
             incarnation: 0,
             state: MemberState::Alive,
         };
-        let mut t = Table::new(me, now);
+        Table::new(me, now)
+    }
+
+    #[test]
+    fn live_index_and_hash_follow_changes() {
+        let now = Instant::now();
+        let mut t = table(now);
         let h0 = t.root_hash();
         assert_eq!(
             t.apply(fact(1, 0, MemberState::Alive), now),
@@ -585,12 +590,7 @@ mod tests {
     fn live_index_survives_random_churn() {
         use rand::SeedableRng;
         let now = Instant::now();
-        let me = Fact {
-            id: NodeId::new(NodeAddr::parse("me:1").unwrap(), 1),
-            incarnation: 0,
-            state: MemberState::Alive,
-        };
-        let mut t = Table::new(me, now);
+        let mut t = table(now);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let mut inc = 0;
         for _ in 0..3000 {
