@@ -57,8 +57,6 @@ pub mod simulate;
 pub mod transport;
 
 pub use config::{Cli, Command, LogFormat, NodeConfig, RunArgs, TlsKind};
-pub use error::{
-    BenchError, ConfigError, DemoError, NodeError, ProcsError, SimulateError,
-};
+pub use error::{BenchError, ConfigError, DemoError, NodeError, ProcsError, SimulateError};
 pub use run::NodeHandle;
 pub use transport::TransportKind;
