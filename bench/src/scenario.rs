@@ -186,10 +186,15 @@ async fn wait_joined<C: Cluster>(
             return Ok(());
         }
         if start.elapsed() > limit {
+            let mut views = Vec::with_capacity(pending.len());
+            for &i in &pending {
+                views.push(format!("{i} sees {}", cluster.live_count(i).await));
+            }
             return Err(BenchError::Timeout {
                 what: format!(
-                    "join of {n} ({} members short of the full view)",
-                    pending.len()
+                    "join of {n} ({} members short of the full view: {})",
+                    pending.len(),
+                    views.join(", ")
                 ),
                 limit,
             });
