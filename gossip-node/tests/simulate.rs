@@ -32,6 +32,28 @@ fn f(v: &Value) -> f64 {
 
 const FIFTY: &[&str] = &["--nodes", "50", "--seed", "1", "--duration", "20", "--json"];
 
+/// `--start converged` installs every view at time zero: no warm-up
+/// traffic, and the scenario runs as after a cold start.
+#[test]
+fn a_converged_start_skips_the_warm_up() {
+    let r = json_of(&simulate(&[
+        "--nodes",
+        "60",
+        "--seed",
+        "2",
+        "--duration",
+        "20",
+        "--start",
+        "converged",
+        "--json",
+    ]));
+    assert_eq!(r["warmup"]["took_ms"], 0.0, "{}", r["warmup"]);
+    assert_eq!(r["warmup"]["traffic"]["messages"], 0, "{}", r["warmup"]);
+    let u = &r["updates"][0];
+    assert_eq!(u["reached"], u["target"], "{u}");
+    assert_eq!(r["false_deaths"], 0);
+}
+
 #[test]
 fn fifty_members_report_spread_detection_and_no_false_deaths() {
     let r = json_of(&simulate(FIFTY));

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::{LatencyModel, Scenario, SimConfig, nanos};
+use crate::config::{Bootstrap, LatencyModel, Scenario, SimConfig, nanos};
 use crate::error::SimError;
 use crate::sim::{Counters, KINDS, PhaseMark, Simulation};
 
@@ -52,6 +52,8 @@ pub struct Report {
     pub fanout: usize,
     /// Whether fresh writes are pushed eagerly.
     pub eager_push: bool,
+    /// How the members started (seeds, stagger, converged start).
+    pub bootstrap: Bootstrap,
     /// The scenario of the measured period (empty if none was given).
     pub scenario: Option<Scenario>,
     /// [`karp_bound_rounds`] of `nodes`.
@@ -446,6 +448,7 @@ impl Simulation {
             probe_interval_ms: ms(nanos(gossip.probe_interval)),
             fanout: gossip.fanout,
             eager_push: gossip.eager_push,
+            bootstrap: self.cfg.bootstrap.clone(),
             scenario: self.window.as_ref().map(|_| self.cfg.scenario.clone()),
             karp_bound_rounds: karp,
             warmup,
