@@ -29,6 +29,13 @@ use crate::members::{BUCKETS, Node, bucket_range, supersedes};
 /// the complete digest (cheaper than 256 bucket fingerprints, ~2 KiB).
 const SMALL_CLUSTER: usize = 48;
 
+/// At most this many ring ranges are sent as digests after comparing bucket
+/// fingerprints: the closest differing runs of buckets are merged. Each
+/// range costs a digest message and its answers, so views that differ in
+/// many scattered members (churn in a cluster just above `SMALL_CLUSTER`)
+/// would otherwise cost dozens of messages per round instead of a few.
+const MAX_DIGEST_RANGES: usize = 4;
+
 impl Machine {
     pub(super) fn sync_request(&self) -> Body {
         Body::SyncRequest(pb::SyncRequest {
@@ -99,6 +106,7 @@ impl Machine {
                 _ => runs.push((i, i)),
             }
         }
+        merge_closest_runs(&mut runs, MAX_DIGEST_RANGES);
         for (first, last) in runs {
             let (start, _) = bucket_range(first);
             let (_, end) = bucket_range(last);
@@ -307,6 +315,18 @@ impl Machine {
     }
 }
 
+/// Merges the two closest adjacent runs of buckets (inclusive `(first,
+/// last)`, sorted, disjoint) until at most `max` remain.
+fn merge_closest_runs(runs: &mut Vec<(usize, usize)>, max: usize) {
+    while runs.len() > max.max(1) {
+        let Some(i) = (0..runs.len() - 1).min_by_key(|&i| runs[i + 1].0 - runs[i].1) else {
+            return;
+        };
+        runs[i].1 = runs[i + 1].1;
+        runs.remove(i + 1);
+    }
+}
+
 /// Everything of one owner from version `since` on; at least the member
 /// fact.
 fn owner_pieces(now: Instant, node: &Node, since: u64, budget: usize) -> Vec<pb::OwnerDelta> {
@@ -359,4 +379,21 @@ fn pack(pieces: Vec<pb::OwnerDelta>, budget: usize, push: bool) -> Vec<pb::Delta
         out.push(cur);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_closest_runs;
+
+    #[test]
+    fn closest_runs_merge_first() {
+        let mut runs = vec![(0, 1), (3, 3), (10, 12), (14, 14), (100, 100), (200, 201)];
+        merge_closest_runs(&mut runs, 4);
+        assert_eq!(runs, vec![(0, 3), (10, 14), (100, 100), (200, 201)]);
+        merge_closest_runs(&mut runs, 1);
+        assert_eq!(runs, vec![(0, 201)]);
+        let mut few = vec![(5, 6)];
+        merge_closest_runs(&mut few, 4);
+        assert_eq!(few, vec![(5, 6)]);
+    }
 }
