@@ -468,14 +468,17 @@ impl Inner {
             Err(e) => return Attempt::Done(Err(e)),
         };
         // If this future is dropped mid-exchange (the caller timed out), the
-        // connection is presumed dead: the next send reconnects.
+        // connection is presumed dead unless the peer sent anything since
+        // the exchange began: the next send then reconnects.
         let mut guard = EvictOnDrop {
             inner: self,
             to,
             conn: Some(&conn),
+            rx_before: received(&conn),
         };
         let outcome = tokio::time::timeout(self.connect_timeout, exchange(&conn, frame)).await;
         guard.conn = None;
+        let rx_before = guard.rx_before;
         let error = match outcome {
             Ok(Ok(reply)) => return Attempt::Done(wire::verdict(to.as_str(), &reply)),
             Ok(Err(Exchange::Stream(reason))) => {
@@ -488,6 +491,20 @@ impl Inner {
                 self.count_failure(&e);
                 self.evict(to, &conn, "connection lost");
                 connection_failed(to.as_str(), &e)
+            }
+            Err(_) if received(&conn) > rx_before => {
+                // The peer answered something (QUIC acknowledgements, other
+                // streams) while this exchange waited: it is slow, not gone.
+                // Closing the connection would fail every other message in
+                // flight on it and cost a new handshake, which under load
+                // makes a slow cluster collapse; fail this message only.
+                return Attempt::Done(Err(TransportError::Unreachable {
+                    addr: to.to_string(),
+                    reason: format!(
+                        "no answer within the connect timeout of {:?} (the connection is alive; kept)",
+                        self.connect_timeout
+                    ),
+                }));
             }
             Err(_) => {
                 self.evict(to, &conn, "no answer");
@@ -517,14 +534,24 @@ struct EvictOnDrop<'a> {
     inner: &'a Inner,
     to: &'a NodeAddr,
     conn: Option<&'a Connection>,
+    /// [`received`] when the exchange began.
+    rx_before: u64,
 }
 
 impl Drop for EvictOnDrop<'_> {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn {
+        if let Some(conn) = self.conn
+            && received(conn) == self.rx_before
+        {
             self.inner.evict(self.to, conn, "send abandoned");
         }
     }
+}
+
+/// UDP datagrams received on `conn` so far: a peer whose count moves is
+/// alive, however slow its answers.
+fn received(conn: &Connection) -> u64 {
+    conn.stats().udp_rx.datagrams
 }
 
 /// Why one request/reply exchange failed.
