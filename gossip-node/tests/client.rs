@@ -8,15 +8,17 @@
 //! drops, also when a test fails.
 #![cfg(all(unix, any(feature = "grpc", feature = "quic")))]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_gossip-node");
+mod support;
+
+use support::{BIN, Node};
+
 /// Fast protocol timing.
 const FAST: [&str; 6] = [
     "--gossip-interval-ms",
@@ -29,78 +31,23 @@ const FAST: [&str; 6] = [
 /// How long a node may take to start, and a condition to come true.
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// A running `gossip-node run` process; killed on drop.
-struct Node {
-    child: Child,
-    addr: String,
-    admin: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
+/// Starts a member of `cluster` with fast timing and `extra` flags.
+fn spawn(cluster: &str, extra: &[&str]) -> Node {
+    let mut args = vec!["--cluster-id", cluster];
+    args.extend(FAST);
+    args.extend(extra);
+    Node::spawn(&args)
 }
 
-impl Node {
-    fn spawn(cluster: &str, extra: &[&str]) -> Node {
-        let mut child = Command::new(BIN)
-            .args(["run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-            .args(["--log-format", "json", "--cluster-id", cluster])
-            .args(FAST)
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(json) = serde_json::from_str::<Value>(&line) {
-                    let f = &json["fields"];
-                    if f["message"]
-                        .as_str()
-                        .is_some_and(|m| m.starts_with("gossip-node started"))
-                    {
-                        let _ = tx.send((
-                            f["advertise"].as_str().unwrap_or_default().to_owned(),
-                            f["admin"].as_str().unwrap_or_default().to_owned(),
-                        ));
-                    }
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let started = rx.recv_timeout(DEADLINE);
-        let mut node = Node {
-            child,
-            addr: String::new(),
-            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
-            log,
-        };
-        let Ok((addr, admin)) = started else {
-            panic!("node did not start:\n{}", node.logs());
-        };
-        node.addr = addr;
-        node.admin = admin.parse().unwrap();
-        node
-    }
-
-    fn logs(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
+/// Client commands against a node's admin API.
+trait AdminCli {
     /// Runs a client command against this node's admin API.
+    fn cli(&self, args: &[&str]) -> Output;
+}
+
+impl AdminCli for Node {
     fn cli(&self, args: &[&str]) -> Output {
         cli(&self.admin.to_string(), args)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -171,8 +118,8 @@ fn cluster_id(name: &str) -> String {
 #[test]
 fn members_kv_and_broadcast_through_the_admin_api() {
     let cluster = cluster_id("client");
-    let a = Node::spawn(&cluster, &["--meta", "name=alpha"]);
-    let b = Node::spawn(&cluster, &["--seed", &a.addr]);
+    let a = spawn(&cluster, &["--meta", "name=alpha"]);
+    let b = spawn(&cluster, &["--seed", &a.addr]);
 
     // members --json: the node's GET /members, both members alive.
     let members = wait_for("both members listed", || {

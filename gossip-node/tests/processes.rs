@@ -10,12 +10,12 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use gossip_node::config::{FileConfig, NodeConfig, RunArgs};
@@ -23,7 +23,10 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_gossip-node");
+mod support;
+
+use support::{BIN, Node};
+
 /// Fast protocol timing, so that failure detection takes seconds.
 const FAST: &str = "
 gossip_interval_ms = 100
@@ -31,8 +34,6 @@ probe_interval_ms = 200
 probe_timeout_ms = 100
 suspicion_mult = 2
 ";
-/// How long a process may take to print its start line.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Allowance for measuring through HTTP polls of separate processes on a
 /// busy test machine, added to the protocol's detection bound.
 const POLL_SLACK: Duration = Duration::from_millis(500);
@@ -89,106 +90,6 @@ fn protocol_of(toml: &str) -> gossip_core::Config {
     };
     let file = FileConfig::parse(toml, "test.toml".as_ref()).unwrap();
     NodeConfig::merge(&args, file).unwrap().protocol
-}
-
-/// A running `gossip-node run` process; killed (SIGKILL) on drop.
-struct Node {
-    child: Child,
-    /// The gossip address, advertised and bound.
-    addr: String,
-    admin: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-    status: Option<ExitStatus>,
-}
-
-impl Node {
-    /// Starts `gossip-node run` on free loopback ports with `extra` flags and
-    /// waits for its start line.
-    fn spawn(extra: &[&str]) -> Node {
-        let mut child = Command::new(BIN)
-            .args(["run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-            .args(["--log-format", "json"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(json) = serde_json::from_str::<Value>(&line) {
-                    let f = &json["fields"];
-                    if f["message"]
-                        .as_str()
-                        .is_some_and(|m| m.starts_with("gossip-node started"))
-                    {
-                        let _ = tx.send((
-                            f["advertise"].as_str().unwrap_or_default().to_owned(),
-                            f["admin"].as_str().unwrap_or_default().to_owned(),
-                        ));
-                    }
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let mut node = Node {
-            child,
-            addr: String::new(),
-            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
-            log,
-            status: None,
-        };
-        match rx.recv_timeout(START_TIMEOUT) {
-            Ok((addr, admin)) => {
-                node.addr = addr;
-                node.admin = admin
-                    .parse()
-                    .unwrap_or_else(|_| panic!("bad admin address {admin:?}"));
-            }
-            Err(_) => panic!("node did not start:\n{}", node.logs()),
-        }
-        node
-    }
-
-    fn logs(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
-    }
-
-    /// Waits for the process to exit, at most `timeout`.
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                self.status = Some(s);
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "process did not exit within {timeout:?}:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if self.status.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 fn client() -> reqwest::Client {

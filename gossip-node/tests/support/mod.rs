@@ -1,0 +1,118 @@
+//! Shared by the process tests of `gossip-node`: a `gossip-node run` child
+//! process started on free loopback ports, its log, and its end.
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// The binary under test.
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_gossip-node");
+/// How long a node may take to print its start line.
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running `gossip-node run` process; killed on drop unless it exited.
+pub(crate) struct Node {
+    pub(crate) child: Child,
+    /// The gossip address, advertised and bound.
+    pub(crate) addr: String,
+    pub(crate) admin: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+    pub(crate) status: Option<ExitStatus>,
+}
+
+impl Node {
+    /// Starts `gossip-node run` on free loopback ports with `extra` flags and
+    /// waits for its start line.
+    pub(crate) fn spawn(extra: &[&str]) -> Node {
+        let mut child = Command::new(BIN)
+            .args(["run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(["--log-format", "json"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(json) = serde_json::from_str::<Value>(&line) {
+                    let f = &json["fields"];
+                    if f["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("gossip-node started"))
+                    {
+                        let _ = tx.send((
+                            f["advertise"].as_str().unwrap_or_default().to_owned(),
+                            f["admin"].as_str().unwrap_or_default().to_owned(),
+                        ));
+                    }
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let mut node = Node {
+            child,
+            addr: String::new(),
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+            status: None,
+        };
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok((addr, admin)) => {
+                node.addr = addr;
+                node.admin = admin
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad admin address {admin:?}"));
+            }
+            Err(_) => panic!("node did not start:\n{}", node.logs()),
+        }
+        node
+    }
+
+    pub(crate) fn logs(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub(crate) fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    /// Waits for the process to exit, at most `timeout`.
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                self.status = Some(s);
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit within {timeout:?}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
