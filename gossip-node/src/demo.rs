@@ -22,7 +22,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use comfy_table::{Table, presets};
 
 use crate::config::{TlsKind, check_tls};
 use crate::error::DemoError;
@@ -117,12 +116,7 @@ fn render(
     tty: bool,
 ) -> String {
     let n = nodes.len();
-    let mut table = Table::new();
-    table.load_preset(if tty {
-        presets::UTF8_FULL_CONDENSED
-    } else {
-        presets::ASCII_FULL_CONDENSED
-    });
+    let mut table = crate::term::new_table(tty);
     table.set_header(vec![
         "node",
         "addr",

@@ -24,7 +24,7 @@ use std::hash::BuildHasher as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use comfy_table::{Cell, Color, Table, presets};
+use comfy_table::{Cell, Color};
 
 use crate::demo::Screen;
 use crate::error::{DemoError, ProcsError};
@@ -144,12 +144,7 @@ fn render(rows: &[Row], latest: &Latest, elapsed: Duration, every: Duration, tty
     let n = rows.len();
     let running = rows.iter().filter(|r| r.exited.is_none()).count();
     let columns = n <= MAX_COLUMNS;
-    let mut table = Table::new();
-    table.load_preset(if tty {
-        presets::UTF8_FULL_CONDENSED
-    } else {
-        presets::ASCII_FULL_CONDENSED
-    });
+    let mut table = crate::term::new_table(tty);
     let mut header: Vec<String> = [
         "member",
         "pid",

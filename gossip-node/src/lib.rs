@@ -54,6 +54,7 @@ pub mod logging;
 pub mod procs;
 pub mod run;
 pub mod simulate;
+mod term;
 pub mod transport;
 
 pub use config::{Cli, Command, LogFormat, NodeConfig, RunArgs, TlsKind};

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use comfy_table::{Table, presets};
+use comfy_table::Table;
 use gossip_sim::{LatencyModel, Milestone, Report, Scenario, SimConfig, TrafficReport};
 
 use crate::error::SimulateError;
@@ -265,12 +265,7 @@ pub fn run(args: SimulateArgs) -> Result<(), SimulateError> {
 }
 
 fn table(tty: bool, header: &[&str]) -> Table {
-    let mut t = Table::new();
-    t.load_preset(if tty {
-        presets::UTF8_FULL_CONDENSED
-    } else {
-        presets::ASCII_FULL_CONDENSED
-    });
+    let mut t = crate::term::new_table(tty);
     t.set_header(header.to_vec());
     t
 }

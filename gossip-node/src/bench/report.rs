@@ -3,7 +3,6 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use comfy_table::{Table, presets};
 use serde::Serialize;
 
 use super::BenchArgs;
@@ -202,12 +201,7 @@ impl BenchReport {
     /// The report as text: a summary and one table per measurement.
     pub fn render(&self, tty: bool) -> String {
         let table = |header: &[&str]| {
-            let mut t = Table::new();
-            t.load_preset(if tty {
-                presets::UTF8_FULL_CONDENSED
-            } else {
-                presets::ASCII_FULL_CONDENSED
-            });
+            let mut t = crate::term::new_table(tty);
             t.set_header(header.to_vec());
             t
         };
