@@ -4,31 +4,19 @@
 //! their choices grow, and the demo stops every process and exits 0.
 #![cfg(all(unix, any(feature = "grpc", feature = "quic")))]
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
-
-const BIN: &str = env!("CARGO_BIN_EXE_gossip-node");
+use support::BIN;
 /// The titles the demo picks from.
 const BOOKS: &str = include_str!("../src/demo_books/books.txt");
 /// How long the demo may take in all: its 8 s, starting and stopping.
 const DEADLINE: Duration = Duration::from_secs(30);
-
-/// The demo process; killed on drop if still running.
-struct Demo(Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
 
 /// One member row of a printed table.
 #[derive(Debug)]
@@ -70,8 +58,8 @@ fn tables(out: &str) -> Vec<BTreeMap<usize, Row>> {
 #[test]
 fn books_demo_shows_favourites_spreading_and_exits_cleanly() {
     let started = Instant::now();
-    let mut child = Command::new(BIN)
-        .args([
+    let (status, out, err) = support::run_to_end(
+        Command::new(BIN).args([
             "demo",
             "books",
             "--nodes",
@@ -80,37 +68,10 @@ fn books_demo_shows_favourites_spreading_and_exits_cleanly() {
             "1",
             "--duration",
             "8",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let mut demo = Demo(child);
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let status = loop {
-        if let Some(status) = demo.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "the demo did not exit within {DEADLINE:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+        ]),
+        DEADLINE,
+    );
     let took = started.elapsed();
-    let (out, err) = (out.join().unwrap(), err.join().unwrap());
     assert!(status.success(), "demo failed ({status}):\n{out}\n{err}");
     println!("demo took {took:?}");
 

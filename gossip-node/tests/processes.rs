@@ -10,22 +10,19 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use gossip_node::config::{FileConfig, NodeConfig, RunArgs};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use serde_json::Value;
 
 mod support;
 
-use support::{BIN, Node};
+use support::{BIN, Node, process_gone};
 
 /// Fast protocol timing, so that failure detection takes seconds.
 const FAST: &str = "
@@ -495,7 +492,7 @@ async fn bad_input_on_the_grpc_port_is_rejected_and_changes_nothing() {
     let addr: SocketAddr = target.addr.parse().unwrap();
     let garbage = bytes::Bytes::from_static(b"\xff\xff\xff\xffnot a protobuf envelope\x00\x01");
     let tls = gossip_tls::unverified_client_config(&[gossip_grpc::ALPN_H2]).unwrap();
-    let status = gossip_grpc::send_raw_frame_tls(addr, garbage, Arc::new(tls))
+    let status = gossip_grpc::send_raw_frame_tls(addr, garbage, std::sync::Arc::new(tls))
         .await
         .expect_err("garbage must be refused");
     eprintln!("garbage refused: {status}");
@@ -644,31 +641,6 @@ fn bad_configuration_exits_nonzero_with_a_clear_message() {
     }
 }
 
-/// The demo, guarded: killed on drop.
-struct Demo(Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// True if `pid` is gone (or a zombie, which runs nothing).
-fn process_gone(pid: i32) -> bool {
-    match kill(Pid::from_raw(pid), None) {
-        Err(nix::errno::Errno::ESRCH) => true,
-        _ => std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| {
-                s.rsplit_once(')')
-                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-            })
-            .unwrap_or(true),
-    }
-}
-
 #[cfg(feature = "grpc")]
 #[test]
 fn grpc_demo_runs_converges_and_leaves_no_process_behind() {
@@ -684,38 +656,12 @@ fn quic_demo_runs_converges_and_leaves_no_process_behind() {
 /// `gossip-node demo --nodes 3 --duration 6` with `extra` flags (default TLS:
 /// self-signed) converges, ends by itself and leaves no process behind.
 fn demo(extra: &[&str]) {
-    let mut demo = Demo(
+    let (status, out, err) = support::run_to_end(
         Command::new(BIN)
             .args(["demo", "--nodes", "3", "--duration", "6"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .args(extra),
+        Duration::from_secs(60),
     );
-    let mut stdout = demo.0.stdout.take().unwrap();
-    let mut stderr = demo.0.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = demo.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "demo did not end");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let out = out.join().unwrap();
-    let err = err.join().unwrap();
     assert!(status.success(), "{status}\nstdout:\n{out}\nstderr:\n{err}");
 
     let pids: Vec<i32> = out

@@ -2,10 +2,11 @@
 //! process started on free loopback ports, its log, and its end.
 #![allow(dead_code)] // each test binary uses its own part
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -114,5 +115,66 @@ impl Drop for Node {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// Kills the child on drop unless it has exited.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Reads all of `r` on a thread of its own.
+fn read_in_background(mut r: impl Read + Send + 'static) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = r.read_to_string(&mut s);
+        s
+    })
+}
+
+/// Runs `cmd` with its standard output and error captured until it exits by
+/// itself, at most `timeout` (a panic otherwise; the process is killed
+/// whatever happens). Returns its status, standard output and error.
+pub(crate) fn run_to_end(cmd: &mut Command, timeout: Duration) -> (ExitStatus, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = read_in_background(child.stdout.take().unwrap());
+    let err = read_in_background(child.stderr.take().unwrap());
+    let mut child = KillOnDrop(child);
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{cmd:?} did not exit within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (status, out.join().unwrap(), err.join().unwrap())
+}
+
+/// True if `pid` is gone (or a zombie, which runs nothing).
+pub(crate) fn process_gone(pid: i32) -> bool {
+    match kill(Pid::from_raw(pid), None) {
+        Err(nix::errno::Errno::ESRCH) => true,
+        _ => std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true),
     }
 }
