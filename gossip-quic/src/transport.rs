@@ -103,9 +103,12 @@ struct Inner {
 ///
 /// * One connection per peer, opened on the first send, cached and reused.
 ///   A send over a cached connection that turns out closed, lost or silent
-///   (no verdict within [`QuicConfig::connect_timeout`], e.g. the peer
-///   restarted) is retried once over a new connection. A send abandoned by
-///   its caller drops the connection it was using from the cache.
+///   (no verdict within [`QuicConfig::connect_timeout`] and not one datagram
+///   from the peer meanwhile, e.g. the peer restarted) is retried once over
+///   a new connection. A send abandoned by its caller drops the connection
+///   it was using from the cache, under the same condition. A peer that sent
+///   anything while the verdict was late is slow, not gone: only that send
+///   fails and the connection stays.
 ///   Connections without traffic close after [`QuicConfig::idle_timeout`].
 /// * Each message travels on its own bidirectional stream: the sender writes
 ///   one frame (`u32` big-endian length + encoded `gossip.v1.Envelope`) and
