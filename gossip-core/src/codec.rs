@@ -90,6 +90,15 @@ impl Inbound {
         r
     }
 
+    /// Counts a rejection a peer reported for a frame this member sent (the
+    /// sending side of a rejection that travels back asynchronously, e.g. on
+    /// a gRPC stream), so that a refusal shows on both sides.
+    pub fn count_peer_rejection(&self) {
+        self.stats
+            .rejected_by_peer
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Checks a frame length announced by the peer against the limit, before
     /// any buffer is allocated; an oversized length is counted.
     ///

@@ -9,10 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use gossip_proto::v1::Envelope;
-use prost::Message;
-use tokio::sync::{Notify, Semaphore, broadcast, mpsc, watch};
-use tokio::task::{JoinHandle, JoinSet};
-use tracing::{Instrument, debug, info_span, trace, warn};
+use tokio::sync::{Notify, broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{Instrument, info_span, trace, warn};
 use uuid::Uuid;
 
 use crate::config::Config;
@@ -21,13 +20,15 @@ use crate::event::{Event, KeyEntry, MemberInfo};
 use crate::id::{NodeAddr, NodeId};
 use crate::machine::{Machine, Transmit};
 use crate::membership::{BoxFuture, Membership};
-use crate::stats::{MessageKind, Stats, StatsSnapshot};
+use crate::outbox::{Outbox, Sender};
+use crate::stats::{Stats, StatsSnapshot};
 use crate::transport::Transport;
 
 /// Capacity of the event channel per subscriber.
 const EVENT_CAPACITY: usize = 4096;
-/// Sends in flight at once; beyond it a send is dropped and counted.
-const MAX_IN_FLIGHT: usize = 512;
+/// Longest time leave announcements get to go out at shutdown, so that a
+/// member stops promptly whatever its peers do (issue #9 item 6).
+const LEAVE_GRACE: Duration = Duration::from_millis(500);
 /// Frames handled per lock of the machine.
 const BATCH: usize = 64;
 
@@ -45,7 +46,7 @@ pub struct MemberOptions {
 
 struct Shared<T> {
     machine: Mutex<Machine>,
-    transport: T,
+    transport: Arc<T>,
     config: Config,
     wake: Notify,
     events: broadcast::Sender<Event>,
@@ -94,7 +95,7 @@ impl<T: Transport> Member<T> {
         Ok(Self {
             shared: Arc::new(Shared {
                 machine: Mutex::new(machine),
-                transport,
+                transport: Arc::new(transport),
                 config,
                 wake: Notify::new(),
                 events,
@@ -190,12 +191,13 @@ async fn run<T: Transport>(
     mut rx: mpsc::Receiver<Envelope>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut sends = JoinSet::new();
-    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let send_timeout = shared.config.probe_timeout.max(Duration::from_millis(500)) * 2;
+    let mut outbox = Outbox::new(Sender {
+        transport: shared.transport.clone(),
+        stats: shared.stats.clone(),
+        send_timeout: shared.config.probe_timeout.max(Duration::from_millis(500)) * 2,
+    });
     loop {
-        flush(&shared, &mut sends, &permits, send_timeout);
-        while sends.try_join_next().is_some() {}
+        flush(&shared, &mut outbox);
         let deadline = lock(&shared.machine).poll_timeout();
         let sleep = async {
             match deadline {
@@ -228,33 +230,23 @@ async fn run<T: Transport>(
     // Graceful leave: announce, give the announcements a moment, then stop.
     if shared.announce.load(std::sync::atomic::Ordering::SeqCst) {
         lock(&shared.machine).leave(now());
-        flush(&shared, &mut sends, &permits, send_timeout);
+        flush(&shared, &mut outbox);
+        outbox.close(LEAVE_GRACE).await;
     } else {
         // Mark the machine stopped so commands are refused, but send nothing.
-        let mut m = lock(&shared.machine);
-        m.leave(now());
-        while m.poll_transmit().is_some() {}
-        drop(m);
-        sends.abort_all();
+        {
+            let mut m = lock(&shared.machine);
+            m.leave(now());
+            while m.poll_transmit().is_some() {}
+        }
+        outbox.abort().await;
     }
-    let grace = tokio::time::timeout(send_timeout, async {
-        while sends.join_next().await.is_some() {}
-    });
-    if grace.await.is_err() {
-        debug!("leave announcements still in flight at shutdown; aborting them");
-    }
-    sends.shutdown().await;
     shared.transport.shutdown().await;
 }
 
-/// Drains the machine's outputs: events to subscribers, transmits to the
-/// transport (each send its own task, bounded in number and time).
-fn flush<T: Transport>(
-    shared: &Arc<Shared<T>>,
-    sends: &mut JoinSet<()>,
-    permits: &Arc<Semaphore>,
-    send_timeout: Duration,
-) {
+/// Drains the machine's outputs: events to subscribers, transmits to their
+/// peers' outbound queues.
+fn flush<T: Transport>(shared: &Arc<Shared<T>>, outbox: &mut Outbox<T>) {
     let (transmits, events) = {
         let mut m = lock(&shared.machine);
         let mut t = Vec::new();
@@ -280,36 +272,7 @@ fn flush<T: Transport>(
         let _ = shared.events.send(e);
     }
     for Transmit { to, msg } in transmits {
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            shared
-                .stats
-                .send_failures
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            continue;
-        };
-        let shared = shared.clone();
-        sends.spawn(async move {
-            let _permit = permit;
-            let size = msg.encoded_len();
-            let kind = MessageKind::of(&msg);
-            match tokio::time::timeout(send_timeout, shared.transport.send(&to, msg)).await {
-                Ok(Ok(())) => shared.stats.count_sent(kind, size),
-                Ok(Err(e)) => {
-                    shared
-                        .stats
-                        .send_failures
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    debug!(%to, error = %e, "send failed");
-                }
-                Err(_) => {
-                    shared
-                        .stats
-                        .send_failures
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    debug!(%to, "send timed out");
-                }
-            }
-        });
+        outbox.push(to, msg);
     }
 }
 

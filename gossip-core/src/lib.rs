@@ -29,6 +29,7 @@ mod machine;
 mod mem;
 mod members;
 mod membership;
+mod outbox;
 mod queue;
 mod stats;
 mod tls;

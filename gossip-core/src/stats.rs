@@ -220,6 +220,12 @@ pub struct Stats {
     pub bytes_received: AtomicU64,
     /// Sends the transport reported as failed.
     pub send_failures: AtomicU64,
+    /// Messages dropped before the transport saw them because the peer's
+    /// outbound queue was full (a slow or unreachable peer; issue #9 item 4).
+    pub send_dropped: AtomicU64,
+    /// Frames a peer reported it rejected after they were sent (e.g. on a
+    /// gRPC stream, where a rejection comes back asynchronously).
+    pub rejected_by_peer: AtomicU64,
     /// Frames rejected as oversized.
     pub rejected_oversized: AtomicU64,
     /// Frames rejected as malformed.
@@ -252,6 +258,10 @@ pub struct StatsSnapshot {
     pub bytes_received: u64,
     /// Sends the transport reported as failed.
     pub send_failures: u64,
+    /// Messages dropped because the peer's outbound queue was full.
+    pub send_dropped: u64,
+    /// Frames a peer reported it rejected after they were sent.
+    pub rejected_by_peer: u64,
     /// Frames rejected as oversized.
     pub rejected_oversized: u64,
     /// Frames rejected as malformed.
@@ -306,6 +316,8 @@ impl Stats {
             messages_received: r(&self.messages_received),
             bytes_received: r(&self.bytes_received),
             send_failures: r(&self.send_failures),
+            send_dropped: r(&self.send_dropped),
+            rejected_by_peer: r(&self.rejected_by_peer),
             rejected_oversized: r(&self.rejected_oversized),
             rejected_malformed: r(&self.rejected_malformed),
             rejected_foreign_cluster: r(&self.rejected_foreign_cluster),

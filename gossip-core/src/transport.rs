@@ -42,6 +42,33 @@ pub trait Transport: Send + Sync + 'static {
         msg: Envelope,
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
 
+    /// Delivers several messages to `to`, in order: the messages a member
+    /// produced for one peer at once (a gossip round, a probe with its
+    /// piggyback, deltas in pieces). A transport that can should carry them
+    /// in one frame or one write, as memberlist's compound messages do
+    /// (issue #9 item 3); the default sends them one by one with
+    /// [`Transport::send`] and stops at the first error.
+    ///
+    /// The driver calls this from one task per peer, so a slow peer delays
+    /// only its own messages. `Ok` means the transport took the whole batch;
+    /// a transport whose peer answers asynchronously (a stream) may report a
+    /// later rejection through [`Inbound::count_peer_rejection`] instead.
+    ///
+    /// # Errors
+    /// As [`Transport::send`].
+    fn send_batch(
+        &self,
+        to: &NodeAddr,
+        batch: Vec<Envelope>,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send {
+        async move {
+            for msg in batch {
+                self.send(to, msg).await?;
+            }
+            Ok(())
+        }
+    }
+
     /// Stops serving and closes connections; returns when every task of the
     /// transport has ended.
     fn shutdown(&self) -> impl Future<Output = ()> + Send;

@@ -1,29 +1,63 @@
-//! The client side: one cached channel per peer and the mapping of failed
-//! calls to [`TransportError`]s.
+//! The client side: one cached channel per peer, one long-lived `Gossip`
+//! stream per channel, and the mapping of failed calls to
+//! [`TransportError`]s.
+//!
+//! Sending a batch puts it on the peer's stream: no call, no task and no
+//! wait for an answer per message. The stream's one task (started with the
+//! stream) reads the peer's answers: a [`StreamReply`] for a batch with
+//! rejected envelopes (counted with [`Inbound::count_peer_rejection`] and
+//! logged), or the status that ended the stream. A stream that ends or
+//! fails is dropped and the next send opens another; a peer that answers
+//! `UNIMPLEMENTED` (a member of the first wire version) is sent unary
+//! `Send` calls from then on. At most `max_connections` channels are kept:
+//! the least recently used is dropped first, and a channel unused for
+//! `idle_timeout` is dropped.
 
 use std::collections::HashMap;
 use std::error::Error as _;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
-use gossip_core::{NodeAddr, TransportError};
-use gossip_proto::v1::Envelope;
+use gossip_core::{Inbound, NodeAddr, TransportError};
 use gossip_proto::v1::gossip_service_client::GossipServiceClient;
+use gossip_proto::v1::{Batch, Envelope, StreamReply};
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
-use tracing::{debug, trace};
+use tracing::{debug, trace, warn};
 
 use crate::tls::{ClientTls, FailureSlot, rustls_error, tls_failure};
 
 type Client = GossipServiceClient<Channel>;
 
-/// A cached channel: its number, its client and, under TLS, where its
-/// connections record their TLS failures.
+/// Batches waiting to be written on one stream before a send waits.
+const STREAM_QUEUE: usize = 64;
+/// Largest encoded batch before the transport is started (and knows the
+/// member's maximum message size).
+const DEFAULT_BATCH_LIMIT: usize = 64 * 1024;
+/// Interval of the HTTP/2 keepalive pings on client connections, so that a
+/// stream to a vanished peer fails instead of hanging.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+/// How long a client connection waits for a keepalive ping's answer.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A cached channel: its number, its client, under TLS where its
+/// connections record their TLS failures, its open stream and when it was
+/// last used.
 #[derive(Clone)]
 struct Cached {
     id: u64,
     client: Client,
     tls_failure: Option<FailureSlot>,
+    /// The `Gossip` stream's queue; `None` until the first send.
+    stream: Option<mpsc::Sender<Batch>>,
+    /// The peer does not serve `Gossip` streams: send unary calls.
+    unary: bool,
+    last_used: Instant,
 }
 
 #[derive(Default)]
@@ -34,34 +68,68 @@ struct Cache {
     next: u64,
     /// Set by [`Clients::close`]: no channel is created any more.
     closed: bool,
+    /// When idle channels were last looked for.
+    last_sweep: Option<Instant>,
+}
+
+/// Limits and options of the client side.
+#[derive(Clone, Debug)]
+pub(crate) struct ClientOptions {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) max_connections: usize,
+    pub(crate) idle_timeout: Duration,
+    /// Open `Gossip` streams (false: unary `Send` calls only, the first
+    /// wire version).
+    pub(crate) streams: bool,
+}
+
+/// Counters of the client side.
+#[derive(Debug, Default)]
+pub(crate) struct ClientCounters {
+    pub(crate) streams_opened: AtomicU64,
+    pub(crate) evicted_lru: AtomicU64,
+    pub(crate) evicted_idle: AtomicU64,
 }
 
 /// The channels of one transport, created lazily and dropped when a call
 /// over them fails at the transport level (so the next send reconnects).
 pub(crate) struct Clients {
-    connect_timeout: Duration,
-    request_timeout: Duration,
+    options: ClientOptions,
     /// `None`: plaintext HTTP/2 (h2c).
     tls: Option<Arc<ClientTls>>,
     cache: Mutex<Cache>,
+    /// The member's gate, once the transport is started: its maximum
+    /// message size bounds batches, and it counts the peers' rejections.
+    inbound: OnceLock<Inbound>,
+    /// The tasks reading the streams' answers.
+    tasks: Mutex<JoinSet<()>>,
+    pub(crate) counters: ClientCounters,
 }
 
 impl Clients {
-    pub(crate) fn new(
-        connect_timeout: Duration,
-        request_timeout: Duration,
-        tls: Option<Arc<ClientTls>>,
-    ) -> Self {
+    pub(crate) fn new(options: ClientOptions, tls: Option<Arc<ClientTls>>) -> Self {
         Self {
-            connect_timeout,
-            request_timeout,
+            options,
             tls,
             cache: Mutex::new(Cache::default()),
+            inbound: OnceLock::new(),
+            tasks: Mutex::new(JoinSet::new()),
+            counters: ClientCounters::default(),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Cache> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn tasks(&self) -> MutexGuard<'_, JoinSet<()>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands the member's gate to the client side (at start).
+    pub(crate) fn set_inbound(&self, inbound: Inbound) {
+        let _ = self.inbound.set(inbound);
     }
 
     /// The cached client for `to`, or a new lazily connecting one. Does not
@@ -71,7 +139,10 @@ impl Clients {
         if cache.closed {
             return Err(TransportError::Other("gRPC transport has shut down".into()));
         }
-        if let Some(cached) = cache.clients.get(to) {
+        let now = Instant::now();
+        self.sweep(&mut cache, now);
+        if let Some(cached) = cache.clients.get_mut(to) {
+            cached.last_used = now;
             return Ok(cached.clone());
         }
         // Under TLS too the scheme is `http`: tonic then speaks HTTP/2 over
@@ -81,8 +152,10 @@ impl Clients {
                 addr: to.to_string(),
                 reason: format!("not a valid gRPC endpoint address: {e}"),
             })?
-            .connect_timeout(self.connect_timeout)
-            .timeout(self.request_timeout)
+            .connect_timeout(self.options.connect_timeout)
+            .timeout(self.options.request_timeout)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .tcp_nodelay(true);
         let (channel, tls_failure) = match &self.tls {
             None => (endpoint.connect_lazy(), None),
@@ -96,15 +169,50 @@ impl Clients {
                 )
             }
         };
+        if cache.clients.len() >= self.options.max_connections.max(1) {
+            // Least recently used first; O(n) on a new connection only.
+            let oldest = cache
+                .clients
+                .iter()
+                .min_by_key(|(_, c)| c.last_used)
+                .map(|(addr, _)| addr.clone());
+            if let Some(oldest) = oldest {
+                cache.clients.remove(&oldest);
+                self.counters.evicted_lru.fetch_add(1, Ordering::Relaxed);
+                debug!(peer = %oldest, "closed the least recently used gRPC channel");
+            }
+        }
         cache.next += 1;
         let cached = Cached {
             id: cache.next,
             client: GossipServiceClient::new(channel),
             tls_failure,
+            stream: None,
+            unary: !self.options.streams,
+            last_used: now,
         };
         cache.clients.insert(to.clone(), cached.clone());
         trace!(%to, "new gRPC channel");
         Ok(cached)
+    }
+
+    /// Drops the channels unused for the idle timeout, at most twice per
+    /// idle timeout.
+    fn sweep(&self, cache: &mut Cache, now: Instant) {
+        let idle = self.options.idle_timeout;
+        if idle.is_zero() || cache.last_sweep.is_some_and(|t| now - t < idle / 2) {
+            return;
+        }
+        cache.last_sweep = Some(now);
+        let before = cache.clients.len();
+        cache.clients.retain(|_, c| now - c.last_used < idle);
+        let dropped = (before - cache.clients.len()) as u64;
+        if dropped > 0 {
+            self.counters
+                .evicted_idle
+                .fetch_add(dropped, Ordering::Relaxed);
+            debug!(dropped, "closed idle gRPC channels");
+        }
     }
 
     /// Drops the channel numbered `id` to `to`, if it is still cached.
@@ -116,39 +224,135 @@ impl Clients {
         }
     }
 
-    /// Drops every cached channel (their background tasks end once no call
-    /// uses them any more) and refuses further sends.
+    /// Forgets the stream of channel `id` to `to` (the channel stays); with
+    /// `unary`, the peer is sent unary calls from now on.
+    fn end_stream(&self, to: &NodeAddr, id: u64, unary: bool) {
+        let mut cache = self.lock();
+        if let Some(cached) = cache.clients.get_mut(to)
+            && cached.id == id
+        {
+            cached.stream = None;
+            cached.unary |= unary;
+        }
+    }
+
+    /// The queue of the stream to `to`, opening the stream if there is
+    /// none; `None` if the peer takes unary calls only.
+    fn stream(
+        self: &Arc<Self>,
+        to: &NodeAddr,
+    ) -> Result<(Cached, Option<mpsc::Sender<Batch>>), TransportError> {
+        let cached = self.client(to)?;
+        if cached.unary {
+            return Ok((cached, None));
+        }
+        if let Some(tx) = &cached.stream
+            && !tx.is_closed()
+        {
+            let tx = tx.clone();
+            return Ok((cached, Some(tx)));
+        }
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        {
+            let mut cache = self.lock();
+            match cache.clients.get_mut(to) {
+                Some(c) if c.id == cached.id => c.stream = Some(tx.clone()),
+                // Evicted meanwhile: send on this stream anyway, once.
+                _ => {}
+            }
+        }
+        self.counters.streams_opened.fetch_add(1, Ordering::Relaxed);
+        let mut tasks = self.tasks();
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(run_stream(
+            Arc::downgrade(self),
+            to.clone(),
+            cached.clone(),
+            rx,
+        ));
+        Ok((cached, Some(tx)))
+    }
+
+    /// Largest encoded batch: the peer's maximum message size (the same
+    /// configuration as ours) plus the batch framing.
+    fn batch_limit(&self) -> usize {
+        self.inbound
+            .get()
+            .map_or(DEFAULT_BATCH_LIMIT, Inbound::max_message_size)
+    }
+
+    /// Sends `batch` to `to`: on the peer's stream, in frames of at most
+    /// the maximum message size, or as unary calls to a peer of the first
+    /// wire version.
+    pub(crate) async fn send_batch(
+        self: &Arc<Self>,
+        to: &NodeAddr,
+        batch: Vec<Envelope>,
+    ) -> Result<(), TransportError> {
+        let (cached, stream) = self.stream(to)?;
+        let Some(tx) = stream else {
+            for msg in batch {
+                self.send_unary(to, cached.clone(), msg).await?;
+            }
+            return Ok(());
+        };
+        for frame in split(batch, self.batch_limit()) {
+            tx.send(frame)
+                .await
+                .map_err(|_| TransportError::Unreachable {
+                    addr: to.to_string(),
+                    reason: "the gossip stream to the peer closed".into(),
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Drops every cached channel and stream (their tasks end once the
+    /// peers close the streams) and refuses further sends.
     pub(crate) fn close(&self) {
         let mut cache = self.lock();
         cache.closed = true;
         cache.clients.clear();
     }
 
+    /// Waits at most `grace` for the streams' tasks to end, then stops them.
+    pub(crate) async fn join(&self, grace: Duration) {
+        let mut tasks = std::mem::take(&mut *self.tasks());
+        let ended =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if ended.is_err() {
+            debug!("gossip streams still open at shutdown; aborting them");
+        }
+        tasks.shutdown().await;
+    }
+
     /// Number of cached channels.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.lock().clients.len()
     }
 
     /// Sends `msg` to `to` with one unary `Send` call.
     pub(crate) async fn send(&self, to: &NodeAddr, msg: Envelope) -> Result<(), TransportError> {
+        let cached = self.client(to)?;
+        self.send_unary(to, cached, msg).await
+    }
+
+    async fn send_unary(
+        &self,
+        to: &NodeAddr,
+        cached: Cached,
+        msg: Envelope,
+    ) -> Result<(), TransportError> {
         let Cached {
             id,
             mut client,
             tls_failure: slot,
-        } = self.client(to)?;
+            ..
+        } = cached;
         match client.send(Request::new(msg)).await {
             Ok(_) => Ok(()),
             Err(status) => {
-                // A TLS failure recorded by the connection is the real cause
-                // when the call failed locally.
-                let recorded = slot
-                    .filter(|_| status.source().is_some())
-                    .and_then(|f| f.get());
-                let error = match recorded {
-                    Some(tls) => tls_failure(to.as_str(), &tls),
-                    None => status_to_error(to, &status),
-                };
+                let error = classify(to, &status, slot.as_ref());
                 // A local failure (no connection, TLS refused, ...) or a
                 // peer that cannot take messages now: reconnect next time.
                 if status.source().is_some() || matches!(error, TransportError::Unreachable { .. })
@@ -157,6 +361,124 @@ impl Clients {
                 }
                 debug!(%to, code = ?status.code(), error = %error, "gRPC send failed");
                 Err(error)
+            }
+        }
+    }
+}
+
+/// The error of a failed call: a TLS failure recorded by the connection is
+/// the real cause when the call failed locally.
+fn classify(to: &NodeAddr, status: &Status, slot: Option<&FailureSlot>) -> TransportError {
+    let recorded = slot
+        .filter(|_| status.source().is_some())
+        .and_then(FailureSlot::get);
+    match recorded {
+        Some(tls) => tls_failure(to.as_str(), &tls),
+        None => status_to_error(to, status),
+    }
+}
+
+/// Packs `batch` into frames of at most `limit` encoded bytes each (an
+/// envelope larger than `limit` goes alone), in order.
+fn split(batch: Vec<Envelope>, limit: usize) -> Vec<Batch> {
+    let mut frames = Vec::new();
+    let mut current = Batch::default();
+    let mut size = 0;
+    for env in batch {
+        let len = env.encoded_len();
+        let framed = 1 + prost::encoding::encoded_len_varint(len as u64) + len;
+        if !current.envelopes.is_empty() && size + framed > limit {
+            frames.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += framed;
+        current.envelopes.push(env);
+    }
+    if !current.envelopes.is_empty() {
+        frames.push(current);
+    }
+    frames
+}
+
+/// The task of one `Gossip` stream: opens it with the batches of `rx` as
+/// its request and reads the peer's answers until the stream ends.
+async fn run_stream(
+    clients: std::sync::Weak<Clients>,
+    to: NodeAddr,
+    cached: Cached,
+    rx: mpsc::Receiver<Batch>,
+) {
+    let Cached {
+        id,
+        mut client,
+        tls_failure: slot,
+        ..
+    } = cached;
+    let opened = client.gossip(ReceiverStream::new(rx)).await;
+    let Some(this) = clients.upgrade() else {
+        return;
+    };
+    let mut replies = match opened {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            if status.code() == Code::Unimplemented && status.source().is_none() {
+                debug!(%to, "peer serves no gossip streams; sending unary calls");
+                this.end_stream(&to, id, true);
+            } else {
+                this.stream_failed(&to, id, &status, slot.as_ref());
+            }
+            return;
+        }
+    };
+    drop(this);
+    trace!(%to, "gossip stream open");
+    loop {
+        let reply = replies.message().await;
+        let Some(this) = clients.upgrade() else {
+            return;
+        };
+        match reply {
+            Ok(Some(reply)) => this.peer_rejected(&to, &reply),
+            Ok(None) => {
+                trace!(%to, "gossip stream ended by the peer");
+                this.end_stream(&to, id, false);
+                return;
+            }
+            Err(status) => {
+                this.stream_failed(&to, id, &status, slot.as_ref());
+                return;
+            }
+        }
+    }
+}
+
+impl Clients {
+    /// A peer's answer about a batch it partly rejected.
+    fn peer_rejected(&self, to: &NodeAddr, reply: &StreamReply) {
+        if let Some(inbound) = self.inbound.get() {
+            for _ in 0..reply.rejected.max(1) {
+                inbound.count_peer_rejection();
+            }
+        }
+        debug!(%to, reason = %reply.reason, message = %reply.message, rejected = reply.rejected,
+            "peer rejected envelopes");
+    }
+
+    /// A stream that failed: a rejection from the peer is counted and
+    /// logged; a failed connection drops the channel too.
+    fn stream_failed(&self, to: &NodeAddr, id: u64, status: &Status, slot: Option<&FailureSlot>) {
+        let error = classify(to, status, slot);
+        match &error {
+            TransportError::Rejected { .. } => {
+                if let Some(inbound) = self.inbound.get() {
+                    inbound.count_peer_rejection();
+                }
+                warn!(%to, %error, "peer refused the gossip stream");
+                self.end_stream(to, id, false);
+            }
+            _ => {
+                debug!(%to, %error, "gossip stream failed");
+                self.evict(to, id);
             }
         }
     }
@@ -272,7 +594,16 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap()
         };
-        let clients = Clients::new(Duration::from_secs(1), Duration::from_secs(2), None);
+        let clients = Clients::new(
+            ClientOptions {
+                connect_timeout: Duration::from_secs(1),
+                request_timeout: Duration::from_secs(2),
+                max_connections: 8,
+                idle_timeout: Duration::from_secs(60),
+                streams: true,
+            },
+            None,
+        );
         let to = NodeAddr::from(port);
         let err = clients.send(&to, Envelope::default()).await.unwrap_err();
         assert!(matches!(err, TransportError::Unreachable { .. }), "{err:?}");

@@ -94,9 +94,19 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default [`GrpcConfig::request_timeout`]: 2 seconds.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Default [`GrpcConfig::max_connections`]: 256 cached channels, enough for
+/// the peers a member of a LAN cluster of a thousand talks to at once
+/// without holding a connection to each of them.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// Default [`GrpcConfig::idle_timeout`]: 60 seconds.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How long [`Transport::shutdown`] waits for connections it closed by force
 /// to wind down before it aborts the server task.
-const FORCE_CLOSE_GRACE: Duration = Duration::from_secs(1);
+const FORCE_CLOSE_GRACE: Duration = Duration::from_millis(300);
+/// Longest time [`Transport::shutdown`] lets open connections close
+/// gracefully (streams end at once; unary calls in flight finish).
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
 /// Settings of a [`GrpcTransport`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,11 +131,52 @@ pub struct GrpcConfig {
     /// authenticated) or [`TlsConfig::Mtls`] (encrypted, peers authenticated
     /// by the cluster CA). See the crate documentation.
     pub tls: TlsConfig,
+    /// Most cached client channels (each one TCP connection); when a new
+    /// peer needs one, the least recently used is closed. Default
+    /// [`DEFAULT_MAX_CONNECTIONS`] (issue #9 item 5).
+    pub max_connections: usize,
+    /// A cached channel unused for this long is closed; zero keeps them.
+    /// Default [`DEFAULT_IDLE_TIMEOUT`].
+    pub idle_timeout: Duration,
+    /// The wire version spoken. [`GrpcWire::Stream`] (the default): one
+    /// long-lived `Gossip` stream per peer carrying batches, unary `Send`
+    /// calls to peers that serve no streams, and both served.
+    /// [`GrpcWire::Unary`]: the first wire version, one unary `Send` per
+    /// message and no `Gossip` streams served, as a member of the previous
+    /// release (for rolling-upgrade tests).
+    pub wire: GrpcWire,
+}
+
+/// The gRPC wire version a [`GrpcTransport`] speaks (see
+/// [`GrpcConfig::wire`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GrpcWire {
+    /// One unary `Send` call per message; `Gossip` streams are answered
+    /// `UNIMPLEMENTED`. The first wire version.
+    Unary,
+    /// One `Gossip` stream per peer carrying batches of envelopes; falls
+    /// back to unary calls for a peer that answers `UNIMPLEMENTED`.
+    #[default]
+    Stream,
+}
+
+/// Counters of one [`GrpcTransport`]'s client side.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GrpcStats {
+    /// Client channels cached now (at most [`GrpcConfig::max_connections`]).
+    pub channels: usize,
+    /// `Gossip` streams opened so far.
+    pub streams_opened: u64,
+    /// Channels closed to make room for a new one (least recently used).
+    pub evicted_lru: u64,
+    /// Channels closed after [`GrpcConfig::idle_timeout`] unused.
+    pub evicted_idle: u64,
 }
 
 impl Default for GrpcConfig {
     /// Listens on `127.0.0.1:0`, no advertised address, 1 s connect timeout,
-    /// 2 s request timeout, no TLS.
+    /// 2 s request timeout, no TLS, 256 channels closed after 60 s idle,
+    /// streams.
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -133,6 +184,9 @@ impl Default for GrpcConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             tls: TlsConfig::None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            wire: GrpcWire::Stream,
         }
     }
 }
@@ -168,7 +222,7 @@ pub struct GrpcTransport {
     listen_addr: SocketAddr,
     local_addr: NodeAddr,
     state: Mutex<State>,
-    clients: client::Clients,
+    clients: Arc<client::Clients>,
     /// The server's TLS configuration and mode; `None` for plaintext.
     tls: Option<(Arc<rustls::ServerConfig>, TlsMode)>,
     /// Connections refused in the TLS handshake, incoming and outgoing.
@@ -229,11 +283,16 @@ impl GrpcTransport {
         let tls = setup.map(|s| (s.server, s.mode));
         debug!(%listen_addr, %local_addr, tls = ?tls.as_ref().map(|t| t.1), "gRPC transport bound");
         Ok(Self {
-            clients: client::Clients::new(
-                config.connect_timeout,
-                config.request_timeout,
+            clients: Arc::new(client::Clients::new(
+                client::ClientOptions {
+                    connect_timeout: config.connect_timeout,
+                    request_timeout: config.request_timeout,
+                    max_connections: config.max_connections,
+                    idle_timeout: config.idle_timeout,
+                    streams: config.wire == GrpcWire::Stream,
+                },
                 client_tls,
-            ),
+            )),
             config,
             listen_addr,
             local_addr,
@@ -264,6 +323,17 @@ impl GrpcTransport {
     /// configuration asked for port 0).
     pub fn listen_addr(&self) -> SocketAddr {
         self.listen_addr
+    }
+
+    /// The client side's counters.
+    pub fn stats(&self) -> GrpcStats {
+        let c = &self.clients.counters;
+        GrpcStats {
+            channels: self.clients.len(),
+            streams_opened: c.streams_opened.load(Ordering::Relaxed),
+            evicted_lru: c.evicted_lru.load(Ordering::Relaxed),
+            evicted_idle: c.evicted_idle.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -298,11 +368,13 @@ impl Transport for GrpcTransport {
             handshake_timeout: self.config.request_timeout,
             refused: self.tls_refused.clone(),
         });
+        self.clients.set_inbound(inbound.clone());
         let task = server::spawn(
             listener,
             self.listen_addr,
             inbound,
             self.config.request_timeout,
+            self.config.wire == GrpcWire::Stream,
             tls,
             stopped,
             &kill,
@@ -317,8 +389,20 @@ impl Transport for GrpcTransport {
         Ok(())
     }
 
+    /// Sends one message with one unary `Send` call and returns the peer's
+    /// verdict (the first wire version's path: for single messages whose
+    /// caller wants the answer, and for foreign clients). The driver sends
+    /// with [`Transport::send_batch`].
     async fn send(&self, to: &NodeAddr, msg: Envelope) -> Result<(), TransportError> {
         self.clients.send(to, msg).await
+    }
+
+    /// Puts the batch on the peer's `Gossip` stream in frames of at most the
+    /// maximum message size; returns once they are queued on the stream,
+    /// without waiting for the peer. A rejection comes back later and is
+    /// counted in [`Stats::rejected_by_peer`](gossip_core::Stats).
+    async fn send_batch(&self, to: &NodeAddr, batch: Vec<Envelope>) -> Result<(), TransportError> {
+        self.clients.send_batch(to, batch).await
     }
 
     async fn shutdown(&self) {
@@ -341,7 +425,7 @@ impl Transport for GrpcTransport {
                 // get up to the request timeout (the server's own limit).
                 // The server may already have ended (then the send fails).
                 let _ = stop.send(());
-                let grace = self.config.request_timeout;
+                let grace = self.config.request_timeout.min(SHUTDOWN_GRACE);
                 let mut result = tokio::time::timeout(grace, &mut task).await;
                 if result.is_err() {
                     debug!(
@@ -366,6 +450,7 @@ impl Transport for GrpcTransport {
             }
             State::Stopped => {}
         }
+        self.clients.join(FORCE_CLOSE_GRACE).await;
         debug!(listen_addr = %self.listen_addr, "gRPC transport shut down");
     }
 }

@@ -176,7 +176,10 @@ async fn bad_raw_frames_are_refused_with_clear_errors() {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("missing sender"), "{status:?}");
     assert_nothing_delivered(&mut b);
-    assert_eq!(b.stats.snapshot().rejected_malformed, 1);
+    // Every refusal is counted, also the two tonic made before the gate
+    // (the garbage bytes and the oversized frame; issue #9 item 8).
+    let s = b.stats.snapshot();
+    assert_eq!((s.rejected_malformed, s.rejected_oversized), (2, 1));
 
     // The raw path itself works: a valid frame is delivered.
     let valid = envelope(CLUSTER);

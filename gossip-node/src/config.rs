@@ -29,6 +29,7 @@
 //! suspicion_mult = 4
 //! tombstone_ttl_ms = 60000
 //! max_message_size = 65536
+//! max_connections = 256            # cached outgoing connections (LRU)
 //!
 //! [meta]
 //! name = "alpha"
@@ -230,6 +231,10 @@ pub struct TimingArgs {
     /// Largest message sent or accepted, bytes (default 65536).
     #[arg(long, value_name = "BYTES")]
     pub max_message_size: Option<usize>,
+    /// Most cached outgoing connections; the least recently used is closed
+    /// first (default 256).
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
 }
 
 /// Log output format.
@@ -286,6 +291,8 @@ pub struct FileConfig {
     pub tombstone_ttl_ms: Option<u64>,
     /// `max_message_size`, bytes.
     pub max_message_size: Option<usize>,
+    /// `max_connections`.
+    pub max_connections: Option<usize>,
 }
 
 impl FileConfig {
@@ -358,7 +365,15 @@ pub struct NodeConfig {
     pub log_format: LogFormat,
     /// Protocol configuration.
     pub protocol: gossip_core::Config,
+    /// Most cached outgoing connections of the transport, least recently
+    /// used closed first (issue #9 item 5). Default
+    /// [`DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: usize,
 }
+
+/// Default [`NodeConfig::max_connections`]: 256, for the peers a member of
+/// a LAN cluster of a thousand talks to at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
 impl NodeConfig {
     /// Defaults (the default transport, self-signed TLS, no seeds, no admin
@@ -374,6 +389,7 @@ impl NodeConfig {
             meta: BTreeMap::new(),
             log_format: LogFormat::default(),
             protocol: gossip_core::Config::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 
@@ -482,6 +498,10 @@ impl NodeConfig {
         if let Some(v) = t.max_message_size.or(file.max_message_size) {
             protocol.max_message_size = v;
         }
+        let max_connections = t
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS);
 
         Ok(Self {
             listen,
@@ -493,6 +513,7 @@ impl NodeConfig {
             meta,
             log_format,
             protocol,
+            max_connections,
         })
     }
 
@@ -546,6 +567,9 @@ impl NodeConfig {
                     p.probe_interval.as_millis()
                 ),
             );
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections", "must be at least 1");
         }
         if p.fanout == 0 {
             return invalid("fanout", "must be at least 1");

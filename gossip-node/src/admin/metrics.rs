@@ -14,6 +14,8 @@
 //! | `gossip_messages_received_total`, `gossip_bytes_received_total` | counter | `kind` |
 //! | `gossip_messages_rejected_total` | counter | `reason`: `oversized`, `malformed`, `foreign_cluster`, `overloaded` |
 //! | `gossip_send_failures_total` | counter | |
+//! | `gossip_send_dropped_total` | counter | |
+//! | `gossip_messages_rejected_by_peer_total` | counter | |
 //! | `gossip_members` | gauge | `state`: `alive`, `suspect`, `dead`, `left` |
 //! | `gossip_dissemination_queue_depth` | gauge | |
 //! | `gossip_probe_rtt_seconds` | histogram | |
@@ -71,6 +73,14 @@ impl Metrics {
                 "gossip_send_failures_total",
                 "Sends that failed, timed out or found too many sends in flight."
             );
+            describe_counter!(
+                "gossip_send_dropped_total",
+                "Messages dropped because the peer's outbound queue was full."
+            );
+            describe_counter!(
+                "gossip_messages_rejected_by_peer_total",
+                "Sent frames that the peer reported it rejected."
+            );
             describe_gauge!(
                 "gossip_members",
                 "Members this member knows, tombstones included, by state."
@@ -105,6 +115,8 @@ impl Metrics {
                 counter!("gossip_messages_rejected_total", "reason" => reason).absolute(n);
             }
             counter!("gossip_send_failures_total").absolute(stats.send_failures);
+            counter!("gossip_send_dropped_total").absolute(stats.send_dropped);
+            counter!("gossip_messages_rejected_by_peer_total").absolute(stats.rejected_by_peer);
             for state in STATES {
                 let n = members.iter().filter(|m| m.state == state).count();
                 gauge!("gossip_members", "state" => state.as_str()).set(n as f64);
