@@ -25,11 +25,41 @@ pub struct QuicConfig {
     /// message exchange may take. Zero disables the idle timeout (QUIC's
     /// convention). Default 30 s.
     pub idle_timeout: Duration,
-    /// Longest wait to establish a connection (name resolution plus QUIC and
-    /// TLS handshake), and for the peer's verdict on a message sent over a
-    /// cached connection before that connection is presumed dead and
-    /// replaced. Default 1 s.
+    /// Longest wait to establish a connection (name resolution, QUIC and TLS
+    /// handshake, and the `gossip/2` hello). Also how long a cached
+    /// connection may stay silent (not one packet from the peer, not even an
+    /// acknowledgement) after a send before it is presumed dead and replaced
+    /// by the next send, and, on the old `gossip/1` wire, the longest wait
+    /// for a message's verdict. Default 1 s.
     pub connect_timeout: Duration,
+    /// Most outgoing connections kept open at once (a count of peers). Opening
+    /// one more closes the least recently used; a closed connection is
+    /// reopened by the next send to that peer (a resumed TLS session, so
+    /// without a full handshake). Incoming connections are not counted: each
+    /// is bounded by its peer's own limit and closed after
+    /// [`QuicConfig::idle_timeout`]. Default 256: a member of a LAN cluster
+    /// of a thousand talks to a few dozen peers per minute (probes, gossip
+    /// rounds, pushes), so it need not hold 999 connections. Zero is taken
+    /// as one.
+    pub max_connections: usize,
+    /// Which wire versions this endpoint speaks. Default [`Wire::Auto`].
+    pub wire: Wire,
+}
+
+/// The wire versions an endpoint offers, in ALPN.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Wire {
+    /// Offer and serve `gossip/2` (datagrams and one-way streams, cluster
+    /// checked once per connection) and `gossip/1` (one stream and one
+    /// verdict per message), preferring `gossip/2`: a member of this version
+    /// talks `gossip/2` to its own version and `gossip/1` to members of the
+    /// previous one, in both directions, during a rolling upgrade.
+    #[default]
+    Auto,
+    /// Offer and serve `gossip/1` only, as the previous version did: for
+    /// pinning the old wire until every member is upgraded, and for tests
+    /// and measurements of the old wire.
+    V1Only,
 }
 
 impl Default for QuicConfig {
@@ -40,6 +70,8 @@ impl Default for QuicConfig {
             tls: TlsConfig::SelfSigned,
             idle_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(1),
+            max_connections: 256,
+            wire: Wire::Auto,
         }
     }
 }

@@ -1,8 +1,10 @@
 //! Turning quinn's errors into [`TransportError`]s with clear reasons.
 
 use gossip_core::TransportError;
-use quinn::{ConnectionError, TransportErrorCode};
+use quinn::{ConnectionError, TransportErrorCode, VarInt};
 use rustls::AlertDescription;
+
+use crate::wire;
 
 /// The TLS alert carried by a QUIC crypto error code (`0x100 + alert`).
 fn tls_alert(code: TransportErrorCode) -> Option<AlertDescription> {
@@ -22,12 +24,19 @@ pub(crate) fn is_tls_failure(e: &ConnectionError) -> bool {
     }
 }
 
-/// Describes why a connection to `addr` failed.
+/// Describes why a connection to `addr` failed; `protocols` names what we
+/// offered in ALPN (e.g. `"gossip/2 or gossip/1"`), for the hint on a
+/// refused ALPN.
 ///
-/// A TLS handshake the peer refused becomes [`TransportError::Rejected`]
-/// (the peer is up but will not talk to us); everything else, including a
-/// handshake we refused, becomes [`TransportError::Unreachable`].
-pub(crate) fn connection_failed(addr: &str, e: &ConnectionError) -> TransportError {
+/// A TLS handshake the peer refused, or a connection it closed because our
+/// cluster id is not its own, becomes [`TransportError::Rejected`] (the peer
+/// is up but will not talk to us); everything else, including a handshake
+/// we refused, becomes [`TransportError::Unreachable`].
+pub(crate) fn connection_failed(
+    addr: &str,
+    protocols: &str,
+    e: &ConnectionError,
+) -> TransportError {
     let unreachable = |reason: String| TransportError::Unreachable {
         addr: addr.to_owned(),
         reason,
@@ -45,7 +54,7 @@ pub(crate) fn connection_failed(addr: &str, e: &ConnectionError) -> TransportErr
                     addr: addr.to_owned(),
                     reason: format!(
                         "TLS handshake refused by the peer (alert {alert:?}): {}{said}",
-                        gossip_tls::alert_hint(alert, gossip_proto::PROTOCOL)
+                        gossip_tls::alert_hint(alert, protocols)
                     ),
                 }
             }
@@ -53,6 +62,17 @@ pub(crate) fn connection_failed(addr: &str, e: &ConnectionError) -> TransportErr
         },
         ConnectionError::TransportError(te) if tls_alert(te.code).is_some() => {
             unreachable(format!("TLS handshake failed on our side: {te}"))
+        }
+        ConnectionError::ApplicationClosed(close)
+            if close.error_code == VarInt::from_u32(wire::CLOSE_FOREIGN_CLUSTER) =>
+        {
+            TransportError::Rejected {
+                addr: addr.to_owned(),
+                reason: format!(
+                    "refused at connection set-up: {}",
+                    String::from_utf8_lossy(&close.reason)
+                ),
+            }
         }
         ConnectionError::ApplicationClosed(close) => {
             unreachable(format!("the peer closed the connection: {close}"))
@@ -82,7 +102,8 @@ mod tests {
             reason: Bytes::new(),
         });
         assert!(is_tls_failure(&e));
-        let TransportError::Rejected { reason, .. } = connection_failed("x:1", &e) else {
+        let TransportError::Rejected { reason, .. } = connection_failed("x:1", "gossip/1", &e)
+        else {
             panic!("expected Rejected");
         };
         assert!(reason.contains("NoApplicationProtocol"), "{reason}");
@@ -90,11 +111,27 @@ mod tests {
     }
 
     #[test]
+    fn a_foreign_cluster_close_is_a_rejection_with_the_reason() {
+        let e = ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+            error_code: VarInt::from_u32(wire::CLOSE_FOREIGN_CLUSTER),
+            reason: Bytes::from_static(
+                b"foreign cluster id \"a\", this member belongs to cluster \"b\"",
+            ),
+        });
+        assert!(!is_tls_failure(&e));
+        let TransportError::Rejected { reason, .. } = connection_failed("x:1", "gossip/2", &e)
+        else {
+            panic!("expected Rejected");
+        };
+        assert!(reason.contains("foreign cluster id \"a\""), "{reason}");
+    }
+
+    #[test]
     fn timeouts_are_unreachable_and_not_tls() {
         let e = ConnectionError::TimedOut;
         assert!(!is_tls_failure(&e));
         assert!(matches!(
-            connection_failed("x:1", &e),
+            connection_failed("x:1", "gossip/1", &e),
             TransportError::Unreachable { .. }
         ));
     }

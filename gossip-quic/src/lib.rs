@@ -45,12 +45,16 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod client;
 mod config;
 mod failure;
 mod raw;
+mod resume;
+mod server;
 mod transport;
 mod wire;
 
-pub use config::QuicConfig;
-pub use raw::send_raw_frame;
+pub use config::{QuicConfig, Wire};
+pub use raw::{RawClient, send_raw_frame};
 pub use transport::{QuicStats, QuicTransport};
+pub use wire::ALPN_V2;

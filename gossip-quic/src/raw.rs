@@ -1,14 +1,16 @@
-//! [`send_raw_frame`]: a one-shot client for conformance tests.
+//! Clients for conformance tests: [`send_raw_frame`] (one `gossip/1`
+//! exchange, also what a member of the previous version sends) and
+//! [`RawClient`] (a `gossip/2` connection sending arbitrary bytes).
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use gossip_core::{NodeAddr, TransportError};
 use gossip_proto::PROTOCOL;
-use quinn::{Endpoint, VarInt};
+use quinn::{Connection, Endpoint, VarInt};
 use tracing::debug;
 
 use crate::config::QuicConfig;
@@ -54,12 +56,7 @@ pub async fn send_raw_frame(
         .map_err(|e| TransportError::Other(format!("QUIC TLS setup failed: {e}")))?;
     let transport = Arc::new(transport_config(defaults.idle_timeout)?);
     let client = quic_client_config(Arc::new(tls), transport)?;
-    let local = if addr.is_ipv6() {
-        SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
-    } else {
-        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
-    };
-    let endpoint = Endpoint::client(local)?;
+    let endpoint = Endpoint::client(unbound_local(addr))?;
 
     let established = AtomicBool::new(false);
     let exchange = async {
@@ -68,9 +65,9 @@ pub async fn send_raw_frame(
             .map_err(|e| unreachable(format!("cannot start a connection: {e}")))?;
         let conn = connecting
             .await
-            .map_err(|e| connection_failed(to.as_str(), &e))?;
+            .map_err(|e| connection_failed(to.as_str(), PROTOCOL, &e))?;
         established.store(true, Ordering::Relaxed);
-        let lost = |e| connection_failed(to.as_str(), &e);
+        let lost = |e| connection_failed(to.as_str(), PROTOCOL, &e);
         let (mut send, mut recv) = conn.open_bi().await.map_err(lost)?;
         match send.write_chunk(framed).await {
             Ok(()) | Err(quinn::WriteError::Stopped(_)) => {}
@@ -110,4 +107,157 @@ pub async fn send_raw_frame(
         debug!(%addr, "one-shot endpoint still closing");
     }
     result
+}
+
+fn unbound_local(addr: SocketAddr) -> SocketAddr {
+    if addr.is_ipv6() {
+        SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
+    } else {
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
+    }
+}
+
+/// For conformance tests: a `gossip/2` connection from a self-signed client
+/// (no client certificate, server certificate not verified) on an endpoint
+/// of its own, which sends arbitrary datagrams and stream frames. See
+/// [`QuicTransport`](crate::QuicTransport) for the wire.
+pub struct RawClient {
+    endpoint: Endpoint,
+    conn: Connection,
+    addr: SocketAddr,
+}
+
+impl RawClient {
+    /// Connects to `addr` offering ALPN `gossip/2` only, and says hello as a
+    /// member of `cluster_id`; within [`QuicConfig::default`]'s connect
+    /// timeout (1 s).
+    ///
+    /// # Errors
+    /// [`TransportError::Rejected`] if the peer refused the hello (another
+    /// cluster: the reason names both) or the TLS handshake;
+    /// [`TransportError::Unreachable`] if no connection could be made;
+    /// [`TransportError::Io`] if the local socket cannot be bound.
+    pub async fn connect(addr: SocketAddr, cluster_id: &str) -> Result<Self, TransportError> {
+        let defaults = QuicConfig::default();
+        let to = NodeAddr::from(addr);
+        let protocols = "gossip/2";
+        let tls = gossip_tls::unverified_client_config(&[wire::ALPN_V2])
+            .map_err(|e| TransportError::Other(format!("QUIC TLS setup failed: {e}")))?;
+        let transport = Arc::new(transport_config(defaults.idle_timeout)?);
+        let client = quic_client_config(Arc::new(tls), transport)?;
+        let endpoint = Endpoint::client(unbound_local(addr))?;
+        let setup = async {
+            let conn = endpoint
+                .connect_with(client, addr, "localhost")
+                .map_err(|e| TransportError::Unreachable {
+                    addr: addr.to_string(),
+                    reason: format!("cannot start a connection: {e}"),
+                })?
+                .await
+                .map_err(|e| connection_failed(to.as_str(), protocols, &e))?;
+            let lost = |e| connection_failed(to.as_str(), protocols, &e);
+            let (mut send, mut recv) = conn.open_bi().await.map_err(lost)?;
+            send.write_all(cluster_id.as_bytes())
+                .await
+                .map_err(|e| TransportError::Other(format!("cannot send the hello: {e}")))?;
+            let _ = send.finish();
+            let reply = match recv.read_to_end(wire::MAX_REPLY).await {
+                Ok(reply) => reply,
+                Err(quinn::ReadToEndError::Read(quinn::ReadError::ConnectionLost(e))) => {
+                    return Err(lost(e));
+                }
+                Err(e) => return Err(TransportError::Other(format!("no hello verdict: {e}"))),
+            };
+            wire::verdict(to.as_str(), &reply)?;
+            Ok(conn)
+        };
+        match tokio::time::timeout(defaults.connect_timeout, setup).await {
+            Ok(Ok(conn)) => Ok(Self {
+                endpoint,
+                conn,
+                addr,
+            }),
+            Ok(Err(e)) => {
+                endpoint.close(VarInt::from_u32(wire::CLOSE_REFUSED), b"refused");
+                Err(e)
+            }
+            Err(_) => {
+                endpoint.close(VarInt::from_u32(wire::CLOSE_REFUSED), b"timed out");
+                Err(TransportError::Unreachable {
+                    addr: addr.to_string(),
+                    reason: "no connection or no hello verdict within 1 s".to_owned(),
+                })
+            }
+        }
+    }
+
+    /// The largest datagram the connection takes now.
+    pub fn max_datagram_size(&self) -> Option<usize> {
+        self.conn.max_datagram_size()
+    }
+
+    /// Sends `payload` verbatim as one datagram (the peer expects an encoded
+    /// `gossip.v1.Batch`).
+    ///
+    /// # Errors
+    /// [`TransportError::Other`] if the connection does not take it (too
+    /// large, closed).
+    pub fn send_datagram(&self, payload: Bytes) -> Result<(), TransportError> {
+        self.conn
+            .send_datagram(payload)
+            .map_err(|e| TransportError::Other(format!("datagram not sent: {e}")))
+    }
+
+    /// Sends one stream frame on a new one-way stream: a `u32` big-endian
+    /// length prefix of `announced_len`, then `body` verbatim; finishes the
+    /// stream if `body` is the whole announced frame. Then waits, at most
+    /// 1 s, for the peer to acknowledge the stream (`Ok(None)`) or stop it
+    /// (`Ok(Some(code))`; code 1: the announced length is over the limit).
+    ///
+    /// # Errors
+    /// [`TransportError::Unreachable`] if the connection is lost or nothing
+    /// is heard within 1 s.
+    pub async fn send_stream_frame(
+        &self,
+        announced_len: u32,
+        body: Bytes,
+    ) -> Result<Option<u64>, TransportError> {
+        let unreachable = |reason: String| TransportError::Unreachable {
+            addr: self.addr.to_string(),
+            reason,
+        };
+        let exchange = async {
+            let mut stream = self
+                .conn
+                .open_uni()
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            let mut frame = BytesMut::with_capacity(wire::LEN_PREFIX + body.len());
+            frame.put_u32(announced_len);
+            frame.put_slice(&body);
+            match stream.write_all(&frame).await {
+                Ok(()) | Err(quinn::WriteError::Stopped(_)) => {}
+                Err(e) => return Err(unreachable(format!("cannot write: {e}"))),
+            }
+            if body.len() == announced_len as usize {
+                let _ = stream.finish();
+            }
+            stream
+                .stopped()
+                .await
+                .map(|code| code.map(u64::from))
+                .map_err(|e| unreachable(e.to_string()))
+        };
+        tokio::time::timeout(CLOSE_WAIT, exchange)
+            .await
+            .map_err(|_| unreachable("no acknowledgement within 1 s".to_owned()))?
+    }
+
+    /// Closes the connection and the endpoint, letting the close reach the
+    /// peer (at most 1 s).
+    pub async fn close(self) {
+        self.conn.close(VarInt::from_u32(0), b"done");
+        self.endpoint.close(VarInt::from_u32(0), b"done");
+        let _ = tokio::time::timeout(CLOSE_WAIT, self.endpoint.wait_idle()).await;
+    }
 }

@@ -1,6 +1,32 @@
-//! The framing on one bidirectional stream.
+//! The two wire versions, told apart by ALPN.
 //!
-//! Request (sender to receiver), then the sender finishes its side:
+//! # `gossip/2` ([`ALPN_V2`])
+//!
+//! Hello, once per connection, on the first bidirectional stream: the client
+//! writes its cluster id (UTF-8, at most [`MAX_HELLO`] bytes) and finishes;
+//! the server answers with a verdict (below) and finishes. Nothing else is
+//! read from a connection before its hello is accepted; a refused client gets
+//! the reason in the verdict and the connection is closed with
+//! [`CLOSE_FOREIGN_CLUSTER`].
+//!
+//! Then, one way, without verdicts:
+//!
+//! ```text
+//! DATAGRAM (RFC 9221)    an encoded gossip.v1.Batch of one or more envelopes
+//! unidirectional stream  frames until FIN, each
+//!                        u32 big-endian length N | N bytes: an encoded
+//!                        gossip.v1.Batch (one envelope per frame)
+//! ```
+//!
+//! An envelope goes in a datagram if it fits ([`pack`]); one that does not
+//! fit alone goes on a stream. A stream frame's length is checked against
+//! the maximum message size plus [`BATCH_FRAMING`] before any buffer is
+//! allocated.
+//!
+//! # `gossip/1` ([`ALPN_V1`]), the previous version
+//!
+//! One bidirectional stream per message. Request (sender to receiver), then
+//! the sender finishes its side:
 //!
 //! ```text
 //! u32 big-endian length N | N bytes: an encoded gossip.v1.Envelope
@@ -14,8 +40,45 @@
 //!                           MAX_REASON bytes)
 //! ```
 
+use std::ops::Range;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use gossip_core::TransportError;
+use gossip_core::pb::Envelope;
+use prost::Message;
+use prost::encoding::{WireType, encode_key, encoded_len_varint};
+
+/// ALPN of the previous wire: one stream and one verdict per message.
+pub(crate) const ALPN_V1: &[u8] = gossip_proto::PROTOCOL.as_bytes();
+/// ALPN of the current wire: hello once, then datagrams and one-way streams.
+pub const ALPN_V2: &[u8] = b"gossip/2";
+
+/// Longest hello (a cluster id) read, in bytes.
+pub(crate) const MAX_HELLO: usize = 1024;
+/// Bytes a `Batch` of one envelope adds to the envelope: the field key and
+/// the length varint (at most 10 bytes), rounded up.
+pub(crate) const BATCH_FRAMING: usize = 16;
+
+/// Application close code: this member shuts down.
+pub(crate) const CLOSE_SHUTDOWN: u32 = 0;
+/// Application close code: the peer did not answer (silent connection).
+pub(crate) const CLOSE_NO_ANSWER: u32 = 1;
+/// Application close code: the server refused the client's cluster id.
+pub(crate) const CLOSE_FOREIGN_CLUSTER: u32 = 2;
+/// Application close code: the connection was the least recently used one
+/// beyond `max_connections`.
+pub(crate) const CLOSE_EVICTED: u32 = 3;
+/// Application close code: the hello did not follow the framing, or took
+/// longer than the connect timeout.
+pub(crate) const CLOSE_PROTOCOL: u32 = 4;
+/// Application close code: the client gives up a connection the server
+/// refused.
+pub(crate) const CLOSE_REFUSED: u32 = 5;
+/// Stream stop code: the announced frame is larger than the limit.
+pub(crate) const STOP_OVERSIZED: u32 = 1;
+/// Stream stop code: a stream this wire does not use (a bidirectional
+/// stream after the hello of a `gossip/2` connection).
+pub(crate) const STOP_UNEXPECTED: u32 = 2;
 
 /// Reply status: the frame was accepted.
 pub(crate) const STATUS_ACCEPTED: u8 = 0;
@@ -84,9 +147,157 @@ pub(crate) fn verdict(addr: &str, reply: &[u8]) -> Result<(), TransportError> {
     }
 }
 
+/// Bytes `env` takes inside an encoded `Batch`.
+fn batch_entry_len(env: &Envelope) -> usize {
+    let len = env.encoded_len();
+    1 + encoded_len_varint(len as u64) + len
+}
+
+/// Appends `env` to an encoded `Batch` (field 1, length-delimited).
+fn put_entry(buf: &mut BytesMut, env: &Envelope) {
+    encode_key(1, WireType::LengthDelimited, buf);
+    // A BytesMut grows as needed, so encoding cannot fail.
+    let _ = env.encode_length_delimited(buf);
+}
+
+/// A batch laid out for the wire by [`pack`].
+#[derive(Debug, Default)]
+pub(crate) struct Packed {
+    /// Encoded `Batch`es, each at most the datagram size, in order, with the
+    /// range of the batch's envelopes each holds.
+    pub(crate) datagrams: Vec<(Bytes, Range<usize>)>,
+    /// Indices of envelopes too large for a datagram of their own.
+    pub(crate) streamed: Vec<usize>,
+}
+
+/// Packs `batch` into as few datagrams of at most `max_datagram` bytes as
+/// the order allows (consecutive envelopes share a datagram); envelopes that
+/// do not fit in one alone are left for a stream. `None`: the connection
+/// carries no datagrams, everything goes on a stream.
+pub(crate) fn pack(batch: &[Envelope], max_datagram: Option<usize>) -> Packed {
+    let mut packed = Packed::default();
+    let Some(max) = max_datagram else {
+        packed.streamed = (0..batch.len()).collect();
+        return packed;
+    };
+    let mut cur = BytesMut::new();
+    let mut start = 0;
+    for (i, env) in batch.iter().enumerate() {
+        let entry = batch_entry_len(env);
+        if entry > max {
+            packed.streamed.push(i);
+            continue;
+        }
+        if !cur.is_empty() && cur.len() + entry > max {
+            packed.datagrams.push((cur.split().freeze(), start..i));
+        }
+        if cur.is_empty() {
+            start = i;
+            cur.reserve(max);
+        }
+        put_entry(&mut cur, env);
+    }
+    if !cur.is_empty() {
+        packed.datagrams.push((cur.freeze(), start..batch.len()));
+    }
+    packed
+}
+
+/// The stream frames of `envelopes` (one envelope per frame), back to back.
+///
+/// # Errors
+/// [`TransportError::Other`] for an envelope longer than `u32::MAX` bytes.
+pub(crate) fn stream_frames<'a>(
+    envelopes: impl Iterator<Item = &'a Envelope>,
+) -> Result<Bytes, TransportError> {
+    let mut buf = BytesMut::new();
+    for env in envelopes {
+        let len = batch_entry_len(env);
+        let prefix = u32::try_from(len).map_err(|_| {
+            TransportError::Other(format!(
+                "frame of {len} bytes is too long for a u32 length prefix"
+            ))
+        })?;
+        buf.reserve(LEN_PREFIX + len);
+        buf.put_u32(prefix);
+        put_entry(&mut buf, env);
+    }
+    Ok(buf.freeze())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gossip_core::pb;
+    use gossip_core::pb::Batch;
+
+    fn env(seq: u64, pad: usize) -> Envelope {
+        Envelope {
+            cluster_id: "x".repeat(pad),
+            body: Some(pb::envelope::Body::Ping(pb::Ping {
+                seq,
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn seqs(batch: &[Envelope]) -> Vec<u64> {
+        batch
+            .iter()
+            .map(|e| match &e.body {
+                Some(pb::envelope::Body::Ping(p)) => p.seq,
+                _ => panic!("not a ping"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn small_envelopes_share_datagrams_in_order() {
+        let batch: Vec<Envelope> = (0..40).map(|i| env(i, 180)).collect();
+        let packed = pack(&batch, Some(1200));
+        assert!(packed.streamed.is_empty());
+        // About 190 bytes each: six per datagram of 1200.
+        assert_eq!(packed.datagrams.len(), 7);
+        let mut got = Vec::new();
+        let mut next = 0;
+        for (bytes, range) in &packed.datagrams {
+            assert!(bytes.len() <= 1200, "{}", bytes.len());
+            assert_eq!(range.start, next);
+            next = range.end;
+            let decoded = Batch::decode(bytes.clone()).unwrap();
+            assert_eq!(decoded.envelopes, batch[range.clone()]);
+            got.extend(seqs(&decoded.envelopes));
+        }
+        assert_eq!(got, (0..40).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn large_envelopes_are_left_for_a_stream() {
+        let batch = vec![env(0, 10), env(1, 8000), env(2, 10)];
+        let packed = pack(&batch, Some(1200));
+        assert_eq!(packed.streamed, vec![1]);
+        assert_eq!(packed.datagrams.len(), 1);
+        assert_eq!(packed.datagrams[0].1, 0..3);
+        let decoded = Batch::decode(packed.datagrams[0].0.clone()).unwrap();
+        assert_eq!(seqs(&decoded.envelopes), vec![0, 2]);
+
+        let frames = stream_frames(packed.streamed.iter().map(|&i| &batch[i])).unwrap();
+        let len = u32::from_be_bytes(frames[..4].try_into().unwrap()) as usize;
+        assert_eq!(frames.len(), LEN_PREFIX + len);
+        assert!(len <= batch[1].encoded_len() + BATCH_FRAMING);
+        let decoded = Batch::decode(&frames[4..]).unwrap();
+        assert_eq!(decoded.envelopes, vec![batch[1].clone()]);
+    }
+
+    #[test]
+    fn without_datagrams_everything_is_streamed() {
+        let batch = vec![env(0, 10), env(1, 10)];
+        let packed = pack(&batch, None);
+        assert!(packed.datagrams.is_empty());
+        assert_eq!(packed.streamed, vec![0, 1]);
+        assert!(pack(&[], Some(1200)).datagrams.is_empty());
+    }
 
     #[track_caller]
     fn check(verdict_in: Result<(), &str>, expected: Result<(), &str>) {

@@ -12,7 +12,7 @@ use gossip_core::{
     Config, Member, MemberOptions, MemberState, Membership, NodeAddr, Stats, TlsConfig, Transport,
     TransportError, inbound_channel,
 };
-use gossip_quic::{QuicConfig, QuicTransport, send_raw_frame};
+use gossip_quic::{QuicConfig, QuicTransport, RawClient, Wire, send_raw_frame};
 use prost::Message;
 use tokio::sync::mpsc;
 
@@ -27,9 +27,13 @@ struct Node {
 
 impl Node {
     async fn start(cluster: &str, config: QuicConfig) -> Self {
+        Self::start_with_max(cluster, config, MAX).await
+    }
+
+    async fn start_with_max(cluster: &str, config: QuicConfig, max: usize) -> Self {
         let transport = QuicTransport::bind(config).await.unwrap();
         let stats = Arc::new(Stats::default());
-        let (inbound, rx) = inbound_channel(cluster, MAX, 64, stats.clone());
+        let (inbound, rx) = inbound_channel(cluster, max, 64, stats.clone());
         transport.start(inbound).await.unwrap();
         Self {
             transport,
@@ -65,6 +69,7 @@ fn envelope(cluster: &str, from: &NodeAddr, seq: u64) -> Envelope {
         body: Some(pb::envelope::Body::Ping(pb::Ping {
             seq,
             on_behalf_of: None,
+            ..Default::default()
         })),
         ..Default::default()
     }
@@ -173,8 +178,34 @@ async fn foreign_cluster_is_rejected_with_its_name() {
     );
     assert!(reason.contains("foreign cluster id \"blue\""), "{reason}");
     assert!(reason.contains("\"red\""), "{reason}");
+    // gossip/2 refuses the connection, once, not message by message.
+    assert!(reason.contains("refused at connection set-up"), "{reason}");
     b.assert_nothing_delivered();
     assert_eq!(b.stats.snapshot().rejected_foreign_cluster, 1);
+
+    // The next sends fail at once with the same reason, without dialling
+    // again (no handshake loop against a peer that refuses us).
+    for seq in 2..5 {
+        let reason = rejected_reason(
+            a.transport
+                .send_batch(&b.addr(), vec![envelope("blue", &a.addr(), seq)])
+                .await,
+        );
+        assert!(reason.contains("foreign cluster id \"blue\""), "{reason}");
+    }
+    assert_eq!(a.transport.stats().connections_opened, 1);
+    assert_eq!(b.transport.stats().connections_accepted, 1);
+    assert_eq!(b.stats.snapshot().rejected_foreign_cluster, 1);
+    wait_for("the refused connection to close", || {
+        a.transport.open_connections() == 0 && b.transport.stats().cached_connections == 0
+    })
+    .await;
+
+    // Any gossip/2 client of another cluster is refused in its hello.
+    let reason = rejected_reason(RawClient::connect(listen(&b), "green").await.map(|_| ()));
+    assert!(reason.contains("foreign cluster id \"green\""), "{reason}");
+    assert_eq!(b.stats.snapshot().rejected_foreign_cluster, 2);
+    b.assert_nothing_delivered();
     a.transport.shutdown().await;
     b.transport.shutdown().await;
 }
@@ -483,32 +514,58 @@ async fn crashed_and_restarted_peer_gets_a_new_connection() {
         },
     )
     .await;
-    // The cached connection is silently dead: A waits one connect timeout
-    // for an answer, then reconnects and delivers.
+    // The cached connection is silently dead. Datagrams get no verdict, so
+    // what A sends on it is lost, as over UDP, until the peer has been
+    // silent (not even an acknowledgement) for a connect timeout after a
+    // send; the next send then reconnects and delivers.
     let start = Instant::now();
-    a.transport
-        .send(&b2.addr(), envelope("c", &a.addr(), 2))
-        .await
-        .unwrap();
-    assert!(start.elapsed() >= connect_timeout, "{:?}", start.elapsed());
-    assert_eq!(seq_of(&b2.recv().await), 2);
+    let mut seq = 2;
+    let delivered = loop {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "never delivered to the restarted peer"
+        );
+        a.transport
+            .send(&b2.addr(), envelope("c", &a.addr(), seq))
+            .await
+            .unwrap();
+        if let Ok(Some(got)) = tokio::time::timeout(Duration::from_millis(50), b2.rx.recv()).await {
+            break got;
+        }
+        seq += 1;
+    };
+    let took = start.elapsed();
+    assert!(took >= connect_timeout, "{took:?}");
+    assert!(took < connect_timeout * 3, "{took:?}");
+    assert_eq!(
+        seq_of(&delivered),
+        seq,
+        "the first send on the new connection"
+    );
     assert_eq!(a.transport.stats().connections_opened, 2);
     a.transport.shutdown().await;
     b2.transport.shutdown().await;
 }
 
+/// The old wire keeps its mechanism: a `gossip/1` send waits for a verdict,
+/// and one abandoned by its caller drops the connection if the peer was
+/// silent meanwhile.
 #[tokio::test]
 async fn abandoned_send_drops_the_cached_connection() {
     let connect_timeout = Duration::from_secs(2);
+    let old = |config: QuicConfig| QuicConfig {
+        wire: Wire::V1Only,
+        ..config
+    };
     let a = Node::start(
         "c",
-        QuicConfig {
+        old(QuicConfig {
             connect_timeout,
             ..QuicConfig::default()
-        },
+        }),
     )
     .await;
-    let (b, kill, thread) = crashable_member(QuicConfig::default());
+    let (b, kill, thread) = crashable_member(old(QuicConfig::default()));
     a.transport
         .send(&b, envelope("c", &a.addr(), 1))
         .await
@@ -528,10 +585,10 @@ async fn abandoned_send_drops_the_cached_connection() {
 
     let mut b2 = Node::start(
         "c",
-        QuicConfig {
+        old(QuicConfig {
             listen: b.as_str().parse().unwrap(),
             ..QuicConfig::default()
-        },
+        }),
     )
     .await;
     let start = Instant::now();
@@ -570,6 +627,8 @@ async fn idle_connections_close_and_reopen() {
         .unwrap();
     assert_eq!(seq_of(&b.recv().await), 2);
     assert_eq!(a.transport.stats().connections_opened, 2);
+    // The reconnect resumed the TLS session: no full handshake.
+    assert_eq!(b.transport.stats().tls_resumed, 1);
     a.transport.shutdown().await;
     b.transport.shutdown().await;
 }
@@ -646,4 +705,327 @@ async fn two_members_see_each_other() {
     a.shutdown().await;
     b.shutdown().await;
     assert_eq!(a.transport().open_connections(), 0);
+}
+
+/// A ping padded with `n` member updates (about 30 bytes each).
+fn padded(cluster: &str, from: &NodeAddr, seq: u64, n: u64) -> Envelope {
+    let mut env = envelope(cluster, from, seq);
+    env.updates = (0..n)
+        .map(|i| pb::MemberUpdate {
+            id: Some(pb::NodeId {
+                addr: format!("10.1.{}.{}:7000", i / 250, i % 250),
+                generation: 1_000 + i,
+            }),
+            incarnation: i,
+            state: pb::MemberState::Alive as i32,
+        })
+        .collect();
+    env
+}
+
+#[tokio::test]
+async fn a_batch_of_small_envelopes_arrives_in_datagrams_in_order() {
+    let a = Node::start("c", QuicConfig::default()).await;
+    let mut b = Node::start("c", QuicConfig::default()).await;
+    let batch: Vec<Envelope> = (0..30).map(|i| padded("c", &a.addr(), i, 2)).collect();
+    let size: usize = batch.iter().map(Message::encoded_len).sum();
+    a.transport.send_batch(&b.addr(), batch).await.unwrap();
+    for i in 0..30 {
+        assert_eq!(seq_of(&b.recv().await), i, "in order");
+    }
+    let (sa, sb) = (a.transport.stats(), b.transport.stats());
+    // About 130 bytes each: several per datagram, not one each.
+    assert!(
+        sa.datagrams_sent >= 2 && sa.datagrams_sent as usize <= size / 1000 + 1,
+        "{size} bytes in {} datagrams",
+        sa.datagrams_sent
+    );
+    assert_eq!(sb.datagrams_received, sa.datagrams_sent);
+    assert_eq!((sa.streams_sent, sb.streams_received), (0, 0));
+    assert_eq!(b.stats.snapshot().messages_received, 30);
+    a.transport.shutdown().await;
+    b.transport.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_large_envelope_arrives_over_a_stream() {
+    let max = 64 * 1024;
+    let a = Node::start_with_max("c", QuicConfig::default(), max).await;
+    let mut b = Node::start_with_max("c", QuicConfig::default(), max).await;
+    // An 8 KB message (a delta's size) between two small ones.
+    let large = padded("c", &a.addr(), 2, 300);
+    assert!(large.encoded_len() > 8000, "{}", large.encoded_len());
+    let batch = vec![
+        envelope("c", &a.addr(), 1),
+        large.clone(),
+        envelope("c", &a.addr(), 3),
+    ];
+    a.transport.send_batch(&b.addr(), batch).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(b.recv().await);
+    }
+    got.sort_by_key(seq_of);
+    assert_eq!(got[1], large);
+    assert_eq!(seq_of(&got[0]), 1);
+    assert_eq!(seq_of(&got[2]), 3);
+    let (sa, sb) = (a.transport.stats(), b.transport.stats());
+    assert_eq!((sa.streams_sent, sa.datagrams_sent), (1, 1));
+    wait_for("the stream to be counted", || {
+        b.transport.stats().streams_received == 1
+    })
+    .await;
+    assert_eq!(sb.datagrams_received, 1);
+    a.transport.shutdown().await;
+    b.transport.shutdown().await;
+}
+
+#[tokio::test]
+async fn garbage_datagrams_and_oversized_stream_frames_are_counted_and_change_nothing() {
+    let mut b = Node::start("c", QuicConfig::default()).await;
+    let from: NodeAddr = "127.0.0.1:9".parse().unwrap();
+    let raw = RawClient::connect(listen(&b), "c").await.unwrap();
+
+    // Bytes that are no Batch.
+    raw.send_datagram(Bytes::from_static(&[0xff; 16])).unwrap();
+    wait_for("the garbage datagram to be counted", || {
+        b.stats.snapshot().rejected_malformed == 1
+    })
+    .await;
+    // A Batch holding an envelope of another cluster: the envelope is
+    // checked on its own.
+    let foreign = pb::Batch {
+        envelopes: vec![envelope("other", &from, 1)],
+    };
+    raw.send_datagram(Bytes::from(foreign.encode_to_vec()))
+        .unwrap();
+    wait_for("the foreign envelope to be counted", || {
+        b.stats.snapshot().rejected_foreign_cluster == 1
+    })
+    .await;
+
+    // A stream frame announcing far more than the limit is refused from its
+    // length alone (nothing allocated, the stream stopped), and counted.
+    let stopped = raw
+        .send_stream_frame(u32::MAX, Bytes::from_static(b"xx"))
+        .await
+        .unwrap();
+    assert_eq!(stopped, Some(1), "stopped: oversized");
+    wait_for("the oversized frame to be counted", || {
+        b.stats.snapshot().rejected_oversized == 1
+    })
+    .await;
+    // A complete frame of garbage on a stream is malformed.
+    let acked = raw
+        .send_stream_frame(4, Bytes::from_static(&[0xff; 4]))
+        .await
+        .unwrap();
+    assert_eq!(acked, None);
+    wait_for("the garbage frame to be counted", || {
+        b.stats.snapshot().rejected_malformed == 2
+    })
+    .await;
+    b.assert_nothing_delivered();
+
+    // The connection still works: a valid batch is delivered.
+    let valid = pb::Batch {
+        envelopes: vec![envelope("c", &from, 7)],
+    };
+    raw.send_datagram(Bytes::from(valid.encode_to_vec()))
+        .unwrap();
+    assert_eq!(seq_of(&b.recv().await), 7);
+    raw.close().await;
+    let s = b.stats.snapshot();
+    assert_eq!(
+        (
+            s.rejected_malformed,
+            s.rejected_oversized,
+            s.rejected_foreign_cluster,
+            s.messages_received
+        ),
+        (2, 1, 1, 1)
+    );
+    b.transport.shutdown().await;
+}
+
+#[tokio::test]
+async fn old_and_new_members_talk_both_ways() {
+    let old = QuicConfig {
+        wire: Wire::V1Only,
+        ..QuicConfig::default()
+    };
+    let mut new = Node::start("c", QuicConfig::default()).await;
+    let mut previous = Node::start("c", old).await;
+
+    // An old client (gossip/1 only) delivers to a new server, one verdict
+    // per message, rejections included.
+    previous
+        .transport
+        .send(&new.addr(), envelope("c", &previous.addr(), 1))
+        .await
+        .unwrap();
+    assert_eq!(seq_of(&new.recv().await), 1);
+    let reason = rejected_reason(
+        previous
+            .transport
+            .send(&new.addr(), envelope("other", &previous.addr(), 2))
+            .await,
+    );
+    assert!(reason.contains("foreign cluster id \"other\""), "{reason}");
+    // The previous version's one-shot client too.
+    let from: NodeAddr = "127.0.0.1:9".parse().unwrap();
+    send_raw_frame(
+        listen(&new),
+        Bytes::from(envelope("c", &from, 3).encode_to_vec()),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(seq_of(&new.recv().await), 3);
+
+    // A new client falls back to gossip/1 with an old server.
+    new.transport
+        .send_batch(
+            &previous.addr(),
+            (4..8).map(|i| envelope("c", &new.addr(), i)).collect(),
+        )
+        .await
+        .unwrap();
+    for i in 4..8 {
+        assert_eq!(seq_of(&previous.recv().await), i);
+    }
+    assert_eq!(new.transport.stats().datagrams_sent, 0);
+    assert_eq!(new.transport.stats().datagrams_received, 0);
+    new.transport.shutdown().await;
+    previous.transport.shutdown().await;
+}
+
+#[tokio::test]
+async fn at_most_max_connections_are_cached_least_recently_used_closed_first() {
+    let a = Node::start(
+        "c",
+        QuicConfig {
+            max_connections: 2,
+            ..QuicConfig::default()
+        },
+    )
+    .await;
+    let mut peers = Vec::new();
+    for _ in 0..3 {
+        peers.push(Node::start("c", QuicConfig::default()).await);
+    }
+    for (i, p) in peers.iter_mut().enumerate() {
+        a.transport
+            .send(&p.addr(), envelope("c", &a.addr(), i as u64))
+            .await
+            .unwrap();
+        assert_eq!(seq_of(&p.recv().await), i as u64);
+    }
+    let s = a.transport.stats();
+    assert_eq!((s.cached_connections, s.lru_evictions), (2, 1));
+    // The first peer's connection, the least recently used, was closed.
+    wait_for("the evicted connection to close at the peer", || {
+        peers[0].transport.open_connections() == 0
+    })
+    .await;
+    assert_eq!(peers[1].transport.open_connections(), 1);
+    assert_eq!(peers[2].transport.open_connections(), 1);
+
+    // Sending to it again reconnects (resuming the TLS session) and evicts
+    // the next least recently used, the second peer.
+    a.transport
+        .send(&peers[0].addr(), envelope("c", &a.addr(), 9))
+        .await
+        .unwrap();
+    assert_eq!(seq_of(&peers[0].recv().await), 9);
+    let s = a.transport.stats();
+    assert_eq!(
+        (s.cached_connections, s.lru_evictions, s.connections_opened),
+        (2, 2, 4)
+    );
+    assert_eq!(peers[0].transport.stats().tls_resumed, 1);
+    wait_for("the second peer's connection to close", || {
+        peers[1].transport.open_connections() == 0
+    })
+    .await;
+    a.transport.shutdown().await;
+    for p in &peers {
+        p.transport.shutdown().await;
+    }
+}
+
+/// A `gossip/2` server that accepts connections and their hellos, then
+/// reads nothing more: no datagram, no stream (so a sender's streams hit
+/// the stream limit and flow control and stay blocked).
+async fn stuck_peer() -> (NodeAddr, tokio::task::JoinHandle<()>) {
+    let tls = gossip_tls::TlsSetup::self_signed("127.0.0.1", &[gossip_quic::ALPN_V2]).unwrap();
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls.server).unwrap();
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_uni_streams(4u32.into())
+        .datagram_receive_buffer_size(Some(4096));
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(Arc::new(transport));
+    let endpoint = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = NodeAddr::from(endpoint.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(incoming) = endpoint.accept().await {
+            let Ok(conn) = incoming.await else { continue };
+            if let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                let _ = recv.read_to_end(1024).await;
+                let _ = send.write_all(&[0]).await;
+                let _ = send.finish();
+            }
+            held.push(conn);
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_does_not_keep_up_does_not_stall_sends_to_others() {
+    let a = Arc::new(Node::start_with_max("c", QuicConfig::default(), 64 * 1024).await);
+    let mut b = Node::start("c", QuicConfig::default()).await;
+    let (stuck, stuck_task) = stuck_peer().await;
+    // A silent address too: a handshake that never completes.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent = NodeAddr::from(silent.local_addr().unwrap());
+
+    // Large messages (streams) and small ones to the stuck and silent peers,
+    // continuously, from tasks of their own (as the driver's per-peer tasks).
+    let flood = |to: NodeAddr| {
+        let a = a.clone();
+        tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            for i in 0..6 {
+                let batch = vec![padded("c", &a.addr(), i, 300), envelope("c", &a.addr(), i)];
+                outcomes.push(a.transport.send_batch(&to, batch).await.is_ok());
+            }
+            outcomes
+        })
+    };
+    let (to_stuck, to_silent) = (flood(stuck.clone()), flood(silent));
+    // Meanwhile every send to B is delivered promptly.
+    for i in 0..50 {
+        let start = Instant::now();
+        a.transport
+            .send(&b.addr(), envelope("c", &a.addr(), i))
+            .await
+            .unwrap();
+        assert_eq!(seq_of(&b.recv().await), i);
+        assert!(
+            start.elapsed() < Duration::from_millis(500),
+            "a send to a healthy peer took {:?}",
+            start.elapsed()
+        );
+    }
+    // The stuck peer took the first streams, then sends to it timed out.
+    let to_stuck = to_stuck.await.unwrap();
+    assert!(to_stuck[0], "{to_stuck:?}");
+    assert!(to_stuck.iter().any(|ok| !ok), "{to_stuck:?}");
+    to_silent.abort();
+    stuck_task.abort();
+    a.transport.shutdown().await;
+    b.transport.shutdown().await;
 }

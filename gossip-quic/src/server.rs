@@ -1,0 +1,331 @@
+//! The receiving side: the accept loop and one task per connection, serving
+//! each connection by the wire its ALPN negotiated.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use gossip_core::pb::Batch;
+use gossip_core::{Inbound, Rejection};
+use prost::Message;
+use quinn::{Connection, Endpoint, Incoming, RecvStream, SendStream, VarInt};
+use tokio::task::JoinSet;
+use tracing::{Instrument, debug, debug_span, trace, warn};
+
+use crate::client::negotiated;
+use crate::failure::is_tls_failure;
+use crate::transport::Inner;
+use crate::wire;
+
+/// Accepts connections until the endpoint closes; each connection runs in a
+/// task of `connections`, all awaited (or aborted, when this future is
+/// dropped) before returning.
+pub(crate) async fn accept_loop(inner: Arc<Inner>, endpoint: Endpoint, inbound: Inbound) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                let span = debug_span!("quic_conn", remote = %incoming.remote_address());
+                connections.spawn(
+                    serve_connection(inner.clone(), incoming, inbound.clone()).instrument(span),
+                );
+            }
+            Some(done) = connections.join_next(), if !connections.is_empty() => {
+                if let Err(e) = done {
+                    warn!(error = %e, "connection task ended abnormally");
+                }
+            }
+        }
+    }
+    // The endpoint is closed, so every connection ends promptly.
+    while let Some(done) = connections.join_next().await {
+        if let Err(e) = done {
+            warn!(error = %e, "connection task ended abnormally");
+        }
+    }
+    debug!("accept loop ended");
+}
+
+/// Serves one incoming connection by its negotiated wire.
+async fn serve_connection(inner: Arc<Inner>, incoming: Incoming, inbound: Inbound) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(conn) => conn,
+        Err(e) => {
+            inner.count_failure(&e);
+            if is_tls_failure(&e) {
+                warn!(%remote, error = %e, "refused a connection: TLS handshake failed");
+            } else {
+                debug!(%remote, error = %e, "incoming handshake failed");
+            }
+            return;
+        }
+    };
+    inner
+        .counters
+        .connections_accepted
+        .fetch_add(1, Ordering::Relaxed);
+    if negotiated(&conn).as_deref() == Some(wire::ALPN_V2) {
+        debug!("connection accepted (gossip/2)");
+        serve_v2(&inner, conn, inbound).await;
+    } else {
+        debug!("connection accepted (gossip/1)");
+        serve_v1(&inner, conn, inbound).await;
+    }
+}
+
+/// Why a hello was not accepted.
+enum Hello {
+    /// The connection is gone.
+    Lost,
+    /// Another cluster; the reason was sent to the client.
+    Refused(String),
+    /// The hello does not follow the framing.
+    Protocol(String),
+}
+
+/// Reads the client's hello and answers it.
+async fn hello(conn: &Connection, inbound: &Inbound) -> Result<(), Hello> {
+    let (mut send, mut recv) = conn.accept_bi().await.map_err(|_| Hello::Lost)?;
+    let hello = recv
+        .read_to_end(wire::MAX_HELLO)
+        .await
+        .map_err(|e| Hello::Protocol(format!("cannot read the hello: {e}")))?;
+    let cluster = String::from_utf8_lossy(&hello);
+    let verdict = if cluster == inbound.cluster_id() {
+        Ok(())
+    } else {
+        Err(inbound
+            .reject(Rejection::ForeignCluster {
+                expected: inbound.cluster_id().to_owned(),
+                got: cluster.chars().take(128).collect(),
+            })
+            .to_string())
+    };
+    // The client reads the verdict; if it cannot, the close below carries
+    // the reason too.
+    let _ = send.write_all(&wire::reply(verdict.clone())).await;
+    let _ = send.finish();
+    verdict.map_err(Hello::Refused)
+}
+
+/// `gossip/2`: the hello, then datagrams and one-way streams until the
+/// connection closes.
+async fn serve_v2(inner: &Inner, conn: Connection, inbound: Inbound) {
+    match tokio::time::timeout(inner.connect_timeout, hello(&conn, &inbound)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(Hello::Lost)) => return,
+        Ok(Err(Hello::Refused(reason))) => {
+            warn!(remote = %conn.remote_address(), %reason, "refused a connection from another cluster");
+            // Let the client read the verdict and close; then close anyway.
+            let _ = tokio::time::timeout(inner.connect_timeout, conn.closed()).await;
+            let mut end = reason.len().min(512);
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            conn.close(
+                VarInt::from_u32(wire::CLOSE_FOREIGN_CLUSTER),
+                &reason.as_bytes()[..end],
+            );
+            return;
+        }
+        Ok(Err(Hello::Protocol(why))) => {
+            debug!(%why, "bad hello; closing");
+            conn.close(VarInt::from_u32(wire::CLOSE_PROTOCOL), why.as_bytes());
+            return;
+        }
+        Err(_) => {
+            debug!("no hello within the connect timeout; closing");
+            conn.close(VarInt::from_u32(wire::CLOSE_PROTOCOL), b"no hello in time");
+            return;
+        }
+    }
+    let max_frame = inbound.max_message_size() + wire::BATCH_FRAMING;
+    let deadline = inner.stream_deadline();
+    let mut streams = JoinSet::new();
+    loop {
+        tokio::select! {
+            datagram = conn.read_datagram() => match datagram {
+                Ok(bytes) => {
+                    inner.counters.datagrams_received.fetch_add(1, Ordering::Relaxed);
+                    accept_batch(&inbound, &bytes, "datagram");
+                }
+                Err(e) => {
+                    inner.count_failure(&e);
+                    debug!(reason = %e, "connection closed");
+                    break;
+                }
+            },
+            stream = conn.accept_uni() => match stream {
+                Ok(recv) => {
+                    inner.counters.streams_received.fetch_add(1, Ordering::Relaxed);
+                    streams.spawn(serve_uni(recv, inbound.clone(), max_frame, deadline));
+                }
+                Err(e) => {
+                    debug!(reason = %e, "connection closed");
+                    break;
+                }
+            },
+            stream = conn.accept_bi() => match stream {
+                // gossip/2 uses one bidirectional stream, the hello.
+                Ok((mut send, mut recv)) => {
+                    let _ = recv.stop(VarInt::from_u32(wire::STOP_UNEXPECTED));
+                    let _ = send.reset(VarInt::from_u32(wire::STOP_UNEXPECTED));
+                }
+                Err(e) => {
+                    debug!(reason = %e, "connection closed");
+                    break;
+                }
+            },
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+        }
+    }
+    // The connection is closed, so every stream ends promptly.
+    while streams.join_next().await.is_some() {}
+}
+
+/// Hands every envelope of an encoded `Batch` to `inbound`; a batch that
+/// does not decode, or holds nothing, is counted as malformed.
+fn accept_batch(inbound: &Inbound, bytes: &[u8], what: &str) {
+    match Batch::decode(bytes) {
+        Ok(batch) if batch.envelopes.is_empty() => {
+            let r = inbound.reject(Rejection::Malformed(format!("a {what} without envelopes")));
+            debug!(reason = %r, "rejected a {what}");
+        }
+        Ok(batch) => {
+            for env in batch.envelopes {
+                if let Err(r) = inbound.accept(env) {
+                    debug!(reason = %r, "rejected an envelope");
+                }
+            }
+            trace!(bytes = bytes.len(), "accepted a {what}");
+        }
+        Err(e) => {
+            let r = inbound.reject(Rejection::Malformed(format!("undecodable {what}: {e}")));
+            debug!(reason = %r, "rejected a {what}");
+        }
+    }
+}
+
+/// Reads the frames of one `gossip/2` one-way stream until its end. A
+/// length over `max_frame` is refused before anything is allocated, and the
+/// stream stopped. The whole stream is bounded by `deadline`.
+async fn serve_uni(mut recv: RecvStream, inbound: Inbound, max_frame: usize, deadline: Duration) {
+    let read = async {
+        loop {
+            let mut len = [0u8; wire::LEN_PREFIX];
+            match recv.read_exact(&mut len).await {
+                Ok(()) => {}
+                Err(quinn::ReadExactError::FinishedEarly(0)) => return,
+                Err(quinn::ReadExactError::FinishedEarly(_)) => {
+                    inbound.reject(Rejection::Malformed(
+                        "stream ended inside a frame length".to_owned(),
+                    ));
+                    return;
+                }
+                Err(e) => {
+                    debug!(error = %e, "stream failed");
+                    return;
+                }
+            }
+            let len = u32::from_be_bytes(len) as usize;
+            if len > max_frame {
+                // Counted as oversized (the frame is larger than any message).
+                let r = inbound.check_len(len).err();
+                let _ = recv.stop(VarInt::from_u32(wire::STOP_OVERSIZED));
+                debug!(reason = ?r, "refused a stream frame from its length");
+                return;
+            }
+            let mut buf = vec![0u8; len];
+            match recv.read_exact(&mut buf).await {
+                Ok(()) => accept_batch(&inbound, &buf, "stream frame"),
+                Err(quinn::ReadExactError::FinishedEarly(got)) => {
+                    inbound.reject(Rejection::Malformed(format!(
+                        "stream frame truncated, {got} of the announced {len} bytes arrived"
+                    )));
+                    return;
+                }
+                Err(e) => {
+                    debug!(error = %e, "stream failed while reading a frame");
+                    return;
+                }
+            }
+        }
+    };
+    if tokio::time::timeout(deadline, read).await.is_err() {
+        debug!(?deadline, "stream timed out");
+    }
+}
+
+/// `gossip/1`: one task per stream, each one message and its verdict.
+async fn serve_v1(inner: &Inner, conn: Connection, inbound: Inbound) {
+    let mut streams = JoinSet::new();
+    loop {
+        tokio::select! {
+            stream = conn.accept_bi() => match stream {
+                Ok((send, recv)) => {
+                    streams.spawn(serve_stream(send, recv, inbound.clone(), inner.stream_deadline()));
+                }
+                Err(e) => {
+                    inner.count_failure(&e);
+                    debug!(reason = %e, "connection closed");
+                    break;
+                }
+            },
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+        }
+    }
+    // The connection is closed, so every stream ends promptly.
+    while streams.join_next().await.is_some() {}
+}
+
+/// Reads one `gossip/1` frame, hands it to `inbound` and writes the verdict.
+/// The whole exchange is bounded by `deadline`.
+async fn serve_stream(
+    mut send: SendStream,
+    mut recv: RecvStream,
+    inbound: Inbound,
+    deadline: Duration,
+) {
+    let exchange = async {
+        let mut len = [0u8; wire::LEN_PREFIX];
+        if let Err(e) = recv.read_exact(&mut len).await {
+            debug!(error = %e, "stream ended before a frame length");
+            return;
+        }
+        let len = u32::from_be_bytes(len) as usize;
+        let verdict = if let Err(r) = inbound.check_len(len) {
+            // Refuse before allocating or reading the body.
+            let _ = recv.stop(VarInt::from_u32(wire::STOP_OVERSIZED));
+            Err(r.to_string())
+        } else {
+            let mut buf = vec![0u8; len];
+            match recv.read_exact(&mut buf).await {
+                Ok(()) => inbound.accept_bytes(&buf).map_err(|r| r.to_string()),
+                Err(quinn::ReadExactError::FinishedEarly(got)) => Err(inbound
+                    .reject(Rejection::Malformed(format!(
+                        "frame truncated, {got} of the announced {len} bytes arrived"
+                    )))
+                    .to_string()),
+                Err(e) => {
+                    debug!(error = %e, "stream failed while reading a frame");
+                    return;
+                }
+            }
+        };
+        if let Err(reason) = &verdict {
+            debug!(%reason, "rejected a frame");
+        } else {
+            trace!(bytes = len, "accepted a frame");
+        }
+        if let Err(e) = send.write_all(&wire::reply(verdict)).await {
+            debug!(error = %e, "cannot send the verdict");
+            return;
+        }
+        let _ = send.finish();
+    };
+    if tokio::time::timeout(deadline, exchange).await.is_err() {
+        debug!(?deadline, "stream exchange timed out");
+    }
+}
