@@ -22,6 +22,11 @@ use crate::wire;
 /// cluster, or our certificate) is not dialled again; sends to it meanwhile
 /// fail at once with the same reason.
 pub(crate) const REFUSED_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a peer that could not be reached (no handshake within the
+/// connect timeout, no address) is not dialled again; sends to it meanwhile
+/// fail at once, so that the messages queued behind one failed attempt do
+/// not each wait a connect timeout.
+pub(crate) const UNREACHABLE_BACKOFF: Duration = Duration::from_secs(1);
 
 /// One peer's entry in the connection cache.
 #[derive(Default)]
@@ -34,6 +39,8 @@ pub(crate) struct Peer {
     last_used: AtomicU64,
     /// Since when and why the peer refused us at connection set-up.
     refused: Mutex<Option<(Instant, String)>>,
+    /// Since when and why the peer could not be reached.
+    unreachable: Mutex<Option<(Instant, String)>>,
 }
 
 impl Peer {
@@ -48,25 +55,49 @@ impl Peer {
         }
     }
 
-    fn refusal_active(&self, now: Instant) -> bool {
+    /// The cached connection, if open and not being replaced right now.
+    pub(crate) fn connection(&self) -> Option<Connection> {
+        let link = self.link.try_lock().ok()?;
+        link.as_ref()
+            .map(|l| l.conn.clone())
+            .filter(|c| c.close_reason().is_none())
+    }
+
+    /// Whether a refusal or failure is in force, which the entry remembers.
+    fn backoff_active(&self, now: Instant) -> bool {
         lock(&self.refused)
             .as_ref()
             .is_some_and(|(at, _)| now.duration_since(*at) < REFUSED_BACKOFF)
+            || lock(&self.unreachable)
+                .as_ref()
+                .is_some_and(|(at, _)| now.duration_since(*at) < UNREACHABLE_BACKOFF)
     }
 
-    /// The refusal still in force, as the error a send returns.
-    fn check_refused(&self, to: &NodeAddr) -> Result<(), TransportError> {
-        let refused = lock(&self.refused);
-        match refused.as_ref() {
-            Some((at, reason)) if at.elapsed() < REFUSED_BACKOFF => Err(TransportError::Rejected {
+    /// The refusal or failure still in force, as the error a send returns.
+    fn check_backoff(&self, to: &NodeAddr) -> Result<(), TransportError> {
+        if let Some((at, reason)) = lock(&self.refused).as_ref()
+            && at.elapsed() < REFUSED_BACKOFF
+        {
+            return Err(TransportError::Rejected {
                 addr: to.to_string(),
                 reason: format!(
                     "{reason} (refused {:.1} s ago; not dialled again for {REFUSED_BACKOFF:?})",
                     at.elapsed().as_secs_f64()
                 ),
-            }),
-            _ => Ok(()),
+            });
         }
+        if let Some((at, reason)) = lock(&self.unreachable).as_ref()
+            && at.elapsed() < UNREACHABLE_BACKOFF
+        {
+            return Err(TransportError::Unreachable {
+                addr: to.to_string(),
+                reason: format!(
+                    "{reason} (failed {:.1} s ago; not dialled again for {UNREACHABLE_BACKOFF:?})",
+                    at.elapsed().as_secs_f64()
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -220,7 +251,7 @@ impl Inner {
         let now = Instant::now();
         let mut peers = lock(&self.peers);
         peers.retain(|_, p| {
-            Arc::strong_count(p) > 1 || p.refusal_active(now) || p.holds_connection()
+            Arc::strong_count(p) > 1 || p.backoff_active(now) || p.holds_connection()
         });
         let open = peers.values().filter(|p| p.holds_connection()).count();
         let Some(excess) = open.checked_sub(self.max_connections.max(1)) else {
@@ -258,14 +289,15 @@ impl Inner {
                 debug!(peer = %addr, "closed the least recently used connection");
             }
             drop(link);
-            if Arc::strong_count(peer) == 1 && !peer.refusal_active(now) {
+            if Arc::strong_count(peer) == 1 && !peer.backoff_active(now) {
                 peers.remove(&addr);
             }
         }
     }
 
     /// The cached live connection to `to`, or a new one; `true` if new. A
-    /// refusal at set-up is remembered for [`REFUSED_BACKOFF`].
+    /// refusal at set-up is remembered for [`REFUSED_BACKOFF`], a failure to
+    /// connect for [`UNREACHABLE_BACKOFF`].
     async fn link(
         &self,
         endpoint: &Endpoint,
@@ -273,8 +305,10 @@ impl Inner {
         to: &NodeAddr,
         cluster: &str,
     ) -> Result<(Link, bool), TransportError> {
-        peer.check_refused(to)?;
         let mut cached = peer.link.lock().await;
+        // Checked under the lock: sends queued behind a failed attempt fail
+        // at once.
+        peer.check_backoff(to)?;
         if let Some(link) = cached.as_ref() {
             match link.conn.close_reason() {
                 None if link.v2 && link.silent(Instant::now(), self.connect_timeout) => {
@@ -290,17 +324,24 @@ impl Inner {
         let link = match self.connect(endpoint, to, cluster).await {
             Ok(link) => link,
             Err(e) => {
-                if let TransportError::Rejected { reason, .. } = &e {
-                    warn!(%to, %reason, "peer refused this member at connection set-up");
-                    *lock(&peer.refused) = Some((Instant::now(), reason.clone()));
-                    if let Some(inbound) = self.inbound.get() {
-                        inbound.count_peer_rejection();
+                match &e {
+                    TransportError::Rejected { reason, .. } => {
+                        warn!(%to, %reason, "peer refused this member at connection set-up");
+                        *lock(&peer.refused) = Some((Instant::now(), reason.clone()));
+                        if let Some(inbound) = self.inbound.get() {
+                            inbound.count_peer_rejection();
+                        }
                     }
+                    TransportError::Unreachable { reason, .. } => {
+                        *lock(&peer.unreachable) = Some((Instant::now(), reason.clone()));
+                    }
+                    TransportError::Io(_) | TransportError::Other(_) => {}
                 }
                 return Err(e);
             }
         };
         *lock(&peer.refused) = None;
+        *lock(&peer.unreachable) = None;
         *cached = Some(link.clone());
         drop(cached);
         self.bound_connections(to);
@@ -487,6 +528,14 @@ impl Inner {
             }
             let _ = stream.finish();
             self.counters.streams_sent.fetch_add(1, Ordering::Relaxed);
+            // Shutdown lets the stream's data be acknowledged before it
+            // closes the connection.
+            let acknowledged = stream.stopped();
+            let mut flushing = lock(&self.flushing);
+            while flushing.try_join_next().is_some() {}
+            flushing.spawn(async move {
+                let _ = acknowledged.await;
+            });
             Ok(())
         };
         match tokio::time::timeout(self.connect_timeout, send).await {

@@ -16,7 +16,7 @@ use quinn::{
     AsyncUdpSocket, ConnectionError, Endpoint, EndpointConfig, IdleTimeout, Runtime, TokioRuntime,
     TransportConfig, VarInt,
 };
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
@@ -45,6 +45,10 @@ const MAX_UNI_STREAMS: u32 = 64;
 const SESSIONS_PER_CONNECTION: usize = 2;
 /// Longest [`Transport::shutdown`] takes, whatever the peers do.
 const SHUTDOWN_BUDGET: Duration = Duration::from_secs(1);
+/// Part of [`SHUTDOWN_BUDGET`] what sends handed to quinn gets to leave
+/// (datagrams still queued, stream data not yet acknowledged, e.g. the
+/// leave announcement) before the connections are closed.
+const FLUSH_GRACE: Duration = Duration::from_millis(250);
 /// Part of [`SHUTDOWN_BUDGET`] the accept loop and its connection tasks get
 /// to end on their own before they are aborted.
 const ACCEPT_LOOP_GRACE: Duration = Duration::from_millis(250);
@@ -133,6 +137,8 @@ pub(crate) struct Inner {
     accept_task: Mutex<Option<JoinHandle<()>>>,
     /// The gate given to `start`: its cluster id goes in our hellos.
     pub(crate) inbound: OnceLock<Inbound>,
+    /// One task per one-way stream sent and not yet acknowledged.
+    pub(crate) flushing: Mutex<JoinSet<()>>,
     pub(crate) counters: Counters,
 }
 
@@ -297,6 +303,7 @@ impl QuicTransport {
                 tick: AtomicU64::new(0),
                 accept_task: Mutex::new(None),
                 inbound: OnceLock::new(),
+                flushing: Mutex::new(JoinSet::new()),
                 counters,
             }),
         })
@@ -375,6 +382,29 @@ impl Inner {
     /// How long one incoming exchange (a `gossip/1` frame in and its verdict
     /// out, or a `gossip/2` one-way stream) may take: the
     /// idle timeout, or [`UNBOUNDED_IDLE_STREAM_DEADLINE`] without one.
+    /// Waits, at most `grace`, until every cached connection has sent the
+    /// datagrams queued on it and its peer acknowledged the streams sent.
+    async fn flush(&self, grace: Duration) {
+        let conns: Vec<quinn::Connection> = lock(&self.peers)
+            .values()
+            .filter_map(|p| p.connection())
+            .collect();
+        let mut flushing = std::mem::take(&mut *lock(&self.flushing));
+        let flushed = tokio::time::timeout(grace, async {
+            while conns.iter().any(|c| {
+                c.close_reason().is_none() && c.datagram_send_buffer_space() < DATAGRAM_BUFFER
+            }) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            while flushing.join_next().await.is_some() {}
+        })
+        .await;
+        if flushed.is_err() {
+            debug!("data still unsent at shutdown; dropping it");
+        }
+        flushing.abort_all();
+    }
+
     /// The client configuration for connecting to `to`, with the TLS
     /// session tickets of earlier connections to it.
     pub(crate) fn client_config(
@@ -480,7 +510,7 @@ impl Transport for QuicTransport {
     }
 
     /// Closes the endpoint and every connection, and returns within about
-    /// a second ([`SHUTDOWN_BUDGET`]) whatever the peers do.
+    /// a second whatever the peers do.
     async fn shutdown(&self) {
         let deadline = Instant::now() + SHUTDOWN_BUDGET;
         let (endpoint, socket) = match std::mem::replace(&mut *lock(&self.inner.state), State::Shut)
@@ -489,6 +519,7 @@ impl Transport for QuicTransport {
             // Never started: dropping the socket releases the port.
             State::Bound(_) | State::Shut => return,
         };
+        self.inner.flush(FLUSH_GRACE).await;
         // Stops accepting and closes every connection, incoming and outgoing.
         endpoint.close(
             VarInt::from_u32(wire::CLOSE_SHUTDOWN),

@@ -370,6 +370,25 @@ async fn unreachable_peer_fails_within_the_connect_timeout() {
         "{took:?}"
     );
 
+    // Messages queued behind that attempt fail at once for a second, without
+    // dialling again (not a connect timeout each).
+    let start = Instant::now();
+    let err = a
+        .transport
+        .send(&to, envelope("c", &a.addr(), 3))
+        .await
+        .unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        matches!(&err, TransportError::Unreachable { reason, .. } if reason.contains("not dialled again")),
+        "{err}"
+    );
+    assert_eq!(a.transport.stats().connections_opened, 0);
+
     // Names that do not resolve fail as unreachable too.
     let err = a
         .transport
@@ -1027,5 +1046,61 @@ async fn a_peer_that_does_not_keep_up_does_not_stall_sends_to_others() {
     to_silent.abort();
     stuck_task.abort();
     a.transport.shutdown().await;
+    b.transport.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_prompt_whatever_the_peers_do() {
+    let a = Arc::new(
+        Node::start_with_max(
+            "c",
+            QuicConfig {
+                connect_timeout: Duration::from_secs(5),
+                ..QuicConfig::default()
+            },
+            64 * 1024,
+        )
+        .await,
+    );
+    let mut b = Node::start("c", QuicConfig::default()).await;
+    let (stuck, stuck_task) = stuck_peer().await;
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent = NodeAddr::from(silent.local_addr().unwrap());
+    a.transport
+        .send(&b.addr(), envelope("c", &a.addr(), 1))
+        .await
+        .unwrap();
+    b.recv().await;
+    // Sends in flight: a handshake that never completes, and streams that a
+    // peer never reads (blocked on its stream limit).
+    let pending: Vec<_> = [silent, stuck]
+        .into_iter()
+        .map(|to| {
+            let a = a.clone();
+            tokio::spawn(async move {
+                for i in 0..10 {
+                    let large = padded("c", &a.addr(), i, 300);
+                    let _ = a.transport.send_batch(&to, vec![large]).await;
+                }
+            })
+        })
+        .collect();
+    wait_for("the stuck peer's streams to fill", || {
+        a.transport.stats().streams_sent >= 4
+    })
+    .await;
+
+    let start = Instant::now();
+    a.transport.shutdown().await;
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(1500), "shutdown took {took:?}");
+    // Sends in flight fail promptly too.
+    for p in pending {
+        tokio::time::timeout(Duration::from_secs(2), p)
+            .await
+            .expect("sends end after shutdown")
+            .unwrap();
+    }
+    stuck_task.abort();
     b.transport.shutdown().await;
 }
