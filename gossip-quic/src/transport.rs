@@ -185,7 +185,9 @@ pub(crate) struct Inner {
 /// after a send is presumed dead (a crashed or restarted peer) and replaced
 /// by the next send; what was sent meanwhile is lost, as over UDP. A send
 /// over a cached connection that turns out closed is retried once over a new
-/// one.
+/// one. A peer that could not be reached (no handshake within the connect
+/// timeout) is not dialled again for 1 s, one that refused us at set-up for
+/// 5 s: sends to it meanwhile fail at once with the same reason.
 ///
 /// # Tasks
 /// [`QuicTransport::bind`] only binds the UDP socket. quinn's endpoint, which
@@ -193,10 +195,12 @@ pub(crate) struct Inner {
 /// first of [`Transport::start`] and [`Transport::send_batch`]. `start`
 /// spawns the accept loop, which runs each connection in a task of its own
 /// JoinSet, and each one-way stream in a task of the connection's.
-/// [`Transport::shutdown`] closes the endpoint and every connection and
-/// returns within about a second whatever the peers do: it gives the accept
-/// loop a moment to end, then aborts it, and waits for quinn to finish
-/// closing and release the socket within what is left of that second.
+/// [`Transport::shutdown`] returns within about a second whatever the peers
+/// do: it lets what sends already handed over leave (queued datagrams,
+/// unacknowledged streams: a leave announcement) for at most 250 ms, closes
+/// the endpoint and every connection, gives the accept loop 250 ms to end,
+/// then aborts it, and waits for quinn to finish closing and release the
+/// socket within what is left of that second.
 pub struct QuicTransport {
     inner: Arc<Inner>,
 }
