@@ -21,8 +21,32 @@ pub struct Config {
     /// Cluster id carried by every message; messages from another cluster
     /// are rejected. Default `"default"`.
     pub cluster_id: String,
-    /// Period of anti-entropy push-pull rounds (scuttlebutt). Default 200 ms.
+    /// Period of anti-entropy push-pull rounds (scuttlebutt) while the member
+    /// is active (see [`Config::active_rounds`]). Default 200 ms.
     pub gossip_interval: Duration,
+    /// Silence at rest (issue #9, item 7): gossip rounds run only while the
+    /// member is *active*, that is for this many gossip rounds after the last
+    /// change it made or learned (a write, a membership change, a delta that
+    /// changed something, a digest fingerprint that differed on a
+    /// `SyncRequest`, an `Ack` or an answer to its own request, a seed
+    /// added or answering) and while its piggyback queues are not empty. The
+    /// count used is at least `ceil(log2 n)` for `n` live members (see
+    /// [`Config::active_rounds_for`]), as an epidemic needs O(log n) rounds
+    /// to reach everyone. A member that makes or learns a change also runs
+    /// one round at once. At rest a member sends only its probes (which
+    /// carry the fingerprint, so a divergence is still found within a probe
+    /// interval or two) and one round per [`Config::push_pull_interval`].
+    /// `u32::MAX` keeps the rounds running for good once started (the
+    /// behaviour before silence at rest). Unit: gossip rounds. Default 10
+    /// (2 s at the default interval).
+    pub active_rounds: u32,
+    /// Longest time between two anti-entropy rounds of a quiet member: a
+    /// background round to one random live peer, so that a divergence
+    /// nobody noticed is eventually repaired (memberlist's `PushPullInterval`,
+    /// 30 s in its LAN profile; issue #9, item 7). Any round resets it; each
+    /// wait is drawn in `[0.75, 1]` times this so members do not fire in step.
+    /// Default 30 s.
+    pub push_pull_interval: Duration,
     /// Number of random live peers contacted per gossip round, and the number
     /// of peers an eager push goes to. Default 3.
     pub fanout: usize,
@@ -84,6 +108,8 @@ impl Default for Config {
         Self {
             cluster_id: "default".to_owned(),
             gossip_interval: Duration::from_millis(200),
+            active_rounds: 10,
+            push_pull_interval: Duration::from_secs(30),
             fanout: 3,
             probe_interval: Duration::from_secs(1),
             probe_timeout: Duration::from_millis(500),
@@ -128,6 +154,14 @@ impl Config {
     pub fn detection_bound(&self, n: usize) -> Duration {
         let rounds = (n.max(2) as f64).log2().ceil() as u32 + 2;
         self.probe_interval * 2 + self.suspicion_max(n) + self.gossip_interval * rounds
+    }
+
+    /// How many gossip rounds a member stays active after its last change,
+    /// in a cluster of `n` live members: `max(active_rounds,
+    /// ceil(log2 n))`.
+    pub fn active_rounds_for(&self, n: usize) -> u64 {
+        let log = (n.max(1) as f64).log2().ceil() as u64;
+        u64::from(self.active_rounds).max(log)
     }
 
     /// How many times each piggybacked update is retransmitted in a cluster of

@@ -20,11 +20,12 @@
 //! ```
 //!
 //! Each run: warm-up until full membership, settling until the piggyback
-//! queues are empty, then the measured period with a write by member 0 at
-//! 5 s and a crash of the last member at 10 s. A run that passes the memory
-//! limit stops there and reports how far it got (full membership tables and
-//! piggyback queues cost the machines about 0.9 KB per member pair: 0.9 GB
-//! at 1,000 members, 60 to 90 GB at 10,000).
+//! queues are empty and the gossip rounds have stopped, then the measured
+//! period with a write by member 0 at 5 s and a crash of the last member at
+//! 10 s. A run that passes the memory limit stops there and reports how far
+//! it got (full membership tables and piggyback queues cost the machines
+//! about 0.9 KB per member pair: 0.9 GB at 1,000 members, 60 to 90 GB at
+//! 10,000).
 
 use std::time::{Duration, Instant};
 
@@ -241,7 +242,7 @@ fn run(o: &Opts, n: usize, eager: bool, loss: f64) {
                 sim.piggyback_backlog()
             ),
             |d| format!(
-                "piggyback queues drained after {:.2} s virtual",
+                "at rest (queues drained, rounds stopped) after {:.2} s virtual",
                 d.as_secs_f64()
             )
         ),

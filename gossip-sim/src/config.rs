@@ -48,8 +48,9 @@ pub struct SimConfig {
     /// one, or this much virtual time has passed. Default 60 s.
     pub warmup: Duration,
     /// Longest settling time after the warm-up: the run waits until every
-    /// member's piggyback queues are empty (the cluster is at rest), or this
-    /// much virtual time has passed. Default 60 s.
+    /// member's piggyback queues are empty and no member's gossip rounds run
+    /// any more (the cluster is at rest), or this much virtual time has
+    /// passed. Default 60 s.
     pub settle: Duration,
     /// Length of the measured period, which starts after settling; the
     /// scenario's times are relative to its start. Default 60 s.

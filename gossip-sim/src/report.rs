@@ -97,10 +97,10 @@ pub struct Report {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PhaseReport {
     /// Whether the phase reached its goal (warm-up: full membership;
-    /// settle: empty piggyback queues) within its limit.
+    /// settle: empty piggyback queues, no member active) within its limit.
     pub done: bool,
     /// Warm-up: virtual time from the start of the simulation to full
-    /// membership. Settle: virtual time the queues took to drain.
+    /// membership. Settle: virtual time the cluster took to come to rest.
     pub took_ms: Option<f64>,
     /// `took_ms` in gossip rounds.
     pub rounds: Option<f64>,
@@ -486,7 +486,8 @@ impl Simulation {
 ///
 /// 1. start every member (see [`Bootstrap`](crate::Bootstrap)) and warm up
 ///    until every member lists every other one (at most `cfg.warmup`);
-/// 2. settle until every piggyback queue is empty (at most `cfg.settle`);
+/// 2. settle until every piggyback queue is empty and every member's gossip
+///    rounds have stopped (at most `cfg.settle`);
 /// 3. begin the measured period and schedule `cfg.scenario` relative to it;
 /// 4. run for `cfg.duration`.
 ///

@@ -428,6 +428,17 @@ impl Simulation {
             .sum()
     }
 
+    /// Running members whose gossip rounds run (see
+    /// [`Machine::is_active`]): they changed or learned something lately, or
+    /// their piggyback queues are not empty. O(N).
+    pub fn active_members(&self) -> usize {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.machine.as_ref())
+            .filter(|m| m.is_active())
+            .count()
+    }
+
     // ---------------------------------------------------------------- driving
 
     /// Schedules `action` at virtual time `at` (absolute). Actions at the
@@ -537,9 +548,11 @@ impl Simulation {
         self.obs.first_converged.map(Duration::from_nanos)
     }
 
-    /// Settling: runs until no running member has anything left in its
-    /// piggyback queues (checked every 250 ms of virtual time, O(N) each) or
-    /// `limit` has passed. Returns the time it took, if the queues drained.
+    /// Settling: runs until the cluster is at rest: no running member has
+    /// anything left in its piggyback queues and none is active (its gossip
+    /// rounds have stopped; see [`Machine::is_active`]), checked every 250 ms
+    /// of virtual time, O(N) each, or until `limit` has passed. Returns the
+    /// time it took, if the cluster came to rest.
     pub fn settle(&mut self, limit: Duration) -> Option<Duration> {
         self.settle_with(limit, &mut |_| true)
     }
@@ -555,7 +568,7 @@ impl Simulation {
         let end = self.now.saturating_add(nanos(limit));
         let step = 250_000_000;
         let drained = loop {
-            if self.piggyback_backlog() == 0 {
+            if self.piggyback_backlog() == 0 && self.active_members() == 0 {
                 break Some(self.now - start.at);
             }
             if self.now >= end {

@@ -45,7 +45,7 @@ impl Machine {
             return false;
         };
         if fact.id.addr == self.id.addr {
-            self.about_me(&fact, via);
+            self.about_me(now, &fact, via);
             return false;
         }
         // Another member's verdict "dead" on a member this one still holds
@@ -76,6 +76,7 @@ impl Machine {
                 false
             }
             Change::New { old } => {
+                self.learned(now);
                 self.det.clear_suspicion(&addr);
                 let old_live = old.as_ref().is_some_and(|o| o.state.is_live());
                 if fact.state.is_live() {
@@ -96,6 +97,7 @@ impl Machine {
                 true
             }
             Change::Updated { old } => {
+                self.learned(now);
                 match fact.state {
                     MemberState::Alive => {
                         self.det.clear_suspicion(&addr);
@@ -171,7 +173,7 @@ impl Machine {
 
     /// A fact about this member: refute suspicion or death by raising the
     /// incarnation (SWIM 4.2).
-    fn about_me(&mut self, fact: &Fact, via: Option<&NodeAddr>) {
+    fn about_me(&mut self, now: Instant, fact: &Fact, via: Option<&NodeAddr>) {
         if fact.id.generation != self.id.generation {
             if fact.id.generation > self.id.generation {
                 warn!(claimed = %fact.id, "a newer generation of this member's address is gossiped");
@@ -185,6 +187,7 @@ impl Machine {
         let inc = fact.incarnation + 1;
         // Being suspected hints that this member is the slow one.
         self.health_worse();
+        self.learned(now);
         let me = self.id.addr.clone();
         self.table.update(&me, |n| n.fact.incarnation = inc);
         info!(incarnation = inc, rumor = fact.state.as_str(), "refuting");
@@ -238,7 +241,7 @@ impl Machine {
                 &target.addr,
                 Body::Ping(pb::Ping {
                     seq,
-                    on_behalf_of: None,
+                    ..Default::default()
                 }),
             );
         }
@@ -292,7 +295,7 @@ impl Machine {
             &addr,
             Body::Ping(pb::Ping {
                 seq,
-                on_behalf_of: None,
+                ..Default::default()
             }),
         );
     }
@@ -332,28 +335,51 @@ impl Machine {
     }
 
     pub(super) fn on_ping(&mut self, from: &NodeId, p: pb::Ping) {
+        // The fingerprint is filled in by `send_with`; this member does not
+        // compare the ping's own (see `on_ack`).
         let ack = pb::Ack {
             seq: p.seq,
             target: Some(self.id.to_pb()),
+            ..Default::default()
         };
         self.send(&from.addr, Body::Ack(ack));
     }
 
-    pub(super) fn on_ack(&mut self, now: Instant, _from: &NodeId, a: pb::Ack) {
+    /// An ack: marks the probe answered, or relays it for an indirect
+    /// probe; then compares the sender's digest fingerprint with this
+    /// member's own.
+    ///
+    /// Only the receiver of the Ack (the prober, or the helper of an
+    /// indirect probe) compares fingerprints; the receiver of a Ping does
+    /// not, although the ping carries one too (for old members and for
+    /// debugging). One divergence between two members shows on both the ping
+    /// and its ack, and reacting to both would start two repairs at once
+    /// (two digests or bucket lists, and all their answers). The prober is
+    /// the side to react: the repairs a member starts this way are bounded
+    /// by its own probe rate (one per probe interval, slower when its local
+    /// health is poor), not by how often others happen to ping it; its peer
+    /// has just proved it answers; and the ack's fingerprint was taken after
+    /// the peer applied the ping's piggybacked updates, so a difference the
+    /// piggyback already repaired starts no repair.
+    pub(super) fn on_ack(&mut self, now: Instant, from: &NodeId, a: pb::Ack) {
+        let hash = a.digest_hash;
         if let Some(p) = self.det.probe.as_mut().filter(|p| p.seq == a.seq) {
             if !p.acked {
                 p.acked = true;
                 let rtt = now.saturating_duration_since(p.sent_at);
                 self.det.record_rtt(rtt);
             }
-            return;
-        }
-        if let Some(relay) = self.det.take_relay(a.seq) {
+        } else if let Some(relay) = self.det.take_relay(a.seq) {
             let ack = pb::Ack {
                 seq: relay.their_seq,
                 target: a.target,
+                ..Default::default()
             };
             self.send(&relay.requester, Body::Ack(ack));
+        }
+        // Zero: a member of an older version, which sends no fingerprint.
+        if hash != 0 {
+            self.on_fingerprint(now, from, hash);
         }
     }
 
@@ -365,6 +391,7 @@ impl Machine {
             let ack = pb::Ack {
                 seq: r.seq,
                 target: Some(self.id.to_pb()),
+                ..Default::default()
             };
             self.send(&from.addr, Body::Ack(ack));
             return;
@@ -381,6 +408,7 @@ impl Machine {
         let ping = pb::Ping {
             seq,
             on_behalf_of: Some(from.to_pb()),
+            ..Default::default()
         };
         self.send(&target.addr, Body::Ping(ping));
     }

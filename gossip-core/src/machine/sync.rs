@@ -1,9 +1,16 @@
 //! Scuttlebutt anti-entropy and eager push.
 //!
-//! A round: every gossip interval, `fanout` random live peers get a
-//! `SyncRequest` carrying only the fingerprint of this member's digest (a
-//! constant 50-odd bytes whatever the cluster size). A peer whose fingerprint
-//! is the same does not answer. Otherwise, in a small cluster it answers with
+//! A round: every gossip interval while the member is active (for a while
+//! after any change it made or learned, or a differing fingerprint it saw:
+//! `Machine::learned`, `Machine::mark_active`), `fanout` random live peers
+//! get a `SyncRequest` carrying only the fingerprint of this member's digest
+//! (a constant 50-odd bytes whatever the cluster size); a member that has
+//! just learned something also runs one round at once. At rest no round runs
+//! but one to a single peer per `push_pull_interval`; the fingerprint rides
+//! on every probe and ack instead, and the prober compares the one in the
+//! ack with its own, so a divergence is still found within a probe interval
+//! or two (silence at rest, issue #9 item 7). A peer whose fingerprint is
+//! the same does not answer. Otherwise, in a small cluster it answers with
 //! its complete digest (split into ranges of the ring so no message exceeds
 //! the size limit); in a large one it answers with the fingerprints of the
 //! 256 ring buckets, and the opener sends complete digests of the differing
@@ -44,13 +51,47 @@ impl Machine {
         })
     }
 
-    pub(super) fn gossip_round(&mut self, _now: Instant) {
+    /// One tick of the gossip timer. An active member sends a round to
+    /// `fanout` peers; a quiet one sends one to a single peer once per
+    /// `push_pull_interval` (memberlist's periodic push-pull), else nothing.
+    /// Every `DEAD_CONTACT_EVERY` ticks a dead member is contacted whatever
+    /// the activity (as memberlist gossips to the dead for a while), so the
+    /// sides of a healed partition find each other without any change to
+    /// start rounds.
+    pub(super) fn gossip_round(&mut self, now: Instant) {
         self.rounds += 1;
-        let mut targets = self.table.random_live(&mut self.rng, self.cfg.fanout, &[]);
+        let k = if self.is_active_round() {
+            self.cfg.fanout
+        } else if now >= self.next_push_pull {
+            1
+        } else {
+            0
+        };
+        let mut targets = if k > 0 {
+            self.table.random_live(&mut self.rng, k, &[])
+        } else {
+            Vec::new()
+        };
+        if !targets.is_empty() {
+            self.next_push_pull = now + super::push_pull_wait(&self.cfg, &mut self.rng);
+        }
         if self.rounds.is_multiple_of(DEAD_CONTACT_EVERY)
             && let Some(dead) = self.random_dead()
         {
             targets.push(dead);
+        }
+        for t in targets {
+            let req = self.sync_request();
+            self.send(&t, req);
+        }
+    }
+
+    /// A round to `fanout` peers outside the ticks, for a member that has
+    /// just learned something (`Machine::learned`); it counts as no tick.
+    pub(super) fn extra_round(&mut self, now: Instant) {
+        let targets = self.table.random_live(&mut self.rng, self.cfg.fanout, &[]);
+        if !targets.is_empty() {
+            self.next_push_pull = now + super::push_pull_wait(&self.cfg, &mut self.rng);
         }
         for t in targets {
             let req = self.sync_request();
@@ -74,10 +115,25 @@ impl Machine {
         None
     }
 
-    pub(super) fn on_sync_request(&mut self, _now: Instant, from: &NodeId, r: pb::SyncRequest) {
-        if r.digest_hash == self.table.root_hash() {
+    /// Whether the round of the current tick (`rounds` already counts it)
+    /// goes to `fanout` peers.
+    fn is_active_round(&self) -> bool {
+        self.rounds <= self.active_until || self.queue_depth() > 0
+    }
+
+    pub(super) fn on_sync_request(&mut self, now: Instant, from: &NodeId, r: pb::SyncRequest) {
+        self.on_fingerprint(now, from, r.digest_hash);
+    }
+
+    /// A peer's digest fingerprint, from its `SyncRequest` or from its `Ack`
+    /// (probe.rs `on_ack`): if it differs from this member's own, the views
+    /// differ, so this member becomes active and answers with its complete
+    /// digest (small cluster) or its bucket fingerprints.
+    pub(super) fn on_fingerprint(&mut self, _now: Instant, from: &NodeId, digest_hash: u64) {
+        if digest_hash == self.table.root_hash() {
             return;
         }
+        self.mark_active();
         if self.table.len() <= SMALL_CLUSTER {
             for d in self.range_digests(0, u64::MAX) {
                 self.send(&from.addr, Body::SyncDigest(d));
@@ -91,6 +147,8 @@ impl Machine {
     /// The peer's bucket fingerprints: send complete digests of the buckets
     /// (merged into runs of adjacent buckets) where the views differ.
     pub(super) fn on_buckets(&mut self, _now: Instant, from: &NodeId, b: pb::SyncBuckets) {
+        // The peer found our fingerprint different from its own.
+        self.mark_active();
         if b.hashes.len() != BUCKETS {
             for d in self.range_digests(0, u64::MAX) {
                 self.send(&from.addr, Body::SyncDigest(d));
@@ -160,6 +218,10 @@ impl Machine {
     }
 
     pub(super) fn on_digest(&mut self, now: Instant, from: &NodeId, d: pb::SyncDigest) {
+        if !d.request {
+            // The peer found our fingerprint different from its own.
+            self.mark_active();
+        }
         let budget = self.body_budget();
         let mut pieces: Vec<pb::OwnerDelta> = Vec::new();
         let mut wants: Vec<pb::DigestEntry> = Vec::new();
@@ -267,6 +329,9 @@ impl Machine {
             let Some(applied) = self.table.update(&addr, |n| n.owner.apply(now, &od)) else {
                 continue;
             };
+            if applied.news {
+                self.learned(now);
+            }
             for kv in od.keys.iter().filter(|kv| kv.ttl_ms > 0 && !kv.deleted) {
                 if let Some(t) = now.checked_add(Duration::from_millis(kv.ttl_ms)) {
                     self.next_expiry = Some(self.next_expiry.map_or(t, |e| e.min(t)));

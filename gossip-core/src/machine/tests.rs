@@ -911,3 +911,222 @@ fn a_broadcast_with_a_known_id_is_not_sent_again() {
     });
     assert_eq!(origin, Some(addr(0)));
 }
+
+// ------------------------------------------------------ silence at rest
+// Issue #9, item 7: gossip rounds run only for a while after a change; at
+// rest a member sends its probes (which carry the digest fingerprint) and a
+// round per push-pull interval.
+
+impl Net {
+    /// No running member's gossip rounds run.
+    fn quiet(&self) -> bool {
+        self.live_up().iter().all(|a| !self.nodes[*a].is_active())
+    }
+
+    /// Messages of kind `k` sent so far.
+    fn count(&self, k: &str) -> u64 {
+        self.sent.get(k).map_or(0, |c| c.0)
+    }
+
+    /// Every member has member `owner`'s key `key`.
+    fn all_have(&self, owner: usize, key: &str) -> bool {
+        self.live_up().iter().all(|a| {
+            self.nodes[*a]
+                .get_key(self.now, &addr(owner), key)
+                .is_some()
+        })
+    }
+}
+
+/// A converged cluster of `n` at rest (every member quiet).
+fn cluster_at_rest(cfg: Config, n: usize) -> Net {
+    let mut net = Net::chain(cfg, n);
+    net.run_until(Duration::from_secs(5), "join", Net::converged);
+    net.run_until(Duration::from_secs(10), "quiet", Net::quiet);
+    net
+}
+
+#[test]
+fn a_cluster_at_rest_sends_only_probes_and_a_push_pull_per_interval() {
+    let n = 8;
+    let c = cfg();
+    let (gossip, push_pull) = (c.gossip_interval, c.push_pull_interval);
+    let mut net = cluster_at_rest(c, n);
+    net.sent.clear();
+    net.log = Some(Vec::new());
+    // 20 s is 100 gossip rounds, and less than the shortest wait before a
+    // background push-pull (0.75 x 30 s) after the last active round.
+    net.run_for(Duration::from_secs(20));
+    let kinds: Vec<&str> = net.sent.keys().copied().collect();
+    assert_eq!(kinds, ["ack", "ping"], "{:?}", net.sent);
+    assert!(net.quiet());
+    // One ping and one ack per member per probe interval.
+    let pings = net.count("ping");
+    assert!((n as u64 * 19..=n as u64 * 21).contains(&pings), "{pings}");
+    assert_eq!(net.count("ack"), pings);
+    // Every probe carries the fingerprint, and at rest it is the same.
+    let hash = net.m(0).digest_hash();
+    for t in net.log.as_ref().unwrap() {
+        match &t.msg.body {
+            Some(Body::Ping(p)) => assert_eq!((p.digest_hash, p.members), (hash, n as u32)),
+            Some(Body::Ack(a)) => assert_eq!((a.digest_hash, a.members), (hash, n as u32)),
+            _ => {}
+        }
+    }
+    // Over two push-pull intervals, every member runs one or two background
+    // rounds to a single peer, which its peer (same fingerprint) ignores.
+    net.log = Some(Vec::new());
+    net.sent.clear();
+    net.run_for(push_pull * 2);
+    let mut per_member: BTreeMap<String, u64> = BTreeMap::new();
+    for t in net.log.as_ref().unwrap() {
+        if matches!(t.msg.body, Some(Body::SyncRequest(_))) {
+            *per_member
+                .entry(t.msg.from.as_ref().unwrap().addr.clone())
+                .or_default() += 1;
+        }
+    }
+    assert_eq!(per_member.len(), n, "{per_member:?}");
+    assert!(
+        per_member.values().all(|c| (1..=3).contains(c)),
+        "{per_member:?}"
+    );
+    assert!(!net.sent.contains_key("sync_digest"), "{:?}", net.sent);
+    assert!(!net.sent.contains_key("delta"), "{:?}", net.sent);
+    // Before: a round of `fanout` requests every gossip interval.
+    let before = n as f64 * 3.0 * (push_pull * 2).as_secs_f64() / gossip.as_secs_f64();
+    let now: u64 = per_member.values().sum();
+    assert!(
+        (now as f64) < before / 100.0,
+        "{now} requests, {before} before"
+    );
+}
+
+#[test]
+fn a_change_spreads_to_all_then_the_rounds_stop_again() {
+    for eager in [true, false] {
+        let mut c = cfg();
+        c.eager_push = eager;
+        let n = 10;
+        let limit = c.gossip_interval * (c.active_rounds_for(n) as u32 + 10);
+        let mut net = cluster_at_rest(c, n);
+        net.sent.clear();
+        net.with(3, |m, now| {
+            m.set_key(now, "k", Bytes::from_static(b"v"), None).unwrap()
+        });
+        assert!(net.m(3).is_active(), "a write makes its owner active");
+        let spread = net.run_until(Duration::from_secs(3), "spread", |x| x.all_have(3, "k"));
+        if eager {
+            assert!(spread < Duration::from_millis(50), "{spread:?}");
+        } else {
+            // Anti-entropy alone: rounds started by the write carry it.
+            assert!(spread < Duration::from_secs(2), "{spread:?}");
+        }
+        let quiet = net.run_until(limit, "quiet again", Net::quiet);
+        // Rounds ran meanwhile (and found nothing more to repair).
+        assert!(net.count("sync_request") > 0, "rounds ran: {:?}", net.sent);
+        net.sent.clear();
+        net.run_for(Duration::from_secs(10));
+        assert_eq!(
+            net.count("sync_request"),
+            0,
+            "eager {eager}: rounds after quiet ({quiet:?}): {:?}",
+            net.sent
+        );
+    }
+}
+
+#[test]
+fn a_silent_divergence_is_found_by_probe_fingerprints() {
+    let mut c = cfg();
+    // No background push-pull during the test: only probes can find it.
+    c.push_pull_interval = Duration::from_secs(3600);
+    let probe = c.probe_interval;
+    let n = 6;
+    let mut net = cluster_at_rest(c, n);
+    net.sent.clear();
+    // Member 4 gets a key behind the protocol's back: no push, no round,
+    // nobody active. Only its fingerprint differs.
+    let now = net.now;
+    let m = net.nodes.get_mut(&addr(4)).unwrap();
+    let me = addr(4);
+    m.table.update(&me, |n| {
+        n.owner
+            .write(now, "hidden", Some(Bytes::from_static(b"x")), None)
+    });
+    assert!(m.poll_transmit().is_none() && !m.is_active());
+    let took = net.run_until(probe * 3, "repair", |x| x.all_have(4, "hidden"));
+    eprintln!("silent divergence repaired after {took:?}");
+    assert!(took <= probe * 3, "{took:?}");
+    // Found by an ack: the first exchange is a digest, not a round.
+    assert!(net.count("sync_digest") > 0, "{:?}", net.sent);
+    net.run_until(Duration::from_secs(10), "quiet again", Net::quiet);
+    assert!(net.converged());
+    let hash = net.m(0).digest_hash();
+    assert!((0..n).all(|o| net.m(o).digest_hash() == hash));
+}
+
+#[test]
+fn an_update_missed_behind_a_partition_is_repaired_after_the_heal() {
+    let mut c = cfg();
+    c.push_pull_interval = Duration::from_secs(3600);
+    let (probe, gossip) = (c.probe_interval, c.gossip_interval);
+    let n = 6;
+    let mut net = cluster_at_rest(c, n);
+    // Member 5 hears nothing but probes for 3 s (shorter than a suspicion)
+    // while member 0 writes: the push and the rounds never reach it, and the
+    // rounds stop before the link heals.
+    let end = net.now + Duration::from_secs(3);
+    let cut = |t: &Transmit| {
+        t.to == addr(5) && !matches!(t.msg.body, Some(Body::Ping(_)) | Some(Body::Ack(_)))
+    };
+    net.with(0, |m, now| {
+        m.set_key(now, "k", Bytes::from_static(b"v"), None).unwrap()
+    });
+    while net.now < end {
+        net.queue.retain(|(_, t)| !cut(t));
+        net.step();
+    }
+    assert!(net.m(5).get_key(net.now, &addr(0), "k").is_none(), "missed");
+    assert!((0..5).all(|o| net.m(o).get_key(net.now, &addr(0), "k").is_some()));
+    let took = net.run_until(probe * 3, "repair", |x| x.all_have(0, "k"));
+    eprintln!("update missed behind a partition repaired {took:?} after the heal");
+    assert!(took <= probe * 2 + gossip, "{took:?}");
+    net.run_until(Duration::from_secs(10), "quiet again", Net::quiet);
+    assert!(net.converged());
+}
+
+/// The join time through a seed at rest: within two gossip intervals, as
+/// when every member ran a round every interval (about 200 ms here then),
+/// and no slower than with rounds that never stop.
+#[test]
+fn a_member_joins_a_quiet_cluster_as_fast_as_before() {
+    let join = |active_rounds: u32| {
+        let mut c = cfg();
+        c.active_rounds = active_rounds;
+        let n = 12;
+        let mut net = Net::chain(c, n);
+        net.run_until(Duration::from_secs(5), "join", Net::converged);
+        net.run_for(Duration::from_secs(10));
+        net.with(5, |m, now| {
+            m.set_key(now, "k", Bytes::from_static(b"v"), None).unwrap()
+        });
+        net.run_for(Duration::from_secs(10));
+        let quiet = net.quiet();
+        net.spawn(n, 1, Some(0));
+        let took = net.run_until(Duration::from_secs(10), "join", |x| {
+            x.converged() && x.all_have(5, "k")
+        });
+        (took, quiet)
+    };
+    let (before, rest_always_on) = join(u32::MAX);
+    let (after, quiet) = join(cfg().active_rounds);
+    eprintln!("join of a 13th member: {after:?}, with rounds always on {before:?}");
+    assert!(!rest_always_on, "rounds that never stop never come to rest");
+    assert!(quiet, "the cluster was at rest when the member joined");
+    assert!(after <= cfg().gossip_interval * 2, "join took {after:?}");
+    assert!(
+        after <= before + cfg().gossip_interval,
+        "join took {after:?}, {before:?} with rounds always on"
+    );
+}
