@@ -5,6 +5,9 @@
 //! ```sh
 //! cargo run --release -p gossip-bench -- --nodes 10,50,100 --interval-ms 100,1000
 //! ```
+//!
+//! `gossip-bench transport` measures instead the CPU cost of one message on
+//! each sending path against a raw UDP floor (issue #9; `transport.rs`).
 
 mod cluster;
 mod error;
@@ -12,6 +15,7 @@ mod ours;
 mod report;
 mod scenario;
 mod theirs;
+mod transport;
 mod wire;
 
 use std::process::ExitCode;
@@ -263,8 +267,21 @@ async fn bench(args: Args) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// What the command line asks for: the side-by-side scenarios, or the
+/// transport paths' cost (`gossip-bench transport ...`).
+enum Job {
+    SideBySide(Args),
+    Transport(transport::TransportArgs),
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut argv: Vec<String> = std::env::args().collect();
+    let job = if argv.get(1).map(String::as_str) == Some("transport") {
+        argv.remove(1);
+        Job::Transport(transport::TransportArgs::parse_from(argv))
+    } else {
+        Job::SideBySide(Args::parse_from(argv))
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
     tracing_subscriber::fmt()
@@ -281,7 +298,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(bench(args)) {
+    let result = match job {
+        Job::SideBySide(args) => runtime.block_on(bench(args)),
+        Job::Transport(args) => runtime.block_on(transport::run(args)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -136,6 +136,29 @@ impl<T: Transport> Transport for FaultyTransport<T> {
         }
     }
 
+    /// Judges every message of the batch on its own (loss, delay, cut
+    /// link), then hands the survivors to the inner transport's
+    /// `send_batch`, so the inner transport's batching path is the one
+    /// exercised.
+    async fn send_batch(&self, to: &NodeAddr, batch: Vec<Envelope>) -> Result<(), TransportError> {
+        let from = self.inner.local_addr();
+        let mut kept = Vec::with_capacity(batch.len());
+        let mut delay = std::time::Duration::ZERO;
+        for msg in batch {
+            if let Some(d) = self.ctl.verdict(&from, to)? {
+                delay = delay.max(d);
+                kept.push(msg);
+            }
+        }
+        if kept.is_empty() {
+            return Ok(());
+        }
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        self.inner.send_batch(to, kept).await
+    }
+
     async fn shutdown(&self) {
         self.inner.shutdown().await;
     }

@@ -283,7 +283,9 @@ impl Clients {
 
     /// Sends `batch` to `to`: on the peer's stream, in frames of at most
     /// the maximum message size, or as unary calls to a peer of the first
-    /// wire version.
+    /// wire version. An envelope too large to fit in a frame alone (within
+    /// a few bytes of the limit) goes as a unary call, whose limit is the
+    /// envelope's own size.
     pub(crate) async fn send_batch(
         self: &Arc<Self>,
         to: &NodeAddr,
@@ -296,13 +298,17 @@ impl Clients {
             }
             return Ok(());
         };
-        for frame in split(batch, self.batch_limit()) {
+        let (frames, alone) = split(batch, self.batch_limit());
+        for frame in frames {
             tx.send(frame)
                 .await
                 .map_err(|_| TransportError::Unreachable {
                     addr: to.to_string(),
                     reason: "the gossip stream to the peer closed".into(),
                 })?;
+        }
+        for msg in alone {
+            self.send_unary(to, cached.clone(), msg).await?;
         }
         Ok(())
     }
@@ -378,16 +384,21 @@ fn classify(to: &NodeAddr, status: &Status, slot: Option<&FailureSlot>) -> Trans
     }
 }
 
-/// Packs `batch` into frames of at most `limit` encoded bytes each (an
-/// envelope larger than `limit` goes alone), in order.
-fn split(batch: Vec<Envelope>, limit: usize) -> Vec<Batch> {
+/// Packs `batch` into frames of at most `limit` encoded bytes each, in
+/// order; an envelope that does not fit in a frame alone is returned apart.
+fn split(batch: Vec<Envelope>, limit: usize) -> (Vec<Batch>, Vec<Envelope>) {
     let mut frames = Vec::new();
+    let mut alone = Vec::new();
     let mut current = Batch::default();
     let mut size = 0;
     for env in batch {
         let len = env.encoded_len();
         let framed = 1 + prost::encoding::encoded_len_varint(len as u64) + len;
-        if !current.envelopes.is_empty() && size + framed > limit {
+        if framed > limit {
+            alone.push(env);
+            continue;
+        }
+        if size + framed > limit {
             frames.push(std::mem::take(&mut current));
             size = 0;
         }
@@ -397,7 +408,7 @@ fn split(batch: Vec<Envelope>, limit: usize) -> Vec<Batch> {
     if !current.envelopes.is_empty() {
         frames.push(current);
     }
-    frames
+    (frames, alone)
 }
 
 /// The task of one `Gossip` stream: opens it with the batches of `rx` as

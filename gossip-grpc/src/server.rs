@@ -38,10 +38,6 @@ pub(crate) fn rejection_status(rejection: &Rejection) -> Status {
     }
 }
 
-/// Bytes a `Batch` may add around its envelopes: a batch of one envelope of
-/// the maximum message size is one tag byte and a varint length longer.
-pub(crate) const BATCH_OVERHEAD: usize = 16;
-
 /// Counts a frame tonic refused before it reached the gate: a length over
 /// the decoding limit (`OUT_OF_RANGE`) as oversized, bytes that are not the
 /// expected protobuf message (`INTERNAL`) as malformed (issue #9 item 8).
@@ -52,7 +48,7 @@ pub(crate) fn count_refused(inbound: &Inbound, status: &Status) {
         Code::OutOfRange => {
             inbound.reject(Rejection::Oversized {
                 // The exact size is only in tonic's text.
-                size: inbound.max_message_size() + BATCH_OVERHEAD + 1,
+                size: inbound.max_message_size() + 1,
                 max: inbound.max_message_size(),
             });
         }
@@ -196,8 +192,8 @@ pub(crate) fn spawn(
         streams,
         stopping: stopping.clone(),
     })
-    .max_decoding_message_size(max + BATCH_OVERHEAD)
-    .max_encoding_message_size(max + BATCH_OVERHEAD);
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
     // A unary `Send` whose body tonic cannot decode never reaches the
     // service: count it from the status tonic answers with.
     let count_layer = tower::util::MapResponseLayer::new(

@@ -169,6 +169,7 @@ pub async fn start_member(config: &NodeConfig) -> Result<StartedMember, NodeErro
                 listen: config.listen,
                 advertise: config.advertise.clone(),
                 tls: config.tls.clone(),
+                max_connections: config.max_connections,
                 ..Default::default()
             })
             .await

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use gossip_core::{MemNetwork, MemTransport, NodeAddr};
-use gossip_grpc::{GrpcConfig, GrpcTransport};
+use gossip_grpc::{GrpcConfig, GrpcTransport, GrpcWire};
 
 use crate::Kind;
 
@@ -54,6 +54,29 @@ impl Kind for Grpc {
         gossip_grpc::send_raw_frame(addr, frame)
             .await
             .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+    }
+}
+
+/// gRPC over loopback, plaintext, speaking only the first wire version
+/// (one unary `Send` per message, no streams served): a member of the
+/// previous release.
+#[derive(Clone, Default)]
+pub struct GrpcUnary;
+
+impl Kind for GrpcUnary {
+    type T = GrpcTransport;
+
+    async fn bind(&self, at: Option<&NodeAddr>) -> GrpcTransport {
+        let cfg = GrpcConfig {
+            listen: socket(at),
+            wire: GrpcWire::Unary,
+            ..GrpcConfig::default()
+        };
+        GrpcTransport::bind(cfg).await.expect("bind gRPC")
+    }
+
+    async fn send_raw(&self, to: &NodeAddr, frame: Bytes) -> Result<(), String> {
+        Grpc.send_raw(to, frame).await
     }
 }
 

@@ -75,6 +75,25 @@ pub async fn keys_set_delete_and_ttl_seen_by_all<K: Kind>(kind: K) {
     c.shutdown().await;
 }
 
+/// A value too large for one QUIC datagram or one small frame (8 KB):
+/// it travels on the transports' large-message paths (a QUIC stream, a
+/// gRPC batch of its own) and reaches everyone intact.
+pub async fn large_value_seen_by_all<K: Kind>(kind: K) {
+    let mut c = Cluster::new(kind);
+    c.chain(3).await;
+    c.wait_agree(JOIN, "join", &[0, 1, 2]).await;
+    let owner = c.addr(0);
+    let value: Bytes = (0..8192u32).map(|i| (i % 251) as u8).collect();
+    c.members[0].set_key("big", value.clone(), None).unwrap();
+    wait_until(JOIN, "the 8 KB value everywhere", || {
+        c.members
+            .iter()
+            .all(|m| m.get_key(&owner, "big").is_some_and(|e| e.value == value))
+    })
+    .await;
+    c.shutdown().await;
+}
+
 pub async fn broadcast_delivered_exactly_once<K: Kind>(kind: K) {
     let mut c = Cluster::new(kind);
     c.chain(6).await;

@@ -13,6 +13,7 @@ macro_rules! conformance {
                 chain_of_ten,
                 metadata_update_seen_by_all,
                 keys_set_delete_and_ttl_seen_by_all,
+                large_value_seen_by_all,
                 broadcast_delivered_exactly_once,
                 killed_member_is_removed_within_the_bound,
                 leaving_member_is_removed_at_once,
@@ -37,6 +38,22 @@ macro_rules! conformance {
 conformance!(mem, Mem::default());
 conformance!(grpc, Grpc);
 conformance!(quic, Quic);
+
+/// The first gRPC wire version (unary `Send` only), as a member of the
+/// previous release runs it: the scenarios that exercise sending, receiving
+/// and bad input.
+mod grpc_unary {
+    use gossip_tests::kinds::*;
+    use gossip_tests::scenarios as s;
+
+    conformance!(@tests GrpcUnary;
+        join_through_a_seed,
+        keys_set_delete_and_ttl_seen_by_all,
+        large_value_seen_by_all,
+        killed_member_is_removed_within_the_bound,
+        bad_input_is_rejected_and_changes_nothing,
+    );
+}
 
 /// Under mutual TLS, the scenarios where authentication matters, and the
 /// refusal of a peer without a certificate from the cluster CA.
