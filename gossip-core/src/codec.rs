@@ -99,6 +99,22 @@ impl Inbound {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Records how many outgoing connections the transport holds now, for
+    /// [`Stats::connections`].
+    pub fn set_connections(&self, open: usize) {
+        self.stats
+            .connections
+            .store(open as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts outgoing connections the transport closed to stay within its
+    /// bound or because they were idle ([`Stats::connections_evicted`]).
+    pub fn count_connections_evicted(&self, n: u64) {
+        self.stats
+            .connections_evicted
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Checks a frame length announced by the peer against the limit, before
     /// any buffer is allocated; an oversized length is counted.
     ///

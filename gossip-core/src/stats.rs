@@ -226,6 +226,13 @@ pub struct Stats {
     /// Frames a peer reported it rejected after they were sent (e.g. on a
     /// gRPC stream, where a rejection comes back asynchronously).
     pub rejected_by_peer: AtomicU64,
+    /// Outgoing connections the transport holds now (a gauge; at most its
+    /// `max_connections`; issue #9 item 5).
+    pub connections: AtomicU64,
+    /// Outgoing connections the transport closed to stay within
+    /// `max_connections` (least recently used first) or because they were
+    /// idle.
+    pub connections_evicted: AtomicU64,
     /// Frames rejected as oversized.
     pub rejected_oversized: AtomicU64,
     /// Frames rejected as malformed.
@@ -262,6 +269,10 @@ pub struct StatsSnapshot {
     pub send_dropped: u64,
     /// Frames a peer reported it rejected after they were sent.
     pub rejected_by_peer: u64,
+    /// Outgoing connections the transport holds now.
+    pub connections: u64,
+    /// Outgoing connections closed as least recently used or idle.
+    pub connections_evicted: u64,
     /// Frames rejected as oversized.
     pub rejected_oversized: u64,
     /// Frames rejected as malformed.
@@ -318,6 +329,8 @@ impl Stats {
             send_failures: r(&self.send_failures),
             send_dropped: r(&self.send_dropped),
             rejected_by_peer: r(&self.rejected_by_peer),
+            connections: r(&self.connections),
+            connections_evicted: r(&self.connections_evicted),
             rejected_oversized: r(&self.rejected_oversized),
             rejected_malformed: r(&self.rejected_malformed),
             rejected_foreign_cluster: r(&self.rejected_foreign_cluster),

@@ -39,11 +39,6 @@ const STREAM_QUEUE: usize = 64;
 /// Largest encoded batch before the transport is started (and knows the
 /// member's maximum message size).
 const DEFAULT_BATCH_LIMIT: usize = 64 * 1024;
-/// Interval of the HTTP/2 keepalive pings on client connections, so that a
-/// stream to a vanished peer fails instead of hanging.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
-/// How long a client connection waits for a keepalive ping's answer.
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A cached channel: its number, its client, under TLS where its
 /// connections record their TLS failures, its open stream and when it was
@@ -154,8 +149,6 @@ impl Clients {
             })?
             .connect_timeout(self.options.connect_timeout)
             .timeout(self.options.request_timeout)
-            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .tcp_nodelay(true);
         let (channel, tls_failure) = match &self.tls {
             None => (endpoint.connect_lazy(), None),
@@ -179,6 +172,9 @@ impl Clients {
             if let Some(oldest) = oldest {
                 cache.clients.remove(&oldest);
                 self.counters.evicted_lru.fetch_add(1, Ordering::Relaxed);
+                if let Some(inbound) = self.inbound.get() {
+                    inbound.count_connections_evicted(1);
+                }
                 debug!(peer = %oldest, "closed the least recently used gRPC channel");
             }
         }
@@ -192,6 +188,7 @@ impl Clients {
             last_used: now,
         };
         cache.clients.insert(to.clone(), cached.clone());
+        self.gauge(&cache);
         trace!(%to, "new gRPC channel");
         Ok(cached)
     }
@@ -211,6 +208,10 @@ impl Clients {
             self.counters
                 .evicted_idle
                 .fetch_add(dropped, Ordering::Relaxed);
+            if let Some(inbound) = self.inbound.get() {
+                inbound.count_connections_evicted(dropped);
+            }
+            self.gauge(cache);
             debug!(dropped, "closed idle gRPC channels");
         }
     }
@@ -220,7 +221,15 @@ impl Clients {
         let mut cache = self.lock();
         if cache.clients.get(to).is_some_and(|cached| cached.id == id) {
             cache.clients.remove(to);
+            self.gauge(&cache);
             trace!(%to, "dropped gRPC channel");
+        }
+    }
+
+    /// Reports the number of cached channels to the member's [`Stats`](gossip_core::Stats).
+    fn gauge(&self, cache: &Cache) {
+        if let Some(inbound) = self.inbound.get() {
+            inbound.set_connections(cache.clients.len());
         }
     }
 

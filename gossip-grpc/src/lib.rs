@@ -98,8 +98,12 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// the peers a member of a LAN cluster of a thousand talks to at once
 /// without holding a connection to each of them.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
-/// Default [`GrpcConfig::idle_timeout`]: 60 seconds.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default [`GrpcConfig::idle_timeout`]: 5 minutes. Longer than a round of
+/// probes over a LAN cluster of a few hundred members, so the connection to
+/// a peer probed once per round is reused rather than reopened; an idle
+/// connection costs nothing on the wire (no keepalive pings from the
+/// client) and [`GrpcConfig::max_connections`] bounds their number.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How long [`Transport::shutdown`] waits for connections it closed by force
 /// to wind down before it aborts the server task.
@@ -175,7 +179,7 @@ pub struct GrpcStats {
 
 impl Default for GrpcConfig {
     /// Listens on `127.0.0.1:0`, no advertised address, 1 s connect timeout,
-    /// 2 s request timeout, no TLS, 256 channels closed after 60 s idle,
+    /// 2 s request timeout, no TLS, 256 channels closed after 5 min idle,
     /// streams.
     fn default() -> Self {
         Self {

@@ -21,10 +21,14 @@ use crate::conn::KillableIo;
 use crate::tls::{ServerTls, TlsIncoming};
 
 /// Interval of the HTTP/2 keepalive pings the server sends, so connections
-/// of vanished peers are detected and closed.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+/// of vanished hosts are detected and closed. Long: every member holds a
+/// connection from most of its peers, and a ping on each of them every few
+/// seconds would be most of a quiet cluster's traffic (issue #9 item 7). A
+/// crashed process is noticed at once anyway (its kernel resets the
+/// connection).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(120);
 /// How long the server waits for a keepalive ping's answer.
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The status a rejected frame is answered with; the one place where
 /// [`Rejection`]s become gRPC codes (see the crate documentation).

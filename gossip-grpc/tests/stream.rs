@@ -303,6 +303,9 @@ async fn cached_channels_are_bounded_least_recently_used_first() {
     }
     let s = a.transport.stats();
     assert_eq!((s.channels, s.evicted_lru), (2, 1), "{s:?}");
+    // The member's own counters (and so /metrics) show the same.
+    let m = a.stats.snapshot();
+    assert_eq!((m.connections, m.connections_evicted), (2, 1));
     a.transport.shutdown().await;
     for p in peers {
         p.transport.shutdown().await;

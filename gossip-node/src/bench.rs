@@ -101,6 +101,11 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 5, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub rest: u64,
 
+    /// Time left to the cluster after it converged, before traffic at rest
+    /// is measured (the anti-entropy of the join settles), seconds.
+    #[arg(long, default_value_t = 3, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub settle: u64,
+
     /// Period of each node's `GET /kv` poll while the write spreads, ms.
     #[arg(long, default_value_t = 20, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub poll_ms: u64,
@@ -280,6 +285,10 @@ async fn measure_all(
     }
 
     let pids = cluster.pids();
+    if args.settle > 0 {
+        eprintln!("bench: letting the cluster settle for {} s", args.settle);
+        tokio::time::sleep(Duration::from_secs(args.settle)).await;
+    }
     eprintln!("bench: measuring traffic at rest for {} s", args.rest);
     report.at_rest =
         measure::at_rest(client, &admins, &pids, Duration::from_secs(args.rest)).await?;

@@ -167,6 +167,9 @@ pub struct ProcessCluster {
     log_dir: PathBuf,
     startup_timeout: Duration,
     stop_grace: Duration,
+    /// How long the last stop took, from the SIGTERMs to the last exit of
+    /// a process that was running (`None`: never stopped, or none ran).
+    stop_took: Option<Duration>,
 }
 
 impl ProcessCluster {
@@ -192,6 +195,7 @@ impl ProcessCluster {
             log_dir: spec.log_dir.clone(),
             startup_timeout: spec.startup_timeout,
             stop_grace: spec.stop_grace,
+            stop_took: None,
         };
         for (i, addr) in addrs.iter().enumerate() {
             let index = i + 1;
@@ -301,16 +305,22 @@ impl ProcessCluster {
     /// leave, then SIGKILL. Idempotent. Blocks (see
     /// [`ProcessCluster::shutdown`] in async code).
     pub fn stop_all(&mut self) {
+        let mut stopping = 0;
         for node in &mut self.nodes {
             if node.poll_exit().is_none() {
                 terminate(&mut node.child);
+                stopping += 1;
             }
         }
-        let deadline = Instant::now() + self.stop_grace;
+        let start = Instant::now();
+        let deadline = start + self.stop_grace;
         loop {
             let mut running = 0;
             for node in &mut self.nodes {
                 running += usize::from(node.poll_exit().is_none());
+            }
+            if running == 0 && stopping > 0 {
+                self.stop_took = Some(start.elapsed());
             }
             if running == 0 || Instant::now() >= deadline {
                 break;
@@ -323,6 +333,13 @@ impl ProcessCluster {
                 node.status = node.child.wait().ok();
             }
         }
+    }
+
+    /// How long the last [`ProcessCluster::stop_all`] took from the SIGTERMs
+    /// to the last exit (to within 20 ms); `None` if some process had to be
+    /// killed or none was running.
+    pub fn stop_took(&self) -> Option<Duration> {
+        self.stop_took
     }
 
     /// [`ProcessCluster::stop_all`] on a blocking thread; returns the

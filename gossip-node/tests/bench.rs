@@ -59,6 +59,8 @@ fn eight_processes(transport: &str) {
         "2",
         "--rest",
         "1",
+        "--settle",
+        "0",
         "--transport",
         transport,
         "--json",

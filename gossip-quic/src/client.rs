@@ -254,10 +254,17 @@ impl Inner {
             Arc::strong_count(p) > 1 || p.backoff_active(now) || p.holds_connection()
         });
         let open = peers.values().filter(|p| p.holds_connection()).count();
+        let inbound = self.inbound.get();
         let Some(excess) = open.checked_sub(self.max_connections.max(1)) else {
+            if let Some(inbound) = inbound {
+                inbound.set_connections(open);
+            }
             return;
         };
         if excess == 0 {
+            if let Some(inbound) = inbound {
+                inbound.set_connections(open);
+            }
             return;
         }
         let mut candidates: Vec<(u64, NodeAddr)> = peers
@@ -286,12 +293,18 @@ impl Inner {
                 );
                 evicted += 1;
                 self.counters.lru_evictions.fetch_add(1, Ordering::Relaxed);
+                if let Some(inbound) = inbound {
+                    inbound.count_connections_evicted(1);
+                }
                 debug!(peer = %addr, "closed the least recently used connection");
             }
             drop(link);
             if Arc::strong_count(peer) == 1 && !peer.backoff_active(now) {
                 peers.remove(&addr);
             }
+        }
+        if let Some(inbound) = inbound {
+            inbound.set_connections(open - evicted);
         }
     }
 

@@ -23,7 +23,11 @@ pub struct QuicConfig {
     /// `max_idle_timeout`; the smaller of both ends' values applies) and
     /// reopened by the next send. It also bounds how long one incoming
     /// message exchange may take. Zero disables the idle timeout (QUIC's
-    /// convention). Default 30 s.
+    /// convention). Default 5 min: longer than a round of probes over a LAN
+    /// cluster of a few hundred members, so the connection to a peer probed
+    /// once per round is reused rather than reopened (an idle QUIC
+    /// connection sends nothing); [`QuicConfig::max_connections`] bounds
+    /// their number.
     pub idle_timeout: Duration,
     /// Longest wait to establish a connection (name resolution, QUIC and TLS
     /// handshake, and the `gossip/2` hello). Also how long a cached
@@ -68,7 +72,7 @@ impl Default for QuicConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             advertise: None,
             tls: TlsConfig::SelfSigned,
-            idle_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
             connect_timeout: Duration::from_secs(1),
             max_connections: 256,
             wire: Wire::Auto,

@@ -962,6 +962,9 @@ async fn at_most_max_connections_are_cached_least_recently_used_closed_first() {
         (s.cached_connections, s.lru_evictions, s.connections_opened),
         (2, 2, 4)
     );
+    // The member's own counters (and so /metrics) show the same.
+    let m = a.stats.snapshot();
+    assert_eq!((m.connections, m.connections_evicted), (2, 2));
     assert_eq!(peers[0].transport.stats().tls_resumed, 1);
     wait_for("the second peer's connection to close", || {
         peers[1].transport.open_connections() == 0

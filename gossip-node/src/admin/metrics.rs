@@ -16,6 +16,8 @@
 //! | `gossip_send_failures_total` | counter | |
 //! | `gossip_send_dropped_total` | counter | |
 //! | `gossip_messages_rejected_by_peer_total` | counter | |
+//! | `gossip_connections` | gauge | |
+//! | `gossip_connections_evicted_total` | counter | |
 //! | `gossip_members` | gauge | `state`: `alive`, `suspect`, `dead`, `left` |
 //! | `gossip_dissemination_queue_depth` | gauge | |
 //! | `gossip_probe_rtt_seconds` | histogram | |
@@ -82,6 +84,14 @@ impl Metrics {
                 "Sent frames that the peer reported it rejected."
             );
             describe_gauge!(
+                "gossip_connections",
+                "Outgoing connections the transport holds (at most max_connections)."
+            );
+            describe_counter!(
+                "gossip_connections_evicted_total",
+                "Outgoing connections closed as least recently used or idle."
+            );
+            describe_gauge!(
                 "gossip_members",
                 "Members this member knows, tombstones included, by state."
             );
@@ -117,6 +127,8 @@ impl Metrics {
             counter!("gossip_send_failures_total").absolute(stats.send_failures);
             counter!("gossip_send_dropped_total").absolute(stats.send_dropped);
             counter!("gossip_messages_rejected_by_peer_total").absolute(stats.rejected_by_peer);
+            gauge!("gossip_connections").set(stats.connections as f64);
+            counter!("gossip_connections_evicted_total").absolute(stats.connections_evicted);
             for state in STATES {
                 let n = members.iter().filter(|m| m.state == state).count();
                 gauge!("gossip_members", "state" => state.as_str()).set(n as f64);

@@ -179,6 +179,9 @@ pub struct StopReport {
     /// Processes still running after the stop (0 unless something is
     /// badly wrong).
     pub left_running: usize,
+    /// Time from SIGTERM to every process gone, ms (`None`: some had to be
+    /// killed).
+    pub all_exited_ms: Option<u64>,
 }
 
 impl BenchReport {
@@ -251,7 +254,12 @@ impl BenchReport {
             format!("{:.0}", r.bytes_received_per_member_per_sec),
             format!("{:.1}", r.send_failures_per_member_per_sec),
             format!("{:.1} %", r.cpu_percent_mean),
-            format!("{:.0} % of {} CPUs", r.cpu_percent_total, self.cpus),
+            format!(
+                "{:.0} % of one CPU ({:.0} % of {} CPUs)",
+                r.cpu_percent_total,
+                r.cpu_percent_total / self.cpus.max(1) as f64,
+                self.cpus
+            ),
         ]);
         let _ = writeln!(out, "{t}");
         let k = &self.key;
@@ -324,12 +332,16 @@ impl BenchReport {
         let _ = writeln!(out, "{t}");
         let _ = writeln!(
             out,
-            "totals of the {} survivors: {} messages, {} bytes sent; {} exited cleanly, {} left running",
+            "totals of the {} survivors: {} messages, {} bytes sent; {} exited cleanly, {} left running; {}",
             self.totals.members,
             self.totals.messages_sent,
             self.totals.bytes_sent,
             self.stop.exited_cleanly,
-            self.stop.left_running
+            self.stop.left_running,
+            self.stop.all_exited_ms.map_or_else(
+                || "some had to be killed".to_owned(),
+                |ms| format!("all gone {ms} ms after SIGTERM"),
+            )
         );
         let _ = writeln!(
             out,
@@ -371,6 +383,7 @@ impl StopReport {
                 .iter()
                 .filter(|n| n.status().is_none())
                 .count(),
+            all_exited_ms: cluster.stop_took().map(|d| d.as_millis() as u64),
         }
     }
 }
