@@ -35,10 +35,12 @@ pub struct Config {
     /// to reach everyone. A member that makes or learns a change also runs
     /// one round at once. At rest a member sends only its probes (which
     /// carry the fingerprint, so a divergence is still found within a probe
-    /// interval or two) and one round per [`Config::push_pull_interval`].
-    /// `u32::MAX` keeps the rounds running for good once started (the
-    /// behaviour before silence at rest). Unit: gossip rounds. Default 10
-    /// (2 s at the default interval).
+    /// interval or two) and one round per [`Config::push_pull_interval`],
+    /// and its driver is not woken for the gossip ticks in between (see
+    /// [`Machine::poll_timeout`](crate::Machine::poll_timeout)). `u32::MAX`
+    /// keeps the rounds running for good once started (the behaviour before
+    /// silence at rest). Unit: gossip rounds. Default 10 (2 s at the default
+    /// interval).
     pub active_rounds: u32,
     /// Longest time between two anti-entropy rounds of a quiet member: a
     /// background round to one random live peer, so that a divergence

@@ -92,6 +92,11 @@ pub struct Machine {
     seeds: HashMap<NodeAddr, Seed>,
     dead_pool: Vec<NodeAddr>,
     bcast_version: u64,
+    /// When gossip tick number `rounds + 1` falls due. Ticks keep this
+    /// phase, but a quiet member is not woken for a tick that would do
+    /// nothing: such ticks are counted when time has passed them
+    /// (sync.rs `skip_idle_ticks`), and `poll_timeout` names the first tick
+    /// with work (sync.rs `next_busy_tick`).
     next_gossip: Instant,
     /// When a quiet member runs its next background round (at most every
     /// `push_pull_interval`; any round pushes it back).
@@ -104,7 +109,8 @@ pub struct Machine {
     next_gc: Instant,
     next_expiry: Option<Instant>,
     /// Gossip timer ticks so far (one per `gossip_interval`, whether a
-    /// round is sent or not).
+    /// round is sent or not; idle ticks of a quiet member are counted
+    /// without a wake-up, by `skip_idle_ticks`).
     rounds: u64,
     /// Silence at rest: gossip rounds run while `rounds <= active_until`
     /// (or the piggyback queues hold something); see [`Machine::mark_active`].
@@ -278,6 +284,7 @@ impl Machine {
         if addr == self.id.addr || self.left {
             return;
         }
+        self.skip_idle_ticks(now);
         self.seeds.insert(
             addr,
             Seed {
@@ -315,6 +322,7 @@ impl Machine {
                 max: MAX_META_BYTES,
             });
         }
+        self.skip_idle_ticks(now);
         let me = self.id.addr.clone();
         let version = self
             .table
@@ -375,6 +383,7 @@ impl Machine {
         value: Option<Bytes>,
         ttl: Option<Duration>,
     ) -> Option<KeyChange> {
+        self.skip_idle_ticks(now);
         let me = self.id.addr.clone();
         let change = self
             .table
@@ -424,6 +433,7 @@ impl Machine {
         if self.dedup.contains(now, uuid) {
             return Ok(false);
         }
+        self.skip_idle_ticks(now);
         self.bcast_version += 1;
         let b = pb::Broadcast {
             uuid: uuid.as_bytes().to_vec().into(),
@@ -491,6 +501,7 @@ impl Machine {
         if from.addr == self.id.addr {
             return;
         }
+        self.skip_idle_ticks(now);
         trace!(from = %from, "message");
         if let Some(seed) = self.seeds.get_mut(&from.addr).filter(|s| !s.answered) {
             seed.answered = true;
@@ -534,6 +545,7 @@ impl Machine {
         if self.left {
             return;
         }
+        self.skip_idle_ticks(now);
         self.probe_timers(now);
         self.contact_seeds(now);
         if self.next_expiry.is_some_and(|t| t <= now) {
@@ -564,14 +576,27 @@ impl Machine {
 
     /// When [`Machine::handle_timeout`] must next be called; `None` after
     /// leaving.
+    ///
+    /// The earliest of the next probe, probe timeout, suspicion expiry, key
+    /// expiry, tombstone collection, seed retry, pending extra round, and
+    /// the next gossip tick *that has work*: every tick while the member is
+    /// active ([`Machine::is_active`]); at rest only the tick of the next
+    /// background push-pull and, while dead members are known, every
+    /// `DEAD_CONTACT_EVERY`th tick. A quiet member therefore sleeps from
+    /// probe to probe instead of waking every `gossip_interval`.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.left {
             return None;
         }
-        let mut t = self.next_gossip.min(self.next_probe).min(self.next_gc);
-        for d in [self.det.next_deadline(), self.next_expiry, self.extra_round]
-            .into_iter()
-            .flatten()
+        let mut t = self.next_probe.min(self.next_gc);
+        for d in [
+            self.next_busy_tick(),
+            self.det.next_deadline(),
+            self.next_expiry,
+            self.extra_round,
+        ]
+        .into_iter()
+        .flatten()
         {
             t = t.min(d);
         }

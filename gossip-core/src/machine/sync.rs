@@ -9,7 +9,10 @@
 //! but one to a single peer per `push_pull_interval`; the fingerprint rides
 //! on every probe and ack instead, and the prober compares the one in the
 //! ack with its own, so a divergence is still found within a probe interval
-//! or two (silence at rest, issue #9 item 7). A peer whose fingerprint is
+//! or two (silence at rest, issue #9 item 7). Nor does a quiet member wake
+//! up for the ticks that send nothing: `poll_timeout` names the next tick
+//! with work (`next_busy_tick`), and the idle ticks are counted when an
+//! input comes (`skip_idle_ticks`). A peer whose fingerprint is
 //! the same does not answer. Otherwise, in a small cluster it answers with
 //! its complete digest (split into ranges of the ring so no message exceeds
 //! the size limit); in a large one it answers with the fingerprints of the
@@ -57,7 +60,9 @@ impl Machine {
     /// Every `DEAD_CONTACT_EVERY` ticks a dead member is contacted whatever
     /// the activity (as memberlist gossips to the dead for a while), so the
     /// sides of a healed partition find each other without any change to
-    /// start rounds.
+    /// start rounds. A quiet member is woken only for the ticks that do
+    /// one of these (`next_busy_tick`); the others are only counted
+    /// (`skip_idle_ticks`).
     pub(super) fn gossip_round(&mut self, now: Instant) {
         self.rounds += 1;
         let k = if self.is_active_round() {
@@ -84,6 +89,68 @@ impl Machine {
             let req = self.sync_request();
             self.send(&t, req);
         }
+    }
+
+    /// How many gossip ticks, from the next one (`next_gossip`), would do
+    /// nothing at all before one that has work: 0 while the member is active
+    /// or an extra round is pending; at rest, the ticks before the first one
+    /// at or after `next_push_pull` (if there is a live peer to send it to)
+    /// and, while dead members are known, before the next tick that contacts
+    /// one (`DEAD_CONTACT_EVERY`). A tick counted here would send nothing
+    /// and draw nothing from the RNG, so skipping it changes no output.
+    /// `None`: no tick has work (a quiet, isolated member with no dead
+    /// member to contact).
+    fn idle_ticks(&self) -> Option<u64> {
+        if self.is_active() || self.extra_round.is_some() {
+            return Some(0);
+        }
+        let interval = self.cfg.gossip_interval.as_nanos().max(1);
+        let push_pull = (self.table.live_peers().len() > 0).then(|| {
+            let wait = self
+                .next_push_pull
+                .saturating_duration_since(self.next_gossip);
+            u64::try_from(wait.as_nanos().div_ceil(interval)).unwrap_or(u64::MAX)
+        });
+        let dead = (!self.dead_pool.is_empty()).then(|| {
+            let next = self.rounds + 1;
+            (DEAD_CONTACT_EVERY - next % DEAD_CONTACT_EVERY) % DEAD_CONTACT_EVERY
+        });
+        match (push_pull, dead) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When the next gossip tick that has work falls due (see `idle_ticks`);
+    /// `Machine::poll_timeout` wakes the driver for it and for no other tick.
+    pub(super) fn next_busy_tick(&self) -> Option<Instant> {
+        let ticks = u32::try_from(self.idle_ticks()?).ok()?;
+        let wait = self.cfg.gossip_interval.checked_mul(ticks)?;
+        self.next_gossip.checked_add(wait)
+    }
+
+    /// Counts the gossip ticks that fell due before `now` without a
+    /// wake-up because they had nothing to do (see `idle_ticks`), keeping
+    /// the ticks' phase. Called first by every input, so the tick count
+    /// (`rounds`: active rounds, dead contacts, extra rounds once per tick)
+    /// and `next_gossip` are what they would be had the member been woken
+    /// for every tick. A tick due exactly at `now` is left to
+    /// `handle_timeout`, after the input.
+    pub(super) fn skip_idle_ticks(&mut self, now: Instant) {
+        if now <= self.next_gossip {
+            return;
+        }
+        let interval = self.cfg.gossip_interval.as_nanos().max(1);
+        let due = (now - self.next_gossip).as_nanos().div_ceil(interval);
+        let idle = self.idle_ticks().map_or(u128::MAX, u128::from);
+        let skip = due.min(idle);
+        if skip == 0 {
+            return;
+        }
+        self.rounds += u64::try_from(skip).unwrap_or(u64::MAX);
+        // `skip` ticks end before `now`, so this cannot overflow.
+        let ahead = u64::try_from(skip * interval).unwrap_or(u64::MAX);
+        self.next_gossip += Duration::from_nanos(ahead);
     }
 
     /// A round to `fanout` peers outside the ticks, for a member that has

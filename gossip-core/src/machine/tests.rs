@@ -44,6 +44,11 @@ struct Net {
     log: Option<Vec<Transmit>>,
     /// Extra delay of every message to these members (a slow member).
     slow: BTreeMap<NodeAddr, Duration>,
+    /// Calls of `handle_timeout` (driver wake-ups), by member.
+    wakes: BTreeMap<NodeAddr, u64>,
+    /// Also wake every member at each of its gossip ticks, whether
+    /// `poll_timeout` asks for it or not (as before quiet members slept).
+    every_tick: bool,
 }
 
 fn kind(t: &Transmit) -> &'static str {
@@ -76,6 +81,8 @@ impl Net {
             sent: BTreeMap::new(),
             log: None,
             slow: BTreeMap::new(),
+            wakes: BTreeMap::new(),
+            every_tick: false,
         }
     }
 
@@ -149,6 +156,9 @@ impl Net {
             if let Some(d) = m.poll_timeout() {
                 t = Some(t.map_or(d, |x| x.min(d)));
             }
+            if self.every_tick {
+                t = Some(t.map_or(m.next_gossip, |x| x.min(m.next_gossip)));
+            }
         }
         t.unwrap_or(self.now + Duration::from_secs(1))
     }
@@ -177,22 +187,29 @@ impl Net {
             .nodes
             .iter()
             .filter(|(a, m)| {
-                !self.down.contains(*a) && m.poll_timeout().is_some_and(|d| d <= self.now)
+                !self.down.contains(*a)
+                    && (m.poll_timeout().is_some_and(|d| d <= self.now)
+                        || self.every_tick && m.next_gossip <= self.now)
             })
             .map(|(a, _)| a.clone())
             .collect();
         for a in due {
             let now = self.now;
             self.nodes.get_mut(&a).unwrap().handle_timeout(now);
+            *self.wakes.entry(a.clone()).or_default() += 1;
             self.drain(&a);
         }
     }
 
+    /// Processes everything due before `now + d`, and nothing after: the
+    /// first event at or past the end (a probe, say, now that quiet members
+    /// are not woken for idle gossip ticks) belongs to the next period.
     fn run_for(&mut self, d: Duration) {
         let end = self.now + d;
-        while self.now < end {
+        while self.next_time() < end {
             self.step();
         }
+        self.now = self.now.max(end);
     }
 
     /// Runs until `cond` holds; returns the virtual time it took, or panics
@@ -1129,4 +1146,159 @@ fn a_member_joins_a_quiet_cluster_as_fast_as_before() {
         after <= before + cfg().gossip_interval,
         "join took {after:?}, {before:?} with rounds always on"
     );
+}
+
+/// A quiet member is not woken for gossip ticks that would send nothing: it
+/// sleeps until its next real deadline (at rest, its next probe), where it
+/// used to wake every gossip interval (issue #9: those wake-ups cost more
+/// CPU than the messages at rest). A change brings the ticks back at once,
+/// in their phase, and they stop again once the cluster is quiet.
+#[test]
+fn a_quiet_member_sleeps_until_its_next_probe() {
+    let n = 8;
+    let c = cfg();
+    let (gossip, probe) = (c.gossip_interval, c.probe_interval);
+    let rounds = c.active_rounds_for(n);
+    let mut net = cluster_at_rest(c, n);
+    let phase = net.m(3).next_gossip;
+    // Nothing is due before the next probe, but a probe's timeout while
+    // it awaits its ack (1 ms here) and tombstone collection (every 15 s).
+    let sleeps_to_its_probe = |net: &Net| {
+        let mut checked = 0;
+        for m in net.nodes.values() {
+            assert!(!m.is_active());
+            if m.det.next_deadline().is_none() {
+                let t = m.poll_timeout().unwrap();
+                assert!(t >= m.next_probe.min(m.next_gc), "woken for a gossip tick");
+                checked += 1;
+            }
+        }
+        checked
+    };
+    // 15 s: 75 gossip ticks and 15 probes, and less than the shortest wait
+    // before a background push-pull after the last active round.
+    net.wakes.clear();
+    let end = net.now + Duration::from_secs(15);
+    let mut checked = 0;
+    while net.now < end {
+        checked += sleeps_to_its_probe(&net);
+        net.step();
+    }
+    assert!(checked > n * 10, "{checked}");
+    let ticks = Duration::from_secs(15).as_nanos() / gossip.as_nanos();
+    let probes = Duration::from_secs(15).as_nanos() / probe.as_nanos();
+    for (a, w) in &net.wakes {
+        // Its probes, and a tombstone collection or two.
+        assert!(
+            u128::from(*w) <= probes + 3,
+            "{a}: {w} wake-ups, {ticks} ticks"
+        );
+    }
+    assert_eq!(net.wakes.len(), n);
+
+    // A write: an extra round at once, then a round every tick, in the
+    // phase the ticks had before the quiet period.
+    net.wakes.clear();
+    net.with(3, |m, now| {
+        m.set_key(now, "k", Bytes::from_static(b"v"), None).unwrap()
+    });
+    assert!(net.m(3).is_active());
+    assert_eq!(net.m(3).poll_timeout(), Some(net.now), "the round at once");
+    net.step();
+    let m = net.m(3);
+    assert_eq!(m.next_busy_tick(), Some(m.next_gossip), "the next tick");
+    assert!(m.poll_timeout().unwrap() <= m.next_gossip);
+    assert!(m.next_gossip <= net.now + gossip);
+    assert_eq!((m.next_gossip - phase).as_nanos() % gossip.as_nanos(), 0);
+    // Those who learn it tick again too.
+    net.run_until(Duration::from_secs(1), "spread", |x| x.all_have(3, "k"));
+    for m in net.nodes.values() {
+        assert!(m.is_active());
+        assert_eq!(m.next_busy_tick(), Some(m.next_gossip));
+        assert!(m.poll_timeout().unwrap() <= net.now + gossip);
+    }
+    net.run_until(gossip * (rounds as u32 + 10), "quiet again", Net::quiet);
+    let w = net.wakes[&addr(3)];
+    assert!(
+        w > rounds,
+        "{w} wake-ups while active, {rounds} active rounds"
+    );
+    assert!(net.count("sync_request") > 0);
+    // And they stop again.
+    net.wakes.clear();
+    net.run_for(probe * 5);
+    sleeps_to_its_probe(&net);
+    assert!(net.wakes.values().all(|w| *w <= 5 + 2), "{:?}", net.wakes);
+}
+
+/// A quiet member that knows a dead member still contacts one every
+/// `DEAD_CONTACT_EVERY` ticks (so healed partitions meet), and is woken for
+/// those ticks only.
+#[test]
+fn a_quiet_member_still_contacts_the_dead() {
+    let n = 6;
+    let c = cfg();
+    let gossip = c.gossip_interval;
+    let mut net = cluster_at_rest(c, n);
+    net.crash(5);
+    net.run_until(Duration::from_secs(30), "dead", |x| {
+        (0..5).all(|o| x.state_of(o, 5) == Some(MemberState::Dead))
+    });
+    net.run_until(Duration::from_secs(10), "quiet", Net::quiet);
+    net.log = Some(Vec::new());
+    net.wakes.clear();
+    let period = gossip * super::DEAD_CONTACT_EVERY as u32;
+    net.run_for(period * 10);
+    let mut to_dead: BTreeMap<String, u64> = BTreeMap::new();
+    for t in net.log.as_ref().unwrap() {
+        if t.to == addr(5) {
+            assert!(matches!(t.msg.body, Some(Body::SyncRequest(_))));
+            *to_dead
+                .entry(t.msg.from.as_ref().unwrap().addr.clone())
+                .or_default() += 1;
+        }
+    }
+    assert_eq!(to_dead.len(), n - 1, "{to_dead:?}");
+    assert!(
+        to_dead.values().all(|c| (9..=11).contains(c)),
+        "{to_dead:?}"
+    );
+    // Woken for those ticks and the probes, not for every tick (50).
+    for (a, w) in &net.wakes {
+        assert!((10..=25).contains(w), "{a}: {w} wake-ups");
+    }
+}
+
+/// Not waking a quiet member for its idle gossip ticks changes nothing it
+/// sends or reports: the same run with a wake-up at every gossip tick (the
+/// driver's schedule before) sends the same messages in the same order and
+/// raises the same events, through a join, a write, a crash (dead contacts)
+/// and background push-pulls, with less than half the wake-ups.
+#[test]
+fn skipping_idle_ticks_changes_no_output() {
+    let run = |every_tick: bool| {
+        let mut net = Net::new(cfg());
+        net.every_tick = every_tick;
+        net.log = Some(Vec::new());
+        for i in 0..8 {
+            net.spawn(i, 1, i.checked_sub(1));
+        }
+        net.run_for(Duration::from_secs(10));
+        net.with(2, |m, now| {
+            m.set_key(now, "k", Bytes::from_static(b"v"), None).unwrap()
+        });
+        net.run_for(Duration::from_secs(5));
+        net.crash(7);
+        net.run_for(Duration::from_secs(60));
+        let wakes: u64 = net.wakes.values().sum();
+        (net.log.take().unwrap(), net.events, wakes)
+    };
+    let (log_before, events_before, wakes_before) = run(true);
+    let (log, events, wakes) = run(false);
+    assert_eq!(log.len(), log_before.len());
+    assert!(log == log_before, "the same messages");
+    assert!(events == events_before, "the same events");
+    assert!(log.iter().any(|t| t.to == addr(7)), "dead contacts");
+    eprintln!("wake-ups: {wakes}, {wakes_before} at every tick");
+    assert!(wakes * 2 < wakes_before, "{wakes} vs {wakes_before}");
 }
