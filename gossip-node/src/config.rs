@@ -23,6 +23,8 @@
 //! cluster_id = "default"
 //! log_format = "text"              # text | json
 //! gossip_interval_ms = 200
+//! active_rounds = 10               # rounds run for this long after a change
+//! push_pull_interval_ms = 30000    # a quiet member's background round
 //! probe_interval_ms = 1000
 //! probe_timeout_ms = 500
 //! fanout = 3
@@ -211,6 +213,16 @@ pub struct TimingArgs {
     /// Period of anti-entropy rounds, ms (default 200).
     #[arg(long, value_name = "MS")]
     pub gossip_interval_ms: Option<u64>,
+    /// Gossip rounds run for this many intervals after the last change a
+    /// member made or learned, then stop until the next one (default 10; at
+    /// least ceil(log2 n) is used; 4294967295 never stops them).
+    #[arg(long, value_name = "N")]
+    pub active_rounds: Option<u32>,
+    /// Longest time between two anti-entropy rounds of a quiet member: one
+    /// background round to one peer, ms (default 30000). It runs on a gossip
+    /// tick, so a value below the gossip interval means one every tick.
+    #[arg(long, value_name = "MS")]
+    pub push_pull_interval_ms: Option<u64>,
     /// Period of failure-detector probes, ms (default 1000).
     #[arg(long, value_name = "MS")]
     pub probe_interval_ms: Option<u64>,
@@ -279,6 +291,10 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     /// `gossip_interval_ms`.
     pub gossip_interval_ms: Option<u64>,
+    /// `active_rounds`.
+    pub active_rounds: Option<u32>,
+    /// `push_pull_interval_ms`.
+    pub push_pull_interval_ms: Option<u64>,
     /// `probe_interval_ms`.
     pub probe_interval_ms: Option<u64>,
     /// `probe_timeout_ms`.
@@ -480,6 +496,12 @@ impl NodeConfig {
         if let Some(v) = t.gossip_interval_ms.or(file.gossip_interval_ms) {
             protocol.gossip_interval = ms(v);
         }
+        if let Some(v) = t.active_rounds.or(file.active_rounds) {
+            protocol.active_rounds = v;
+        }
+        if let Some(v) = t.push_pull_interval_ms.or(file.push_pull_interval_ms) {
+            protocol.push_pull_interval = ms(v);
+        }
         if let Some(v) = t.probe_interval_ms.or(file.probe_interval_ms) {
             protocol.probe_interval = ms(v);
         }
@@ -551,6 +573,12 @@ impl NodeConfig {
         }
         if p.gossip_interval.is_zero() {
             return invalid("gossip_interval_ms", "must be positive");
+        }
+        if p.active_rounds == 0 {
+            return invalid("active_rounds", "must be at least 1");
+        }
+        if p.push_pull_interval.is_zero() {
+            return invalid("push_pull_interval_ms", "must be positive");
         }
         if p.probe_interval.is_zero() {
             return invalid("probe_interval_ms", "must be positive");
@@ -782,6 +810,8 @@ mod tests {
                 tls_cert = "/etc/gossip/node.pem"
                 tls_key = "/etc/gossip/node-key.pem"
                 gossip_interval_ms = 100
+                active_rounds = 3
+                push_pull_interval_ms = 5000
                 probe_interval_ms = 200
                 probe_timeout_ms = 100
                 fanout = 2
@@ -803,6 +833,8 @@ mod tests {
             })
         );
         assert_eq!(c.protocol.probe_timeout, Duration::from_millis(100));
+        assert_eq!(c.protocol.active_rounds, 3);
+        assert_eq!(c.protocol.push_pull_interval, Duration::from_secs(5));
         assert_eq!(c.protocol.suspicion_mult, 2);
         assert_eq!(c.protocol.tombstone_ttl, Duration::from_secs(5));
         assert_eq!(c.protocol.max_message_size, 4096);
@@ -1190,6 +1222,48 @@ mod tests {
                 &["--listen", "127.0.0.1:1", "--cluster-id", ""],
                 "",
                 "invalid setting `cluster_id`: must not be empty",
+            );
+        }
+    }
+
+    #[test]
+    fn silence_at_rest_keys() {
+        // Defaults: those of the protocol.
+        let c = NodeConfig::combine(&args(&["--listen", "127.0.0.1:1"]), file("")).unwrap();
+        assert_eq!(c.protocol.active_rounds, 10);
+        assert_eq!(c.protocol.push_pull_interval, Duration::from_secs(30));
+        // The file alone, then a flag over the file.
+        let toml = "active_rounds = 20\npush_pull_interval_ms = 60000";
+        let c = NodeConfig::combine(&args(&["--listen", "127.0.0.1:1"]), file(toml)).unwrap();
+        assert_eq!(c.protocol.active_rounds, 20);
+        assert_eq!(c.protocol.push_pull_interval, Duration::from_secs(60));
+        let c = NodeConfig::combine(
+            &args(&[
+                "--listen",
+                "127.0.0.1:1",
+                "--active-rounds",
+                "5",
+                "--push-pull-interval-ms",
+                "10000",
+            ]),
+            file(toml),
+        )
+        .unwrap();
+        assert_eq!(c.protocol.active_rounds, 5);
+        assert_eq!(c.protocol.push_pull_interval, Duration::from_secs(10));
+        assert!(FileConfig::parse("active_rounds = -1", Path::new("t.toml")).is_err());
+        // Validation checks the transport first.
+        if TransportKind::default().is_available() {
+            assert!(c.validate().is_ok());
+            check_err(
+                &["--listen", "127.0.0.1:1", "--active-rounds", "0"],
+                "",
+                "invalid setting `active_rounds`: must be at least 1",
+            );
+            check_err(
+                &["--listen", "127.0.0.1:1", "--push-pull-interval-ms", "0"],
+                "",
+                "invalid setting `push_pull_interval_ms`: must be positive",
             );
         }
     }
