@@ -1,5 +1,7 @@
-//! The sending side: the bounded cache of outgoing connections, connection
-//! set-up (handshake and `gossip/2` hello), and both wires' send paths.
+//! The sending side: the bounded cache of connections to peers (dialled, or
+//! accepted from a peer that named its address in its hello: one connection
+//! per pair serves both directions), connection set-up (handshake and
+//! `gossip/2` hello), and both wires' send paths.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -107,6 +109,10 @@ pub(crate) struct Link {
     pub(crate) conn: Connection,
     /// `gossip/2` (datagrams); otherwise `gossip/1` (stream and verdict).
     v2: bool,
+    /// Dialled by the peer, not by us: accepted, and adopted as the
+    /// connection to the address its hello named ([`Inner::adopt`]). Dropping
+    /// it from the cache leaves it open for the peer's own use.
+    adopted: bool,
     /// When a send found the peer's packet count at this value; see
     /// [`Link::silent`].
     watch: Arc<Mutex<Option<(Instant, u64)>>>,
@@ -117,7 +123,16 @@ impl Link {
         Self {
             conn,
             v2,
+            adopted: false,
             watch: Arc::default(),
+        }
+    }
+
+    /// A `gossip/2` connection the peer dialled.
+    fn adopted(conn: Connection) -> Self {
+        Self {
+            adopted: true,
+            ..Self::new(conn, true)
         }
     }
 
@@ -287,16 +302,22 @@ impl Inner {
                 continue;
             };
             if let Some(l) = link.take() {
-                l.conn.close(
-                    VarInt::from_u32(wire::CLOSE_EVICTED),
-                    b"closed: least recently used beyond max_connections",
-                );
+                if l.adopted {
+                    // The peer's own connection, which it may still use:
+                    // only our replies stop going over it.
+                    debug!(peer = %addr, "forgot the least recently used connection (the peer's; left open)");
+                } else {
+                    l.conn.close(
+                        VarInt::from_u32(wire::CLOSE_EVICTED),
+                        b"closed: least recently used beyond max_connections",
+                    );
+                    debug!(peer = %addr, "closed the least recently used connection");
+                }
                 evicted += 1;
                 self.counters.lru_evictions.fetch_add(1, Ordering::Relaxed);
                 if let Some(inbound) = inbound {
                     inbound.count_connections_evicted(1);
                 }
-                debug!(peer = %addr, "closed the least recently used connection");
             }
             drop(link);
             if Arc::strong_count(peer) == 1 && !peer.backoff_active(now) {
@@ -306,6 +327,45 @@ impl Inner {
         if let Some(inbound) = inbound {
             inbound.set_connections(open - evicted);
         }
+    }
+
+    /// Takes `conn`, a `gossip/2` connection `from` dialled and whose hello
+    /// named `from` as its address (checked by the caller), as the cached
+    /// connection to `from`: our sends to `from` then go over it. Not if a
+    /// connection to `from` is being dialled right now, or one we dialled is
+    /// open (both ends dialled at once: each keeps sending on its own, and
+    /// reads both); an earlier adopted one is replaced (its peer dialled
+    /// again, so it no longer uses it), not closed. Counts in the
+    /// `max_connections` bound. True if adopted.
+    pub(crate) fn adopt(&self, from: &NodeAddr, conn: &Connection) -> bool {
+        let peer = lock(&self.peers).entry(from.clone()).or_default().clone();
+        {
+            let Ok(mut cached) = peer.link.try_lock() else {
+                debug!(peer = %from, "not adopted: a connection to it is being set up");
+                return false;
+            };
+            if let Some(link) = cached.as_ref()
+                && !link.adopted
+                && link.conn.close_reason().is_none()
+            {
+                debug!(peer = %from, "not adopted: our own connection to it is open");
+                return false;
+            }
+            *cached = Some(Link::adopted(conn.clone()));
+        }
+        // A working connection: sends need not wait for an earlier
+        // failure's backoff.
+        *lock(&peer.refused) = None;
+        *lock(&peer.unreachable) = None;
+        let tick = self.tick.fetch_add(1, Ordering::Relaxed) + 1;
+        peer.last_used.store(tick, Ordering::Relaxed);
+        drop(peer);
+        self.counters
+            .connections_adopted
+            .fetch_add(1, Ordering::Relaxed);
+        debug!(peer = %from, "adopted the peer's connection for our sends to it");
+        self.bound_connections(from);
+        true
     }
 
     /// The cached live connection to `to`, or a new one; `true` if new. A
@@ -387,7 +447,11 @@ impl Inner {
                 .fetch_add(1, Ordering::Relaxed);
             let v2 = negotiated(&conn).as_deref() == Some(wire::ALPN_V2);
             if v2 {
-                self.hello(&conn, to, cluster).await?;
+                let reads = self.hello(&conn, to, cluster).await?;
+                if reads {
+                    // The peer may send on it: read it as an accepted one.
+                    self.receive_dialled(conn.clone());
+                }
             }
             debug!(%to, remote = %conn.remote_address(), v2, "connection opened");
             Ok(Link::new(conn, v2))
@@ -404,24 +468,24 @@ impl Inner {
         }
     }
 
-    /// The `gossip/2` hello: our cluster id out, the peer's verdict back.
+    /// The `gossip/2` hello: our cluster id out, and our address if we
+    /// serve (then the connection is read, and the peer may send on it
+    /// rather than dial us: true), the peer's verdict back.
     async fn hello(
         &self,
         conn: &Connection,
         to: &NodeAddr,
         cluster: &str,
-    ) -> Result<(), TransportError> {
+    ) -> Result<bool, TransportError> {
         let lost = |e: ConnectionError| connection_failed(to.as_str(), self.protocols, &e);
         let protocol_error = |what: String| TransportError::Rejected {
             addr: to.to_string(),
             reason: format!("protocol error in the gossip/2 hello: {what}"),
         };
         let (mut send, mut recv) = conn.open_bi().await.map_err(lost)?;
-        let mut end = cluster.len().min(wire::MAX_HELLO);
-        while !cluster.is_char_boundary(end) {
-            end -= 1;
-        }
-        match send.write_all(&cluster.as_bytes()[..end]).await {
+        let reads = self.reads_dialled();
+        let hello = wire::hello(cluster, reads.then_some(&self.local));
+        match send.write_all(&hello).await {
             Ok(()) | Err(quinn::WriteError::Stopped(_)) => {}
             Err(quinn::WriteError::ConnectionLost(e)) => return Err(lost(e)),
             Err(e) => return Err(protocol_error(format!("cannot send it: {e}"))),
@@ -435,7 +499,7 @@ impl Inner {
             Err(e) => return Err(protocol_error(format!("no verdict: {e}"))),
         };
         match wire::verdict(to.as_str(), &reply) {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(reads),
             Err(TransportError::Rejected { addr, reason }) => {
                 conn.close(VarInt::from_u32(wire::CLOSE_REFUSED), b"refused");
                 Err(TransportError::Rejected {

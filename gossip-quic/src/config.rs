@@ -36,11 +36,13 @@ pub struct QuicConfig {
     /// by the next send, and, on the old `gossip/1` wire, the longest wait
     /// for a message's verdict. Default 1 s.
     pub connect_timeout: Duration,
-    /// Most outgoing connections kept open at once (a count of peers). Opening
-    /// one more closes the least recently used; a closed connection is
-    /// reopened by the next send to that peer (a resumed TLS session, so
-    /// without a full handshake). Incoming connections are not counted: each
-    /// is bounded by its peer's own limit and closed after
+    /// Most connections to peers cached at once (a count of peers): the
+    /// ones we dialled and the incoming ones adopted for our sends (see
+    /// [`QuicTransport`](crate::QuicTransport)). One more drops the least
+    /// recently used: closed if we dialled it, left open for its dialler if
+    /// adopted; the next send to that peer dials it (a resumed TLS session,
+    /// so without a full handshake). Other incoming connections are not
+    /// counted: each is bounded by its peer's own limit and closed after
     /// [`QuicConfig::idle_timeout`]. Default 256: a member of a LAN cluster
     /// of a thousand talks to a few dozen peers per minute (probes, gossip
     /// rounds, pushes), so it need not hold 999 connections. Zero is taken

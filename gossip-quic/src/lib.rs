@@ -3,7 +3,8 @@
 //!
 //! # Wire (ALPN)
 //! * `gossip/2` ([`ALPN_V2`]), preferred. Once per connection the client
-//!   says hello on the first bidirectional stream: its cluster id (UTF-8),
+//!   says hello on the first bidirectional stream: its cluster id (UTF-8)
+//!   and, if it serves, its advertised address (after a `0xFF` byte),
 //!   answered by one verdict (`0` accepted, or `1` and the reason). A client
 //!   of another cluster is refused there: the server counts it
 //!   (`rejected_foreign_cluster`), logs a warning and closes the connection;
@@ -17,7 +18,8 @@
 //!   [`Inbound::max_message_size`] (plus a few bytes of framing) before
 //!   anything is allocated. Every envelope passes [`Inbound::accept`]; a
 //!   datagram or frame that does not decode is counted as malformed, an
-//!   oversized length as oversized.
+//!   oversized length as oversized. Both ends of a connection send and
+//!   read this way (see *Connections*).
 //! * `gossip/1` ([`gossip_proto::PROTOCOL`]), the previous version: one
 //!   bidirectional stream per message (`u32` length + encoded
 //!   `gossip.v1.Envelope`), answered by one verdict. Still served, so
@@ -37,11 +39,28 @@
 //!   travels back), on `gossip/1` also returned to the sender.
 //!
 //! # Connections
-//! One cached outgoing connection per peer, at most
-//! [`QuicConfig::max_connections`] (least recently used closed first);
-//! idle ones close after [`QuicConfig::idle_timeout`]; a reconnect resumes
-//! the TLS session. TLS comes from [`gossip_tls`]: self-signed (encrypted,
-//! **not** authenticated) or mutual TLS against a cluster CA.
+//! One cached connection per peer, at most [`QuicConfig::max_connections`]
+//! (least recently used dropped first); idle ones close after
+//! [`QuicConfig::idle_timeout`]; a reconnect resumes the TLS session.
+//! One `gossip/2` connection serves both directions: a server that accepts
+//! a hello naming address X, while it holds no open connection of its own
+//! to X, *adopts* the connection as its connection to X
+//! ([`QuicStats::connections_adopted`]), and its replies to X go over it
+//! (the dialler reads the connections it dials as the ones it accepts).
+//! So a pair of members that talk both ways pays one handshake, not two.
+//! Two members that dial each other at once keep two connections, each
+//! sending on the one it dialled and reading both: nothing is dropped in
+//! favour of the other. A hello without an address (a client that does not
+//! serve, or the conformance [`RawClient`]) is served one way, and answered
+//! over a connection of our own. The address is trusted only to choose that
+//! connection, and only if it is not ours, if an IP address is the one the
+//! connection comes from, and, under mutual TLS, if the client certificate
+//! is valid for its host; under self-signed TLS a host name is taken at its
+//! word (a client could then draw our messages to a name it does not own
+//! until the connection fails, as anyone who can reach an unauthenticated
+//! member could already join it). TLS comes from [`gossip_tls`]:
+//! self-signed (encrypted, **not** authenticated) or mutual TLS against a
+//! cluster CA.
 //!
 //! [`send_raw_frame`] (`gossip/1`) and [`RawClient`] (`gossip/2`) send
 //! arbitrary bytes for conformance tests.
@@ -51,6 +70,7 @@
 //! [`Inbound::accept`]: gossip_core::Inbound::accept
 //! [`Inbound`]: gossip_core::Inbound
 //! [`TransportError::Rejected`]: gossip_core::TransportError::Rejected
+//! [`QuicStats::connections_adopted`]: crate::QuicStats::connections_adopted
 //!
 //! ```
 //! use std::sync::Arc;

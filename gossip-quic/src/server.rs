@@ -1,14 +1,19 @@
 //! The receiving side: the accept loop and one task per connection, serving
-//! each connection by the wire its ALPN negotiated.
+//! each connection by the wire its ALPN negotiated, and reading the
+//! `gossip/2` connections we dialled (a peer may answer over them); the
+//! check of the address a hello names before its connection is adopted.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use gossip_core::pb::Batch;
-use gossip_core::{Inbound, Rejection};
+use gossip_core::{Inbound, NodeAddr, Rejection};
+use gossip_tls::TlsMode;
 use prost::Message;
 use quinn::{Connection, Endpoint, Incoming, RecvStream, SendStream, VarInt};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, debug_span, trace, warn};
 
@@ -19,8 +24,14 @@ use crate::wire;
 
 /// Accepts connections until the endpoint closes; each connection runs in a
 /// task of `connections`, all awaited (or aborted, when this future is
-/// dropped) before returning.
-pub(crate) async fn accept_loop(inner: Arc<Inner>, endpoint: Endpoint, inbound: Inbound) {
+/// dropped) before returning. The `gossip/2` connections we dial arrive on
+/// `dialled` once their hello is accepted, and are read in the same way.
+pub(crate) async fn accept_loop(
+    inner: Arc<Inner>,
+    endpoint: Endpoint,
+    inbound: Inbound,
+    mut dialled: mpsc::UnboundedReceiver<Connection>,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -29,6 +40,13 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, endpoint: Endpoint, inbound: 
                 let span = debug_span!("quic_conn", remote = %incoming.remote_address());
                 connections.spawn(
                     serve_connection(inner.clone(), incoming, inbound.clone()).instrument(span),
+                );
+            }
+            Some(conn) = dialled.recv() => {
+                let span = debug_span!("quic_conn", remote = %conn.remote_address(), dialled = true);
+                let (inner, inbound) = (inner.clone(), inbound.clone());
+                connections.spawn(
+                    async move { receive_v2(&inner, conn, inbound).await }.instrument(span),
                 );
             }
             Some(done) = connections.join_next(), if !connections.is_empty() => {
@@ -85,24 +103,43 @@ enum Hello {
     Protocol(String),
 }
 
-/// Reads the client's hello and answers it.
-async fn hello(conn: &Connection, inbound: &Inbound) -> Result<(), Hello> {
+/// Reads the client's hello and answers it. Before the answer, a connection
+/// whose hello names an address that passes [`check_claim`] is adopted as
+/// our connection to that address ([`Inner::adopt`]).
+async fn hello(inner: &Inner, conn: &Connection, inbound: &Inbound) -> Result<(), Hello> {
     let (mut send, mut recv) = conn.accept_bi().await.map_err(|_| Hello::Lost)?;
     let hello = recv
         .read_to_end(wire::MAX_HELLO)
         .await
         .map_err(|e| Hello::Protocol(format!("cannot read the hello: {e}")))?;
-    let cluster = String::from_utf8_lossy(&hello);
-    let verdict = if cluster == inbound.cluster_id() {
+    let hello = wire::parse_hello(&hello);
+    let verdict = if hello.cluster == inbound.cluster_id() {
         Ok(())
     } else {
         Err(inbound
             .reject(Rejection::ForeignCluster {
                 expected: inbound.cluster_id().to_owned(),
-                got: cluster.chars().take(128).collect(),
+                got: hello.cluster.chars().take(128).collect(),
             })
             .to_string())
     };
+    if verdict.is_ok() {
+        match hello.addr {
+            // The first format: the client reads nothing; we dial it.
+            None => {}
+            Some(Err(text)) => {
+                debug!(claimed = %text, "hello names an unusable address; not adopted")
+            }
+            Some(Ok(addr)) => match check_claim(inner, conn, &addr) {
+                Ok(()) => {
+                    inner.adopt(&addr, conn);
+                }
+                Err(why) => {
+                    debug!(claimed = %addr, %why, "hello's address not trusted; not adopted")
+                }
+            },
+        }
+    }
     // The client reads the verdict; if it cannot, the close below carries
     // the reason too.
     let _ = send.write_all(&wire::reply(verdict.clone())).await;
@@ -113,7 +150,7 @@ async fn hello(conn: &Connection, inbound: &Inbound) -> Result<(), Hello> {
 /// `gossip/2`: the hello, then datagrams and one-way streams until the
 /// connection closes.
 async fn serve_v2(inner: &Inner, conn: Connection, inbound: Inbound) {
-    match tokio::time::timeout(inner.connect_timeout, hello(&conn, &inbound)).await {
+    match tokio::time::timeout(inner.connect_timeout, hello(inner, &conn, &inbound)).await {
         Ok(Ok(())) => {}
         Ok(Err(Hello::Lost)) => return,
         Ok(Err(Hello::Refused(reason))) => {
@@ -141,6 +178,51 @@ async fn serve_v2(inner: &Inner, conn: Connection, inbound: Inbound) {
             return;
         }
     }
+    receive_v2(inner, conn, inbound).await;
+}
+
+/// Whether the address `claimed` in the hello of `conn` may choose the
+/// connection our sends to it use. Never trusted for more: the envelopes on
+/// the connection are checked as any others.
+/// * Not our own address.
+/// * An IP address must be the one the connection comes from (after
+///   IPv4-mapped IPv6 is unmapped): without authentication, an address
+///   cannot be claimed from elsewhere. A member whose packets leave from
+///   another address than the one it advertises (multi-homed, NAT) is then
+///   not adopted, and dialled back as before. A host name is taken at its
+///   word (no resolution on the accepting path).
+/// * Under mutual TLS, the client's certificate, issued by the cluster CA,
+///   must also be valid for the claimed host, as its server certificate is
+///   when we dial that address.
+fn check_claim(inner: &Inner, conn: &Connection, claimed: &NodeAddr) -> Result<(), String> {
+    if *claimed == inner.local {
+        return Err("our own address".to_owned());
+    }
+    let host = gossip_tls::server_name(claimed);
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        let from = conn.remote_address().ip().to_canonical();
+        if ip.to_canonical() != from {
+            return Err(format!("the connection comes from {from}"));
+        }
+    }
+    if inner.mode == TlsMode::Mtls {
+        let name = ServerName::try_from(host).map_err(|e| format!("not a TLS name: {e}"))?;
+        let chain = conn
+            .peer_identity()
+            .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+            .ok_or("no client certificate")?;
+        let cert = chain.first().ok_or("no client certificate")?;
+        let parsed = rustls::server::ParsedCertificate::try_from(cert)
+            .map_err(|e| format!("unreadable client certificate: {e}"))?;
+        rustls::client::verify_server_name(&parsed, &name)
+            .map_err(|e| format!("the client certificate is not valid for {host}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// `gossip/2` after the hello, on a connection accepted or dialled: the
+/// peer's datagrams and one-way streams until the connection closes.
+pub(crate) async fn receive_v2(inner: &Inner, conn: Connection, inbound: Inbound) {
     let max_frame = inbound.max_message_size() + wire::BATCH_FRAMING;
     let deadline = inner.stream_deadline();
     let mut streams = JoinSet::new();

@@ -13,9 +13,10 @@ use gossip_core::{Inbound, NodeAddr, Transport, TransportError};
 use gossip_tls::{TlsMode, TlsSetup};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{
-    AsyncUdpSocket, ConnectionError, Endpoint, EndpointConfig, IdleTimeout, Runtime, TokioRuntime,
-    TransportConfig, VarInt,
+    AsyncUdpSocket, Connection, ConnectionError, Endpoint, EndpointConfig, IdleTimeout, Runtime,
+    TokioRuntime, TransportConfig, VarInt,
 };
+use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, debug_span, info, warn};
@@ -61,6 +62,11 @@ pub struct QuicStats {
     pub connections_opened: u64,
     /// Incoming connections accepted (handshake completed).
     pub connections_accepted: u64,
+    /// Accepted connections taken as the connection to the address their
+    /// dialler named in its hello, so that our messages to it go over them
+    /// rather than over a connection of our own (one connection, one
+    /// handshake, per pair of members that talk both ways).
+    pub connections_adopted: u64,
     /// Connections, incoming or outgoing, that failed in the TLS handshake:
     /// a peer whose certificate we refused (under mutual TLS: not issued by
     /// the cluster CA, or none), a peer that refused ours, or no common ALPN
@@ -69,11 +75,12 @@ pub struct QuicStats {
     /// Incoming connections whose TLS handshake resumed a session this
     /// endpoint issued (no certificates, no signatures).
     pub tls_resumed: u64,
-    /// Outgoing connections open in the cache now (at most
-    /// [`QuicConfig::max_connections`]).
+    /// Connections to peers open in the cache now, dialled or adopted (at
+    /// most [`QuicConfig::max_connections`]).
     pub cached_connections: u64,
-    /// Outgoing connections closed because they were the least recently
-    /// used beyond [`QuicConfig::max_connections`].
+    /// Connections dropped from the cache because they were the least
+    /// recently used beyond [`QuicConfig::max_connections`]: closed if we
+    /// dialled them, left open for the peer if adopted.
     pub lru_evictions: u64,
     /// `gossip/2` datagrams sent (each a batch of one or more envelopes).
     pub datagrams_sent: u64,
@@ -90,6 +97,7 @@ pub struct QuicStats {
 pub(crate) struct Counters {
     pub(crate) connections_opened: AtomicU64,
     pub(crate) connections_accepted: AtomicU64,
+    pub(crate) connections_adopted: AtomicU64,
     pub(crate) tls_refused: AtomicU64,
     pub(crate) tls_resumed: Arc<AtomicU64>,
     pub(crate) lru_evictions: AtomicU64,
@@ -130,13 +138,16 @@ pub(crate) struct Inner {
     pub(crate) connect_timeout: Duration,
     pub(crate) max_connections: usize,
     state: Mutex<State>,
-    /// The outgoing connection cache, one entry per peer.
+    /// The connection cache, one entry per peer: what our sends to it use.
     pub(crate) peers: Mutex<HashMap<NodeAddr, Arc<Peer>>>,
     /// The clock of least-recent use: one tick per send.
     pub(crate) tick: AtomicU64,
     accept_task: Mutex<Option<JoinHandle<()>>>,
     /// The gate given to `start`: its cluster id goes in our hellos.
     pub(crate) inbound: OnceLock<Inbound>,
+    /// Hands the `gossip/2` connections we dial to the accept loop, which
+    /// reads them as it reads accepted ones (set by `start`).
+    dialled: OnceLock<mpsc::UnboundedSender<Connection>>,
     /// One task per one-way stream sent and not yet acknowledged.
     pub(crate) flushing: Mutex<JoinSet<()>>,
     pub(crate) counters: Counters,
@@ -149,8 +160,9 @@ pub(crate) struct Inner {
 /// speaks what it negotiated, so members of this version and of the previous
 /// one talk during a rolling upgrade, both ways.
 ///
-/// * `gossip/2`: once per connection, the client's hello (its cluster id)
-///   on the first bidirectional stream, answered with a verdict: a peer of
+/// * `gossip/2`: once per connection, the client's hello (its cluster id,
+///   and its advertised address if it serves) on the first bidirectional
+///   stream, answered with a verdict: a peer of
 ///   another cluster is refused there, counted as `rejected_foreign_cluster`
 ///   and logged by the server, and its [`Transport::send_batch`] fails with
 ///   [`TransportError::Rejected`] naming both clusters; it is not dialled
@@ -175,9 +187,23 @@ pub(crate) struct Inner {
 /// side that refused.
 ///
 /// # Connections
-/// One outgoing connection per peer, opened on the first send, cached and
-/// reused; at most [`QuicConfig::max_connections`] of them, the least
-/// recently used closed first ([`QuicStats::lru_evictions`]). Connections
+/// One connection per peer, opened on the first send, cached and reused;
+/// at most [`QuicConfig::max_connections`] of them, the least recently used
+/// dropped first ([`QuicStats::lru_evictions`]). A `gossip/2` connection
+/// serves both directions: the dialler's hello names its advertised
+/// address, and the server, holding no open connection of its own to that
+/// address, adopts the accepted one as its connection to it
+/// ([`QuicStats::connections_adopted`]; counted in the bound; when dropped
+/// from the cache it is left open for its dialler) and sends its replies
+/// over it, while the dialler reads the connections it dials like the ones
+/// it accepts. Two members dialling each other at once each keep sending on
+/// the connection they dialled, and read both. The address chooses that
+/// connection and nothing else; it is taken only if it is not ours, if an
+/// IP address is the one the connection comes from, and under mutual TLS if
+/// the client certificate is valid for its host (under self-signed TLS a
+/// host name is taken at its word). A transport that has not
+/// [started](Transport::start) names no address, and is dialled back.
+/// Connections
 /// without traffic close after [`QuicConfig::idle_timeout`]. A reconnect
 /// resumes the TLS session (stateless tickets; [`QuicStats::tls_resumed`]
 /// on the server). A cached `gossip/2` connection whose peer has sent not one
@@ -193,8 +219,9 @@ pub(crate) struct Inner {
 /// [`QuicTransport::bind`] only binds the UDP socket. quinn's endpoint, which
 /// spawns its own driver task (and one per connection), is created by the
 /// first of [`Transport::start`] and [`Transport::send_batch`]. `start`
-/// spawns the accept loop, which runs each connection in a task of its own
-/// JoinSet, and each one-way stream in a task of the connection's.
+/// spawns the accept loop, which runs each connection (accepted, or dialled
+/// on `gossip/2`) in a task of its own JoinSet, and each one-way stream in a
+/// task of the connection's.
 /// [`Transport::shutdown`] returns within about a second whatever the peers
 /// do: it lets what sends already handed over leave (queued datagrams,
 /// unacknowledged streams: a leave announcement) for at most 250 ms, closes
@@ -307,6 +334,7 @@ impl QuicTransport {
                 tick: AtomicU64::new(0),
                 accept_task: Mutex::new(None),
                 inbound: OnceLock::new(),
+                dialled: OnceLock::new(),
                 flushing: Mutex::new(JoinSet::new()),
                 counters,
             }),
@@ -331,6 +359,7 @@ impl QuicTransport {
         QuicStats {
             connections_opened: c.connections_opened.load(Ordering::Relaxed),
             connections_accepted: c.connections_accepted.load(Ordering::Relaxed),
+            connections_adopted: c.connections_adopted.load(Ordering::Relaxed),
             tls_refused: c.tls_refused.load(Ordering::Relaxed),
             tls_resumed: c.tls_resumed.load(Ordering::Relaxed),
             cached_connections: self.inner.cached_connections() as u64,
@@ -440,6 +469,20 @@ impl Inner {
         }
     }
 
+    /// Whether connections we dial are read (the accept loop runs), so that
+    /// our hello may name our address and the peer send on them.
+    pub(crate) fn reads_dialled(&self) -> bool {
+        self.dialled.get().is_some_and(|tx| !tx.is_closed())
+    }
+
+    /// Has the accept loop read `conn`, a `gossip/2` connection we dialled,
+    /// like an accepted one (datagrams and one-way streams from the peer).
+    pub(crate) fn receive_dialled(&self, conn: Connection) {
+        if let Some(tx) = self.dialled.get() {
+            let _ = tx.send(conn);
+        }
+    }
+
     pub(crate) fn count_failure(&self, e: &ConnectionError) {
         if is_tls_failure(e) {
             self.counters.tls_refused.fetch_add(1, Ordering::Relaxed);
@@ -477,10 +520,12 @@ impl Transport for QuicTransport {
         }
         let endpoint = self.inner.endpoint()?;
         let _ = self.inner.inbound.set(inbound.clone());
+        let (dialled, dialled_rx) = mpsc::unbounded_channel();
+        let _ = self.inner.dialled.set(dialled);
         endpoint.set_server_config(Some(self.inner.server_config.clone()));
         let span = debug_span!("quic", listen = %self.inner.listen);
         *task = Some(tokio::spawn(
-            accept_loop(self.inner.clone(), endpoint, inbound).instrument(span),
+            accept_loop(self.inner.clone(), endpoint, inbound, dialled_rx).instrument(span),
         ));
         info!(listen = %self.inner.listen, advertise = %self.inner.local, "QUIC transport serving");
         Ok(())

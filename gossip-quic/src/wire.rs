@@ -3,13 +3,26 @@
 //! # `gossip/2` ([`ALPN_V2`])
 //!
 //! Hello, once per connection, on the first bidirectional stream: the client
-//! writes its cluster id (UTF-8, at most [`MAX_HELLO`] bytes) and finishes;
-//! the server answers with a verdict (below) and finishes. Nothing else is
-//! read from a connection before its hello is accepted; a refused client gets
-//! the reason in the verdict and the connection is closed with
-//! [`CLOSE_FOREIGN_CLUSTER`].
+//! writes its cluster id (UTF-8), optionally followed by the byte
+//! [`HELLO_SEPARATOR`] (`0xFF`, which UTF-8 never contains) and its own
+//! advertised address (UTF-8, `host:port`), at most [`MAX_HELLO`] bytes in
+//! all, and finishes; the server answers with a verdict (below) and
+//! finishes. A hello without the separator (the first `gossip/2` format)
+//! names no address; bytes after a second separator are ignored (room for
+//! later fields). Nothing else is read from a connection before its hello is
+//! accepted; a refused client gets the reason in the verdict and the
+//! connection is closed with [`CLOSE_FOREIGN_CLUSTER`].
 //!
-//! Then, one way, without verdicts:
+//! An address in the hello says: "I read this connection too; send me what
+//! you have for this address on it". The server may then use the connection
+//! for its own messages to that address, in the same framing (datagrams and
+//! one-way streams, now server to client), instead of dialling a connection
+//! of its own. It is only a hint for choosing a connection, never an
+//! identity: envelopes are checked as always. (Endpoints of the first
+//! `gossip/2` format, never released, compare the whole hello with their
+//! cluster id and so refuse one with an address.)
+//!
+//! Then, one way per direction, without verdicts:
 //!
 //! ```text
 //! DATAGRAM (RFC 9221)    an encoded gossip.v1.Batch of one or more envelopes
@@ -43,8 +56,8 @@
 use std::ops::Range;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use gossip_core::TransportError;
 use gossip_core::pb::Envelope;
+use gossip_core::{NodeAddr, TransportError};
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encoded_len_varint};
 
@@ -53,8 +66,11 @@ pub(crate) const ALPN_V1: &[u8] = gossip_proto::PROTOCOL.as_bytes();
 /// ALPN of the current wire: hello once, then datagrams and one-way streams.
 pub const ALPN_V2: &[u8] = b"gossip/2";
 
-/// Longest hello (a cluster id) read, in bytes.
+/// Longest hello (a cluster id and an address) read, in bytes.
 pub(crate) const MAX_HELLO: usize = 1024;
+/// Ends the cluster id of a hello, before the client's address; never part
+/// of UTF-8 text.
+pub(crate) const HELLO_SEPARATOR: u8 = 0xFF;
 /// Bytes a `Batch` of one envelope adds to the envelope: the field key and
 /// the length varint (at most 10 bytes), rounded up.
 pub(crate) const BATCH_FRAMING: usize = 16;
@@ -106,6 +122,46 @@ pub(crate) fn frame(payload: &[u8]) -> Result<Bytes, TransportError> {
     buf.put_u32(len);
     buf.put_slice(payload);
     Ok(buf.freeze())
+}
+
+/// Encodes a client's hello: `cluster` (cut at [`MAX_HELLO`] bytes, on a
+/// character boundary), then `addr` if given and if it fits.
+pub(crate) fn hello(cluster: &str, addr: Option<&NodeAddr>) -> Vec<u8> {
+    let mut end = cluster.len().min(MAX_HELLO);
+    while !cluster.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = Vec::with_capacity(end + 1 + addr.map_or(0, |a| a.as_str().len()));
+    out.extend_from_slice(&cluster.as_bytes()[..end]);
+    if let Some(addr) = addr
+        && out.len() + 1 + addr.as_str().len() <= MAX_HELLO
+    {
+        out.push(HELLO_SEPARATOR);
+        out.extend_from_slice(addr.as_str().as_bytes());
+    }
+    out
+}
+
+/// A hello as the server reads it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct ClientHello {
+    /// The client's cluster id (invalid UTF-8 replaced, for the comparison
+    /// and the error message).
+    pub(crate) cluster: String,
+    /// The address the client says it is reachable at, if it said one:
+    /// `Ok` if it is a valid member address, `Err` with the text otherwise.
+    pub(crate) addr: Option<Result<NodeAddr, String>>,
+}
+
+/// Decodes a client's hello (either format).
+pub(crate) fn parse_hello(bytes: &[u8]) -> ClientHello {
+    let mut fields = bytes.split(|&b| b == HELLO_SEPARATOR);
+    let cluster = String::from_utf8_lossy(fields.next().unwrap_or_default()).into_owned();
+    let addr = fields.next().map(|field| {
+        let text = String::from_utf8_lossy(field);
+        text.parse::<NodeAddr>().map_err(|_| text.into_owned())
+    });
+    ClientHello { cluster, addr }
 }
 
 /// Encodes a receiver's verdict.
@@ -325,6 +381,41 @@ mod tests {
             let err = verdict("peer:1", bytes).unwrap_err().to_string();
             assert!(err.contains("protocol error"), "{err}");
         }
+    }
+
+    #[test]
+    fn hellos_round_trip_with_and_without_an_address() {
+        let addr: NodeAddr = "10.0.0.7:7946".parse().unwrap();
+        let with = hello("blue", Some(&addr));
+        assert_eq!(with, b"blue\xff10.0.0.7:7946");
+        assert_eq!(
+            parse_hello(&with),
+            ClientHello {
+                cluster: "blue".into(),
+                addr: Some(Ok(addr.clone())),
+            }
+        );
+        // The first format: the cluster id alone, no address.
+        assert_eq!(hello("blue", None), b"blue");
+        assert_eq!(
+            parse_hello(b"blue"),
+            ClientHello {
+                cluster: "blue".into(),
+                addr: None,
+            }
+        );
+        // Later fields are ignored; an unusable address is reported as such.
+        let more = parse_hello(b"blue\xff10.0.0.7:7946\xffsomething new");
+        assert_eq!(more.addr, Some(Ok(addr.clone())));
+        assert_eq!(
+            parse_hello(b"blue\xffnot an address").addr,
+            Some(Err("not an address".into()))
+        );
+        // A cluster id that fills the hello leaves no room for the address.
+        let long = "é".repeat(MAX_HELLO);
+        let bytes = hello(&long, Some(&addr));
+        assert_eq!(bytes.len(), MAX_HELLO);
+        assert_eq!(parse_hello(&bytes).addr, None);
     }
 
     #[test]

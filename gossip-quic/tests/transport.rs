@@ -127,21 +127,45 @@ async fn delivers_and_reuses_one_connection() {
         .unwrap();
     assert_eq!(seq_of(&b.recv().await), 2);
 
-    // Replies travel over B's own connection to A.
+    // Replies travel over A's connection too: A's hello named its address,
+    // so B took the connection as its own to A (one handshake per pair).
     b.transport
         .send(&a.addr(), envelope("c", &b.addr(), 3))
         .await
         .unwrap();
     assert_eq!(seq_of(&a.recv().await), 3);
+    a.transport
+        .send(&b.addr(), envelope("c", &a.addr(), 4))
+        .await
+        .unwrap();
+    assert_eq!(seq_of(&b.recv().await), 4);
 
     let (sa, sb) = (a.transport.stats(), b.transport.stats());
     assert_eq!(
         (sa.connections_opened, sa.connections_accepted),
-        (1, 1),
-        "A opened one connection for both messages"
+        (1, 0),
+        "A opened one connection for every message, both ways"
     );
-    assert_eq!((sb.connections_opened, sb.connections_accepted), (1, 1));
-    assert_eq!(b.stats.snapshot().messages_received, 2);
+    assert_eq!(
+        (
+            sb.connections_opened,
+            sb.connections_accepted,
+            sb.connections_adopted
+        ),
+        (0, 1, 1),
+        "B answered over A's connection"
+    );
+    assert_eq!((sa.datagrams_received, sb.datagrams_sent), (1, 1));
+    assert_eq!(sb.cached_connections, 1);
+    assert_eq!(b.stats.snapshot().messages_received, 3);
+    assert_eq!(a.stats.snapshot().messages_received, 1);
+    assert_eq!(
+        (
+            a.transport.open_connections(),
+            b.transport.open_connections()
+        ),
+        (1, 1)
+    );
 
     a.transport.shutdown().await;
     b.transport.shutdown().await;
@@ -333,7 +357,11 @@ async fn mtls_members_talk_and_strangers_are_refused() {
         a.transport.tls_refused() == 3
     })
     .await;
-    assert_eq!(a.transport.stats().connections_accepted, 1);
+    // B answered over A's connection (A's certificate is valid for the
+    // address its hello named): A accepted none of the members' connections.
+    assert_eq!(a.transport.stats().connections_accepted, 0);
+    assert_eq!(b.transport.stats().connections_opened, 0);
+    assert_eq!(b.transport.stats().connections_adopted, 1);
     for n in [&a, &b, &intruder, &stranger] {
         n.transport.shutdown().await;
     }
@@ -482,6 +510,18 @@ fn crashable_member(
     tokio::sync::oneshot::Sender<()>,
     std::thread::JoinHandle<()>,
 ) {
+    crashable_member_greeting(config, None)
+}
+
+/// [`crashable_member`] that first sends one envelope (seq 100) to `greet`.
+fn crashable_member_greeting(
+    config: QuicConfig,
+    greet: Option<NodeAddr>,
+) -> (
+    NodeAddr,
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (kill, killed) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::spawn(move || {
@@ -491,6 +531,12 @@ fn crashable_member(
             .unwrap();
         rt.block_on(async {
             let node = Node::start("c", config).await;
+            if let Some(to) = greet {
+                node.transport
+                    .send(&to, envelope("c", &node.addr(), 100))
+                    .await
+                    .unwrap();
+            }
             addr_tx.send(node.addr()).unwrap();
             // Park the member in a task, dropped with the runtime.
             tokio::spawn(async move {
@@ -1105,5 +1151,280 @@ async fn shutdown_is_prompt_whatever_the_peers_do() {
             .unwrap();
     }
     stuck_task.abort();
+    b.transport.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_hello_without_an_address_is_served_one_way_and_dialled_back() {
+    let mut b = Node::start("c", QuicConfig::default()).await;
+    // A member that is not serving yet says no address in its hello (the
+    // first gossip/2 format): B must not answer over its connection.
+    let a = QuicTransport::bind(QuicConfig::default()).await.unwrap();
+    let stats = Arc::new(Stats::default());
+    let (inbound, rx) = inbound_channel("c", MAX, 64, stats.clone());
+    a.send(&b.addr(), envelope("c", &a.local_addr(), 1))
+        .await
+        .unwrap();
+    assert_eq!(seq_of(&b.recv().await), 1);
+    let sb = b.transport.stats();
+    assert_eq!(
+        (
+            sb.connections_accepted,
+            sb.connections_adopted,
+            sb.cached_connections
+        ),
+        (1, 0, 0)
+    );
+    a.start(inbound).await.unwrap();
+    let mut a = Node {
+        transport: a,
+        rx,
+        stats,
+    };
+
+    // B answers over a connection of its own.
+    b.transport
+        .send(&a.addr(), envelope("c", &b.addr(), 2))
+        .await
+        .unwrap();
+    assert_eq!(seq_of(&a.recv().await), 2);
+    // A keeps sending over the connection it dialled (B's, which named B's
+    // address, is not adopted while A's own is open).
+    a.transport
+        .send(&b.addr(), envelope("c", &a.addr(), 3))
+        .await
+        .unwrap();
+    assert_eq!(seq_of(&b.recv().await), 3);
+    let (sa, sb) = (a.transport.stats(), b.transport.stats());
+    assert_eq!((sa.connections_opened, sa.connections_accepted), (1, 1));
+    assert_eq!((sb.connections_opened, sb.connections_accepted), (1, 1));
+    assert_eq!((sa.connections_adopted, sb.connections_adopted), (0, 0));
+
+    // The conformance client's hello has no address either.
+    let raw = RawClient::connect(listen(&b), "c").await.unwrap();
+    let from: NodeAddr = "127.0.0.1:9".parse().unwrap();
+    let valid = pb::Batch {
+        envelopes: vec![envelope("c", &from, 4)],
+    };
+    raw.send_datagram(Bytes::from(valid.encode_to_vec()))
+        .unwrap();
+    assert_eq!(seq_of(&b.recv().await), 4);
+    assert_eq!(b.transport.stats().connections_adopted, 0);
+    raw.close().await;
+    a.transport.shutdown().await;
+    b.transport.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_dialling_each_other_at_once_lose_nothing() {
+    for round in 0..5 {
+        let mut a = Node::start("c", QuicConfig::default()).await;
+        let mut b = Node::start("c", QuicConfig::default()).await;
+        let (to_b, to_a) = (b.addr(), a.addr());
+        let (ra, rb) = tokio::join!(
+            a.transport.send(&to_b, envelope("c", &to_a, 0)),
+            b.transport.send(&to_a, envelope("c", &to_b, 0)),
+        );
+        ra.unwrap();
+        rb.unwrap();
+        // Then traffic both ways, interleaved: every message arrives,
+        // whichever connection each side ended up with.
+        for i in 1..20 {
+            let (ra, rb) = tokio::join!(
+                a.transport.send(&to_b, envelope("c", &to_a, i)),
+                b.transport.send(&to_a, envelope("c", &to_b, i)),
+            );
+            ra.unwrap();
+            rb.unwrap();
+        }
+        let mut got_a: Vec<u64> = Vec::new();
+        let mut got_b: Vec<u64> = Vec::new();
+        for _ in 0..20 {
+            got_a.push(seq_of(&a.recv().await));
+            got_b.push(seq_of(&b.recv().await));
+        }
+        got_a.sort_unstable();
+        got_b.sort_unstable();
+        assert_eq!(got_a, (0..20).collect::<Vec<_>>(), "round {round}");
+        assert_eq!(got_b, (0..20).collect::<Vec<_>>(), "round {round}");
+        let (sa, sb) = (a.transport.stats(), b.transport.stats());
+        let opened = sa.connections_opened + sb.connections_opened;
+        assert!((1..=2).contains(&opened), "round {round}: {sa:?} {sb:?}");
+        assert_eq!(
+            sa.connections_accepted + sb.connections_accepted,
+            opened,
+            "round {round}"
+        );
+        a.transport.shutdown().await;
+        b.transport.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn adopted_connections_count_in_the_bound_and_are_left_open_when_dropped() {
+    let mut b = Node::start(
+        "c",
+        QuicConfig {
+            max_connections: 2,
+            ..QuicConfig::default()
+        },
+    )
+    .await;
+    let mut peers = Vec::new();
+    for i in 0..3 {
+        let p = Node::start("c", QuicConfig::default()).await;
+        p.transport
+            .send(&b.addr(), envelope("c", &p.addr(), i))
+            .await
+            .unwrap();
+        assert_eq!(seq_of(&b.recv().await), i);
+        peers.push(p);
+    }
+    let s = b.transport.stats();
+    assert_eq!(
+        (s.connections_adopted, s.cached_connections, s.lru_evictions),
+        (3, 2, 1)
+    );
+    // The first peer's connection left B's cache but stays open: it is the
+    // peer's, which still sends over it.
+    assert_eq!(peers[0].transport.open_connections(), 1);
+    peers[0]
+        .transport
+        .send(&b.addr(), envelope("c", &peers[0].addr(), 10))
+        .await
+        .unwrap();
+    assert_eq!(seq_of(&b.recv().await), 10);
+    assert_eq!(peers[0].transport.stats().connections_opened, 1);
+
+    // B answers the last peer over its connection, and dials the first one
+    // (whose connection it forgot), evicting the second peer's.
+    b.transport
+        .send(&peers[2].addr(), envelope("c", &b.addr(), 11))
+        .await
+        .unwrap();
+    assert_eq!(seq_of(&peers[2].recv().await), 11);
+    assert_eq!(b.transport.stats().connections_opened, 0);
+    b.transport
+        .send(&peers[0].addr(), envelope("c", &b.addr(), 12))
+        .await
+        .unwrap();
+    assert_eq!(seq_of(&peers[0].recv().await), 12);
+    let s = b.transport.stats();
+    assert_eq!(
+        (s.connections_opened, s.cached_connections, s.lru_evictions),
+        (1, 2, 2)
+    );
+    let m = b.stats.snapshot();
+    assert_eq!((m.connections, m.connections_evicted), (2, 2));
+    b.transport.shutdown().await;
+    for p in &peers {
+        p.transport.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn an_address_the_connection_does_not_come_from_is_not_adopted() {
+    let b = Node::start("c", QuicConfig::default()).await;
+    // A advertises an IP its packets do not come from.
+    let a = Node::start(
+        "c",
+        QuicConfig {
+            advertise: Some("127.0.0.2:7000".parse().unwrap()),
+            ..QuicConfig::default()
+        },
+    )
+    .await;
+    a.transport
+        .send(&b.addr(), envelope("c", &a.addr(), 1))
+        .await
+        .unwrap();
+    let mut b = b;
+    assert_eq!(seq_of(&b.recv().await), 1);
+    let s = b.transport.stats();
+    assert_eq!((s.connections_adopted, s.cached_connections), (0, 0));
+    a.transport.shutdown().await;
+    b.transport.shutdown().await;
+}
+
+#[tokio::test]
+async fn under_mtls_only_an_address_the_certificate_allows_is_adopted() {
+    let certs = tempfile::tempdir().unwrap();
+    gossip_tls::generate_dev_certs(certs.path(), 2, &[]).unwrap();
+    let node = |i| gossip_tls::dev_node_files(certs.path(), i);
+    let mut b = Node::start("c", mtls(node(2))).await;
+    let advertised = |host: &str| {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        QuicConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], port)),
+            advertise: Some(format!("{host}:{port}").parse().unwrap()),
+            ..mtls(node(1))
+        }
+    };
+    // node-1's certificate names localhost, 127.0.0.1, ::1 and node-1, not
+    // node-2: a member holding it may not claim node-2's address.
+    let liar = Node::start("c", advertised("node-2")).await;
+    liar.transport
+        .send(&b.addr(), envelope("c", &liar.addr(), 1))
+        .await
+        .unwrap();
+    assert_eq!(seq_of(&b.recv().await), 1);
+    assert_eq!(b.transport.stats().connections_adopted, 0);
+
+    let mut a = Node::start("c", advertised("localhost")).await;
+    a.transport
+        .send(&b.addr(), envelope("c", &a.addr(), 2))
+        .await
+        .unwrap();
+    assert_eq!(seq_of(&b.recv().await), 2);
+    assert_eq!(b.transport.stats().connections_adopted, 1);
+    b.transport
+        .send(&a.addr(), envelope("c", &b.addr(), 3))
+        .await
+        .unwrap();
+    assert_eq!(seq_of(&a.recv().await), 3);
+    assert_eq!(b.transport.stats().connections_opened, 0);
+    for n in [&a, &b, &liar] {
+        n.transport.shutdown().await;
+    }
+}
+
+// Multi-threaded: B serves the crashable member's send while this thread
+// waits for its address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_dialler_replaces_the_connection_it_left() {
+    let mut b = Node::start("c", QuicConfig::default()).await;
+    let (a, kill, thread) = crashable_member_greeting(QuicConfig::default(), Some(b.addr()));
+    assert_eq!(seq_of(&b.recv().await), 100);
+    kill.send(()).unwrap();
+    tokio::task::spawn_blocking(move || thread.join().unwrap())
+        .await
+        .unwrap();
+    // The restarted member dials B again: B answers over the new connection
+    // at once, not over the dead one it had adopted.
+    let mut a2 = Node::start(
+        "c",
+        QuicConfig {
+            listen: a.as_str().parse().unwrap(),
+            ..QuicConfig::default()
+        },
+    )
+    .await;
+    a2.transport
+        .send(&b.addr(), envelope("c", &a2.addr(), 1))
+        .await
+        .unwrap();
+    assert_eq!(seq_of(&b.recv().await), 1);
+    b.transport
+        .send(&a2.addr(), envelope("c", &b.addr(), 2))
+        .await
+        .unwrap();
+    assert_eq!(seq_of(&a2.recv().await), 2);
+    let s = b.transport.stats();
+    assert_eq!((s.connections_opened, s.connections_adopted), (0, 2));
+    a2.transport.shutdown().await;
     b.transport.shutdown().await;
 }
