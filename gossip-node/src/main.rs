@@ -9,7 +9,23 @@ use clap::Parser as _;
 use gossip_node::{Cli, Command, LogFormat, NodeConfig};
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    // A member is light work made of many small wake-ups: on one thread they
+    // cost no cross-thread hand-offs (futex wake-ups between workers), which
+    // were most of an idle member's CPU (issue #9). The commands that start
+    // many processes or draw tables keep a multi-threaded runtime.
+    let runtime = match &cli.command {
+        Command::Run(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    };
+    let result = runtime
+        .context("cannot start the async runtime")
+        .and_then(|rt| rt.block_on(run(cli)));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
@@ -34,7 +50,6 @@ fn one_line(e: &anyhow::Error) -> String {
     line
 }
 
-#[tokio::main]
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => {
