@@ -349,20 +349,22 @@ pub(crate) async fn run(args: TransportArgs) -> Result<(), BenchError> {
     Ok(())
 }
 
-async fn grpc(
+/// Binds a sender and a started receiver with `bind`, runs `mode` over
+/// them, and shuts both down.
+async fn pair<T, F, Fut>(
+    bind: F,
     size: Size,
     args: &TransportArgs,
     mode: Mode,
-) -> Result<(Duration, Duration), BenchError> {
+) -> Result<(Duration, Duration), BenchError>
+where
+    T: Transport,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, gossip_core::TransportError>>,
+{
     let err = |e: gossip_core::TransportError| BenchError::Args(e.to_string());
-    let a = Arc::new(
-        GrpcTransport::bind(GrpcConfig::default())
-            .await
-            .map_err(err)?,
-    );
-    let b = GrpcTransport::bind(GrpcConfig::default())
-        .await
-        .map_err(err)?;
+    let a = Arc::new(bind().await.map_err(err)?);
+    let b = bind().await.map_err(err)?;
     let (inbound, rx) = receiver_gate(64 * 1024);
     b.start(inbound).await.map_err(err)?;
     let to = b.local_addr();
@@ -372,30 +374,26 @@ async fn grpc(
     result
 }
 
-async fn quic(size: Size, args: &TransportArgs) -> Result<(Duration, Duration), BenchError> {
-    let err = |e: gossip_core::TransportError| BenchError::Args(e.to_string());
-    let a = Arc::new(
-        QuicTransport::bind(QuicConfig::default())
-            .await
-            .map_err(err)?,
-    );
-    let b = QuicTransport::bind(QuicConfig::default())
-        .await
-        .map_err(err)?;
-    let (inbound, rx) = receiver_gate(64 * 1024);
-    b.start(inbound).await.map_err(err)?;
-    let to = b.local_addr();
-    let result = transport_path(
-        a.clone(),
-        to,
-        rx,
+async fn grpc(
+    size: Size,
+    args: &TransportArgs,
+    mode: Mode,
+) -> Result<(Duration, Duration), BenchError> {
+    pair(
+        || GrpcTransport::bind(GrpcConfig::default()),
         size,
-        args.messages,
-        args.window,
+        args,
+        mode,
+    )
+    .await
+}
+
+async fn quic(size: Size, args: &TransportArgs) -> Result<(Duration, Duration), BenchError> {
+    pair(
+        || QuicTransport::bind(QuicConfig::default()),
+        size,
+        args,
         Mode::Batch,
     )
-    .await;
-    a.shutdown().await;
-    b.shutdown().await;
-    result
+    .await
 }
