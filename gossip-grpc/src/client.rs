@@ -23,7 +23,7 @@ use gossip_core::{Inbound, NodeAddr, TransportError};
 use gossip_proto::v1::gossip_service_client::GossipServiceClient;
 use gossip_proto::v1::{Batch, Envelope, StreamReply};
 use prost::Message;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
@@ -247,21 +247,19 @@ impl Clients {
 
     /// The queue of the stream to `to`, opening the stream if there is
     /// none; `None` if the peer takes unary calls only.
-    fn stream(
-        self: &Arc<Self>,
-        to: &NodeAddr,
-    ) -> Result<(Cached, Option<mpsc::Sender<Batch>>), TransportError> {
+    fn stream(self: &Arc<Self>, to: &NodeAddr) -> Result<(Cached, Route), TransportError> {
         let cached = self.client(to)?;
         if cached.unary {
-            return Ok((cached, None));
+            return Ok((cached, Route::Unary));
         }
         if let Some(tx) = &cached.stream
             && !tx.is_closed()
         {
             let tx = tx.clone();
-            return Ok((cached, Some(tx)));
+            return Ok((cached, Route::Open(tx)));
         }
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let (ready, opened) = oneshot::channel();
         {
             let mut cache = self.lock();
             match cache.clients.get_mut(to) {
@@ -278,8 +276,9 @@ impl Clients {
             to.clone(),
             cached.clone(),
             rx,
+            ready,
         ));
-        Ok((cached, Some(tx)))
+        Ok((cached, Route::Opening(tx, opened)))
     }
 
     /// Largest encoded batch: the peer's maximum message size (the same
@@ -300,21 +299,41 @@ impl Clients {
         to: &NodeAddr,
         batch: Vec<Envelope>,
     ) -> Result<(), TransportError> {
-        let (cached, stream) = self.stream(to)?;
-        let Some(tx) = stream else {
-            for msg in batch {
-                self.send_unary(to, cached.clone(), msg).await?;
+        let (cached, route) = self.stream(to)?;
+        let (tx, opened) = match route {
+            Route::Unary => {
+                for msg in batch {
+                    self.send_unary(to, cached.clone(), msg).await?;
+                }
+                return Ok(());
             }
-            return Ok(());
+            Route::Open(tx) => (tx, None),
+            Route::Opening(tx, opened) => (tx, Some(opened)),
         };
+        // A new stream's first batch is only sent once the peer has
+        // answered the call: a refused connection or handshake is this
+        // send's error, and a first-version peer gets the batch by unary
+        // calls instead (kept for that case).
+        let first = opened.as_ref().map(|_| batch.clone());
         let (frames, alone) = split(batch, self.batch_limit());
+        let closed = || TransportError::Unreachable {
+            addr: to.to_string(),
+            reason: "the gossip stream to the peer closed".into(),
+        };
         for frame in frames {
-            tx.send(frame)
-                .await
-                .map_err(|_| TransportError::Unreachable {
-                    addr: to.to_string(),
-                    reason: "the gossip stream to the peer closed".into(),
-                })?;
+            tx.send(frame).await.map_err(|_| closed())?;
+        }
+        if let Some(opened) = opened {
+            match opened.await.unwrap_or_else(|_| Opened::Failed(closed())) {
+                Opened::Streaming => {}
+                Opened::Unary => {
+                    for msg in first.into_iter().flatten() {
+                        self.send_unary(to, cached.clone(), msg).await?;
+                    }
+                    return Ok(());
+                }
+                Opened::Failed(e) => return Err(e),
+            }
         }
         for msg in alone {
             self.send_unary(to, cached.clone(), msg).await?;
@@ -393,6 +412,27 @@ fn classify(to: &NodeAddr, status: &Status, slot: Option<&FailureSlot>) -> Trans
     }
 }
 
+/// How a batch reaches a peer.
+enum Route {
+    /// The peer takes unary calls only.
+    Unary,
+    /// On its open stream.
+    Open(mpsc::Sender<Batch>),
+    /// On a stream just opened, whose answer is awaited.
+    Opening(mpsc::Sender<Batch>, oneshot::Receiver<Opened>),
+}
+
+/// How the opening of a stream ended.
+enum Opened {
+    /// The peer answered the call: the stream carries batches.
+    Streaming,
+    /// The peer serves no streams (a first-version member): send unary
+    /// calls.
+    Unary,
+    /// The connection or the call failed.
+    Failed(TransportError),
+}
+
 /// Packs `batch` into frames of at most `limit` encoded bytes each, in
 /// order; an envelope that does not fit in a frame alone is returned apart.
 fn split(batch: Vec<Envelope>, limit: usize) -> (Vec<Batch>, Vec<Envelope>) {
@@ -427,6 +467,7 @@ async fn run_stream(
     to: NodeAddr,
     cached: Cached,
     rx: mpsc::Receiver<Batch>,
+    ready: oneshot::Sender<Opened>,
 ) {
     let Cached {
         id,
@@ -439,13 +480,18 @@ async fn run_stream(
         return;
     };
     let mut replies = match opened {
-        Ok(response) => response.into_inner(),
+        Ok(response) => {
+            let _ = ready.send(Opened::Streaming);
+            response.into_inner()
+        }
         Err(status) => {
             if status.code() == Code::Unimplemented && status.source().is_none() {
                 debug!(%to, "peer serves no gossip streams; sending unary calls");
                 this.end_stream(&to, id, true);
+                let _ = ready.send(Opened::Unary);
             } else {
-                this.stream_failed(&to, id, &status, slot.as_ref());
+                let error = this.stream_failed(&to, id, &status, slot.as_ref());
+                let _ = ready.send(Opened::Failed(error));
             }
             return;
         }
@@ -465,7 +511,9 @@ async fn run_stream(
                 return;
             }
             Err(status) => {
-                this.stream_failed(&to, id, &status, slot.as_ref());
+                // Batches already handed over are lost; the peer's gate
+                // counted what it refused.
+                let _ = this.stream_failed(&to, id, &status, slot.as_ref());
                 return;
             }
         }
@@ -485,8 +533,14 @@ impl Clients {
     }
 
     /// A stream that failed: a rejection from the peer is counted and
-    /// logged; a failed connection drops the channel too.
-    fn stream_failed(&self, to: &NodeAddr, id: u64, status: &Status, slot: Option<&FailureSlot>) {
+    /// logged; a failed connection drops the channel too. Returns the error.
+    fn stream_failed(
+        &self,
+        to: &NodeAddr,
+        id: u64,
+        status: &Status,
+        slot: Option<&FailureSlot>,
+    ) -> TransportError {
         let error = classify(to, status, slot);
         match &error {
             TransportError::Rejected { .. } => {
@@ -501,6 +555,7 @@ impl Clients {
                 self.evict(to, id);
             }
         }
+        error
     }
 }
 

@@ -311,3 +311,29 @@ async fn cached_channels_are_bounded_least_recently_used_first() {
         p.transport.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn a_stream_that_cannot_open_fails_the_send() {
+    let a = node(CLUSTER).await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    // Nothing listens there: the first batch of the new stream is not taken
+    // as sent, the send reports why.
+    let err = a
+        .transport
+        .send_batch(&NodeAddr::from(closed), vec![envelope(CLUSTER, 1)])
+        .await
+        .expect_err("nobody listens");
+    assert!(
+        matches!(err, gossip_core::TransportError::Unreachable { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        a.transport.stats().channels,
+        0,
+        "the failed channel is dropped"
+    );
+    a.transport.shutdown().await;
+}
