@@ -2,51 +2,20 @@
 //! `Gossip` stream per peer, its rejections, the fallback to unary calls for
 //! members of the first wire version, and the bound on cached channels.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gossip_core::{
-    Config, Inbound, Member, MemberOptions, Membership, NodeAddr, Stats, Transport,
-    inbound_channel, pb,
-};
+use gossip_core::{Config, Member, MemberOptions, Membership, NodeAddr, Transport, pb};
 use gossip_grpc::{GrpcConfig, GrpcTransport, GrpcWire};
-use tokio::sync::mpsc;
+
+mod support;
+
+use support::{MAX, Node, envelope};
 
 const CLUSTER: &str = "stream-cluster";
-const MAX: usize = 4096;
 const DEADLINE: Duration = Duration::from_secs(10);
 
-fn envelope(cluster: &str, seq: u64) -> pb::Envelope {
-    pb::Envelope {
-        cluster_id: cluster.into(),
-        from: Some(pb::NodeId {
-            addr: "127.0.0.1:1".into(),
-            generation: 7,
-        }),
-        body: Some(pb::envelope::Body::Ping(pb::Ping {
-            seq,
-            ..Default::default()
-        })),
-        ..Default::default()
-    }
-}
-
-struct Node {
-    transport: GrpcTransport,
-    rx: mpsc::Receiver<pb::Envelope>,
-    stats: Arc<Stats>,
-}
-
 async fn node_with(cluster: &str, config: GrpcConfig) -> Node {
-    let transport = GrpcTransport::bind(config).await.unwrap();
-    let stats = Arc::new(Stats::default());
-    let (inbound, rx): (Inbound, _) = inbound_channel(cluster, MAX, 1024, stats.clone());
-    transport.start(inbound).await.unwrap();
-    Node {
-        transport,
-        rx,
-        stats,
-    }
+    support::start(cluster, config, 1024).await
 }
 
 async fn node(cluster: &str) -> Node {
@@ -54,12 +23,8 @@ async fn node(cluster: &str) -> Node {
 }
 
 /// Polls `cond` until it holds or `DEADLINE` passes.
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+async fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    support::wait_until(what, DEADLINE, cond).await;
 }
 
 async fn recv(node: &mut Node) -> pb::Envelope {

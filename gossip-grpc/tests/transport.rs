@@ -15,30 +15,16 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tonic::Code;
 
+mod support;
+
+use support::{MAX, Node};
+
 const CLUSTER: &str = "test-cluster";
-const MAX: usize = 4096;
 /// Upper bound for anything that should happen "promptly".
 const DEADLINE: Duration = Duration::from_secs(5);
 
 fn envelope(cluster: &str) -> pb::Envelope {
-    pb::Envelope {
-        cluster_id: cluster.into(),
-        from: Some(pb::NodeId {
-            addr: "127.0.0.1:1".into(),
-            generation: 7,
-        }),
-        body: Some(pb::envelope::Body::Ping(pb::Ping {
-            seq: 42,
-            ..Default::default()
-        })),
-        ..Default::default()
-    }
-}
-
-struct Node {
-    transport: GrpcTransport,
-    rx: mpsc::Receiver<pb::Envelope>,
-    stats: Arc<Stats>,
+    support::envelope(cluster, 42)
 }
 
 fn inbound(capacity: usize) -> (Inbound, mpsc::Receiver<pb::Envelope>, Arc<Stats>) {
@@ -48,14 +34,7 @@ fn inbound(capacity: usize) -> (Inbound, mpsc::Receiver<pb::Envelope>, Arc<Stats
 }
 
 async fn node_with_capacity(capacity: usize) -> Node {
-    let transport = GrpcTransport::bind(GrpcConfig::default()).await.unwrap();
-    let (inbound, rx, stats) = inbound(capacity);
-    transport.start(inbound).await.unwrap();
-    Node {
-        transport,
-        rx,
-        stats,
-    }
+    support::start(CLUSTER, GrpcConfig::default(), capacity).await
 }
 
 async fn node() -> Node {
@@ -63,12 +42,8 @@ async fn node() -> Node {
 }
 
 /// Polls `cond` until it holds or `DEADLINE` passes.
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+async fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    support::wait_until(what, DEADLINE, cond).await;
 }
 
 /// A loopback address nobody listens on.
