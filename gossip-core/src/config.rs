@@ -2,12 +2,22 @@
 
 use std::time::Duration;
 
+use thiserror::Error;
+
 /// Maximum length of a key, in bytes.
 pub const MAX_KEY_LEN: usize = 256;
 /// Maximum number of metadata entries of one member.
 pub const MAX_META_ENTRIES: usize = 64;
 /// Maximum total size of one member's metadata (keys plus values), in bytes.
 pub const MAX_META_BYTES: usize = 4096;
+/// Smallest `max_message_size` a member accepts, in bytes: room for the
+/// envelope ([`ENVELOPE_OVERHEAD`]), the piggybacked updates
+/// (`UPDATE_BUDGET`, 1 KiB) and 512 bytes of body. Below it a member could
+/// not build its own digest entries and deltas within the limit.
+pub const MIN_MESSAGE_SIZE: usize = 2048;
+/// Longest cluster id, in bytes: it rides on every message, inside the
+/// envelope's reserved overhead.
+pub const MAX_CLUSTER_ID_LEN: usize = 128;
 /// Bytes of every message reserved for the envelope (cluster id, sender,
 /// framing) when packing piggybacked data.
 pub(crate) const ENVELOPE_OVERHEAD: usize = 512;
@@ -134,7 +144,104 @@ impl Default for Config {
     }
 }
 
+/// A [`Config`] value out of range, found by [`Config::validate`].
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[error("invalid setting `{field}`: {reason}")]
+pub struct ConfigError {
+    /// The [`Config`] field at fault (its Rust name).
+    pub field: &'static str,
+    /// What is wrong with its value.
+    pub reason: String,
+}
+
 impl Config {
+    /// Checks every limit and minimum of the protocol settings; the single
+    /// owner of them (issue #14, item 3): [`Machine::new`](crate::Machine::new)
+    /// and [`Member::new`](crate::Member::new) refuse a configuration this
+    /// rejects, so no component silently runs with another value than the
+    /// one configured. Callers with their own configuration format (the
+    /// `gossip-node` binary) call it and report the field.
+    ///
+    /// # Errors
+    /// The first field out of range, with the reason: an empty cluster id
+    /// or one over [`MAX_CLUSTER_ID_LEN`] bytes; a zero interval, timeout,
+    /// `fanout`, `active_rounds`, `suspicion_mult`, `suspicion_max_mult`,
+    /// `retransmit_mult`, `dedup_capacity` or `inbound_queue`; a
+    /// `probe_timeout` longer than `probe_interval`; a `seed_retry_initial`
+    /// longer than `seed_retry_max`; a `max_message_size` under
+    /// [`MIN_MESSAGE_SIZE`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, reason: String| Err(ConfigError { field, reason });
+        if self.cluster_id.is_empty() {
+            return bad("cluster_id", "must not be empty".into());
+        }
+        if self.cluster_id.len() > MAX_CLUSTER_ID_LEN {
+            return bad(
+                "cluster_id",
+                format!(
+                    "{} bytes, more than the limit of {MAX_CLUSTER_ID_LEN}",
+                    self.cluster_id.len()
+                ),
+            );
+        }
+        for (field, d) in [
+            ("gossip_interval", self.gossip_interval),
+            ("push_pull_interval", self.push_pull_interval),
+            ("probe_interval", self.probe_interval),
+            ("probe_timeout", self.probe_timeout),
+            ("tombstone_ttl", self.tombstone_ttl),
+            ("seed_retry_initial", self.seed_retry_initial),
+            ("dedup_max_age", self.dedup_max_age),
+        ] {
+            if d.is_zero() {
+                return bad(field, "must be positive".into());
+            }
+        }
+        for (field, n) in [
+            ("active_rounds", u64::from(self.active_rounds)),
+            ("fanout", self.fanout as u64),
+            ("suspicion_mult", u64::from(self.suspicion_mult)),
+            ("suspicion_max_mult", u64::from(self.suspicion_max_mult)),
+            ("retransmit_mult", u64::from(self.retransmit_mult)),
+            ("dedup_capacity", self.dedup_capacity as u64),
+            ("inbound_queue", self.inbound_queue as u64),
+        ] {
+            if n == 0 {
+                return bad(field, "must be at least 1".into());
+            }
+        }
+        if self.probe_timeout > self.probe_interval {
+            return bad(
+                "probe_timeout",
+                format!(
+                    "{} ms is longer than the probe interval ({} ms)",
+                    self.probe_timeout.as_millis(),
+                    self.probe_interval.as_millis()
+                ),
+            );
+        }
+        if self.seed_retry_initial > self.seed_retry_max {
+            return bad(
+                "seed_retry_initial",
+                format!(
+                    "{} ms is longer than seed_retry_max ({} ms)",
+                    self.seed_retry_initial.as_millis(),
+                    self.seed_retry_max.as_millis()
+                ),
+            );
+        }
+        if self.max_message_size < MIN_MESSAGE_SIZE {
+            return bad(
+                "max_message_size",
+                format!(
+                    "{} bytes, less than the minimum of {MIN_MESSAGE_SIZE} bytes",
+                    self.max_message_size
+                ),
+            );
+        }
+        Ok(())
+    }
+
     /// The minimum suspicion timeout for a cluster of `n` members:
     /// `suspicion_mult * max(1, log10(n)) * probe_interval`.
     pub fn suspicion_min(&self, n: usize) -> Duration {

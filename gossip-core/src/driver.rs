@@ -71,6 +71,7 @@ impl<T: Transport> Member<T> {
     /// Builds a member whose identity is the transport's local address.
     ///
     /// # Errors
+    /// [`GossipError::Config`] if `config` fails [`Config::validate`];
     /// [`GossipError::TooLarge`] / [`GossipError::TooManyMetaEntries`] if the
     /// initial metadata breaks the limits.
     pub fn new(config: Config, transport: T, options: MemberOptions) -> Result<Self, GossipError> {
@@ -85,7 +86,7 @@ impl<T: Transport> Member<T> {
             xxhash_rust::xxh3::xxh3_64_with_seed(id.addr.as_str().as_bytes(), generation)
         });
         let now = tokio::time::Instant::now().into_std();
-        let mut machine = Machine::new(id, config.clone(), seed, now);
+        let mut machine = Machine::new(id, config.clone(), seed, now)?;
         if !options.meta.is_empty() {
             machine.set_meta(now, options.meta)?;
         }

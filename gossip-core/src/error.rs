@@ -37,6 +37,9 @@ pub enum GossipError {
     /// The member has left or is shutting down.
     #[error("the member has shut down")]
     ShutDown,
+    /// The protocol configuration fails [`Config::validate`](crate::Config::validate).
+    #[error(transparent)]
+    Config(#[from] crate::ConfigError),
 }
 
 /// Why an incoming frame was rejected by [`Inbound`](crate::Inbound). A

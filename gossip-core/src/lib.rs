@@ -15,10 +15,11 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod anti_entropy;
 mod codec;
 mod config;
 mod dedup;
-mod detector;
+mod digest;
 mod driver;
 mod error;
 mod event;
@@ -32,11 +33,15 @@ mod membership;
 mod outbox;
 mod queue;
 mod stats;
+mod swim;
 mod tls;
 mod transport;
 
 pub use codec::{Inbound, inbound_channel};
-pub use config::{Config, MAX_KEY_LEN, MAX_META_BYTES, MAX_META_ENTRIES};
+pub use config::{
+    Config, ConfigError, MAX_CLUSTER_ID_LEN, MAX_KEY_LEN, MAX_META_BYTES, MAX_META_ENTRIES,
+    MIN_MESSAGE_SIZE,
+};
 pub use driver::{Member, MemberOptions};
 pub use error::{AddrError, GossipError, Rejection, TransportError};
 pub use event::{BroadcastMsg, Event, KeyEntry, MemberInfo, MemberState};

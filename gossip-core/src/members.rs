@@ -23,6 +23,8 @@ use hashbrown::HashTable;
 
 use rand::Rng;
 
+use gossip_proto::v1 as pb;
+
 use crate::event::MemberState;
 use crate::id::{NodeAddr, NodeId};
 use crate::kv::OwnerState;
@@ -43,6 +45,39 @@ pub(crate) struct Fact {
     pub(crate) id: NodeId,
     pub(crate) incarnation: u64,
     pub(crate) state: MemberState,
+}
+
+/// The wire form of a fact (at the edge: the rules work on [`Fact`]).
+pub(crate) fn fact_to_pb(f: &Fact) -> pb::MemberUpdate {
+    let state = match f.state {
+        MemberState::Alive => pb::MemberState::Alive,
+        MemberState::Suspect => pb::MemberState::Suspect,
+        MemberState::Dead => pb::MemberState::Dead,
+        MemberState::Left => pb::MemberState::Left,
+    };
+    pb::MemberUpdate {
+        id: Some(f.id.to_pb()),
+        incarnation: f.incarnation,
+        state: state as i32,
+    }
+}
+
+/// A fact from its wire form; `None` for a malformed one (no or bad id,
+/// unknown state), which is ignored.
+pub(crate) fn fact_from_pb(u: &pb::MemberUpdate) -> Option<Fact> {
+    let id = NodeId::from_pb(u.id.as_ref()?).ok()?;
+    let state = match pb::MemberState::try_from(u.state).ok()? {
+        pb::MemberState::Alive => MemberState::Alive,
+        pb::MemberState::Suspect => MemberState::Suspect,
+        pb::MemberState::Dead => MemberState::Dead,
+        pb::MemberState::Left => MemberState::Left,
+        pb::MemberState::Unspecified => return None,
+    };
+    Some(Fact {
+        id,
+        incarnation: u.incarnation,
+        state,
+    })
 }
 
 /// Does `new` replace `old`? (SWIM 4.2 with generations and a final `left`.)

@@ -421,6 +421,8 @@ impl IntoResponse for ApiError {
                     }
                     GossipError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                     GossipError::ShutDown => StatusCode::SERVICE_UNAVAILABLE,
+                    // Only `Member::new` returns it; no admin command does.
+                    GossipError::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 };
                 (status, e.to_string())
             }

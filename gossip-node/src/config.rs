@@ -49,10 +49,6 @@ use serde::Deserialize;
 use crate::error::ConfigError;
 use crate::transport::TransportKind;
 
-/// Smallest accepted `max_message_size`: room for the envelope and some
-/// payload.
-pub const MIN_MESSAGE_SIZE: usize = 1024;
-
 /// The command line of `gossip-node`.
 #[derive(Debug, Parser)]
 #[command(name = "gossip-node", version, about = "A member of a gossip cluster.")]
@@ -561,60 +557,30 @@ impl NodeConfig {
                 "{bytes} bytes, more than the limit of {MAX_META_BYTES}"
             )));
         }
-        let p = &self.protocol;
-        let invalid = |key, reason: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                reason: reason.to_owned(),
-            })
-        };
-        if p.cluster_id.is_empty() {
-            return invalid("cluster_id", "must not be empty");
-        }
-        if p.gossip_interval.is_zero() {
-            return invalid("gossip_interval_ms", "must be positive");
-        }
-        if p.active_rounds == 0 {
-            return invalid("active_rounds", "must be at least 1");
-        }
-        if p.push_pull_interval.is_zero() {
-            return invalid("push_pull_interval_ms", "must be positive");
-        }
-        if p.probe_interval.is_zero() {
-            return invalid("probe_interval_ms", "must be positive");
-        }
-        if p.probe_timeout.is_zero() {
-            return invalid("probe_timeout_ms", "must be positive");
-        }
-        if p.probe_timeout > p.probe_interval {
-            return invalid(
-                "probe_timeout_ms",
-                &format!(
-                    "{} ms is longer than the probe interval ({} ms)",
-                    p.probe_timeout.as_millis(),
-                    p.probe_interval.as_millis()
-                ),
-            );
-        }
         if self.max_connections == 0 {
-            return invalid("max_connections", "must be at least 1");
+            return Err(ConfigError::Invalid {
+                key: "max_connections",
+                reason: "must be at least 1".to_owned(),
+            });
         }
-        if p.fanout == 0 {
-            return invalid("fanout", "must be at least 1");
-        }
-        if p.suspicion_mult == 0 {
-            return invalid("suspicion_mult", "must be at least 1");
-        }
-        if p.tombstone_ttl.is_zero() {
-            return invalid("tombstone_ttl_ms", "must be positive");
-        }
-        if p.max_message_size < MIN_MESSAGE_SIZE {
-            return invalid(
-                "max_message_size",
-                &format!("must be at least {MIN_MESSAGE_SIZE} bytes"),
-            );
-        }
-        Ok(())
+        // The protocol's limits have one owner, the core.
+        self.protocol.validate().map_err(|e| ConfigError::Invalid {
+            key: setting_of(e.field),
+            reason: e.reason,
+        })
+    }
+}
+
+/// The config-file key (and flag, with dashes) that sets the protocol field
+/// `field` of [`gossip_core::Config`]: durations carry their unit.
+fn setting_of(field: &'static str) -> &'static str {
+    match field {
+        "gossip_interval" => "gossip_interval_ms",
+        "push_pull_interval" => "push_pull_interval_ms",
+        "probe_interval" => "probe_interval_ms",
+        "probe_timeout" => "probe_timeout_ms",
+        "tombstone_ttl" => "tombstone_ttl_ms",
+        other => other,
     }
 }
 

@@ -87,7 +87,7 @@ impl SimConfig {
     /// # Errors
     /// [`SimError::NoMembers`], [`SimError::TooManyMembers`],
     /// [`SimError::InvalidLoss`], [`SimError::InvalidLatency`],
-    /// [`SimError::InvalidBootstrap`], and for the
+    /// [`SimError::InvalidBootstrap`], [`SimError::Protocol`], and for the
     /// scenario's actions [`SimError::NoSuchMember`] and
     /// [`SimError::InvalidPartition`].
     pub fn validate(&self) -> Result<(), SimError> {
@@ -99,6 +99,7 @@ impl SimConfig {
         }
         check_loss(self.loss)?;
         self.latency.validate()?;
+        self.protocol.validate()?;
         if self.bootstrap.converged && !self.bootstrap.stagger.is_zero() {
             return Err(SimError::InvalidBootstrap(
                 "a converged start needs every member to start at once (stagger 0)",

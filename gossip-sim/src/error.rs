@@ -32,6 +32,9 @@ pub enum SimError {
     /// Partition groups that overlap, are reversed or run past the end.
     #[error("invalid partition: {0}")]
     InvalidPartition(String),
+    /// The protocol configuration fails `Config::validate`.
+    #[error(transparent)]
+    Protocol(#[from] gossip_core::ConfigError),
     /// An action scheduled before the current virtual time.
     #[error("cannot schedule at {at:?}: the simulation is at {now:?}")]
     InThePast {

@@ -810,7 +810,8 @@ impl Simulation {
         let node = &self.nodes[i];
         let id = NodeId::new(node.addr.clone(), GEN_BASE + u64::from(node.life));
         let rng_seed: u64 = self.rng.random();
-        let mut m = Machine::new(id, self.cfg.protocol.clone(), rng_seed, now);
+        let mut m = Machine::new(id, self.cfg.protocol.clone(), rng_seed, now)
+            .expect("the simulation config was validated");
         let life = self.nodes[i].life;
         for (k, s) in seeds.into_iter().enumerate() {
             if k == 0 {

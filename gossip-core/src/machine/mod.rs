@@ -7,15 +7,19 @@
 //! seed are inputs: the machine never reads a clock, opens a socket or spawns
 //! a task, so a run is reproducible from its seed.
 //!
-//! The rules live in three files: this one (state, commands, timers, the
-//! one `match` on message kinds), `probe.rs` (SWIM failure detection and
-//! membership updates) and `sync.rs` (scuttlebutt anti-entropy and eager
-//! pushes).
+//! Layout: this file holds the state, the commands, the one `match` on
+//! message kinds and the timer dispatch; `timer.rs` the [`Timer`] enum and
+//! its table; `probe.rs` the SWIM glue and the membership rules (state in
+//! [`Swim`], `crate::swim`); `sync.rs` the anti-entropy glue (state in
+//! [`AntiEntropy`], `crate::anti_entropy`; digests built by
+//! `crate::digest`). Wire types are converted to internal ones
+//! ([`Fact`]) once, where a message enters.
 
 mod probe;
 mod sync;
 #[cfg(test)]
 mod tests;
+mod timer;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -29,25 +33,28 @@ use rand_chacha::ChaCha8Rng;
 use tracing::{debug, trace};
 use uuid::Uuid;
 
-use crate::config::{Config, ENVELOPE_OVERHEAD, MAX_KEY_LEN, MAX_META_BYTES, MAX_META_ENTRIES};
+use crate::anti_entropy::AntiEntropy;
+use crate::config::{
+    Config, ConfigError, ENVELOPE_OVERHEAD, MAX_KEY_LEN, MAX_META_BYTES, MAX_META_ENTRIES,
+};
 use crate::dedup::Dedup;
-use crate::detector::Detector;
 use crate::error::GossipError;
 use crate::event::{BroadcastMsg, Event, KeyEntry, MemberInfo, MemberState};
 use crate::id::{NodeAddr, NodeId};
 use crate::kv::{ENTRY_OVERHEAD, KeyChange};
-use crate::members::{Fact, Node, Table};
+use crate::members::{Fact, Node, Table, fact_from_pb, fact_to_pb};
 use crate::queue::TransmitQueue;
+use crate::swim::Swim;
+use timer::{Timer, TimerTable};
 
 /// Bytes of each message given to piggybacked membership updates at most.
-const UPDATE_BUDGET: usize = 1024;
+pub(crate) const UPDATE_BUDGET: usize = 1024;
+/// Framing of one metadata entry in a delta, in bytes (as `kv.rs` counts it).
+const META_ENTRY_OVERHEAD: usize = 8;
+/// Framing of the metadata and its owner delta, in bytes.
+const META_OVERHEAD: usize = 64;
 /// Peers a leave is announced to directly; the rest hear it by gossip.
 const LEAVE_FANOUT: usize = 64;
-/// Every this many gossip rounds, one dead member is also contacted, so that
-/// the two sides of a healed partition find each other again.
-const DEAD_CONTACT_EVERY: u64 = 5;
-/// Smallest maximum message size the machine accepts, in bytes.
-const MIN_MESSAGE_SIZE: usize = 2048;
 
 /// A message for the driver to send.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,7 +81,7 @@ struct Seed {
 ///
 /// let now = Instant::now();
 /// let id = NodeId::new(NodeAddr::parse("127.0.0.1:7001").unwrap(), 1);
-/// let mut m = Machine::new(id, Config::default(), 42, now);
+/// let mut m = Machine::new(id, Config::default(), 42, now).expect("the default config is valid");
 /// m.add_seed(now, NodeAddr::parse("127.0.0.1:7002").unwrap());
 /// let t = m.poll_transmit().expect("the seed is contacted at once");
 /// assert_eq!(t.to.as_str(), "127.0.0.1:7002");
@@ -85,39 +92,17 @@ pub struct Machine {
     cfg: Config,
     rng: ChaCha8Rng,
     table: Table,
-    det: Detector,
+    /// SWIM's state: probes, relays, suspicions, local health.
+    swim: Swim,
+    /// Anti-entropy's state: gossip ticks, silence at rest, dead contacts.
+    sync: AntiEntropy,
+    /// Every deadline that can wake this machine.
+    timers: TimerTable,
     updates: TransmitQueue<NodeAddr, pb::MemberUpdate>,
     bcasts: TransmitQueue<Uuid, pb::Broadcast>,
     dedup: Dedup,
     seeds: HashMap<NodeAddr, Seed>,
-    dead_pool: Vec<NodeAddr>,
     bcast_version: u64,
-    /// When gossip tick number `rounds + 1` falls due. Ticks keep this
-    /// phase, but a quiet member is not woken for a tick that would do
-    /// nothing: such ticks are counted when time has passed them
-    /// (sync.rs `skip_idle_ticks`), and `poll_timeout` names the first tick
-    /// with work (sync.rs `next_busy_tick`).
-    next_gossip: Instant,
-    /// When a quiet member runs its next background round (at most every
-    /// `push_pull_interval`; any round pushes it back).
-    next_push_pull: Instant,
-    /// An extra round, at once, of a member that has just learned something
-    /// (see [`Machine::learned`]), and the tick (`rounds`) it was asked in.
-    extra_round: Option<Instant>,
-    extra_round_tick: u64,
-    next_probe: Instant,
-    next_gc: Instant,
-    next_expiry: Option<Instant>,
-    /// Gossip timer ticks so far (one per `gossip_interval`, whether a
-    /// round is sent or not; idle ticks of a quiet member are counted
-    /// without a wake-up, by `skip_idle_ticks`).
-    rounds: u64,
-    /// Silence at rest: gossip rounds run while `rounds <= active_until`
-    /// (or the piggyback queues hold something); see [`Machine::mark_active`].
-    active_until: u64,
-    /// Lifeguard's local health multiplier, 0 (healthy) to
-    /// `max_local_health`.
-    local_health: u32,
     left: bool,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -127,9 +112,17 @@ impl Machine {
     /// A new member `id` with protocol `config`, its RNG seeded with
     /// `rng_seed`, at time `now`. It knows only itself until a seed answers
     /// or a peer contacts it.
-    pub fn new(id: NodeId, mut config: Config, rng_seed: u64, now: Instant) -> Self {
-        config.max_message_size = config.max_message_size.max(MIN_MESSAGE_SIZE);
-        config.fanout = config.fanout.max(1);
+    ///
+    /// # Errors
+    /// [`ConfigError`] if `config` fails [`Config::validate`]: the machine
+    /// runs with exactly the values configured, or not at all.
+    pub fn new(
+        id: NodeId,
+        config: Config,
+        rng_seed: u64,
+        now: Instant,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
         let mut rng = ChaCha8Rng::seed_from_u64(rng_seed);
         // Spread the first probe over one period so members do not probe in
         // lockstep.
@@ -141,32 +134,32 @@ impl Machine {
             incarnation: 0,
             state: MemberState::Alive,
         };
-        Self {
+        let mut timers = TimerTable::default();
+        timers.set(Timer::ProbePeriod, now + probe_offset);
+        timers.set(Timer::Gc, now + gc_period(&config));
+        let mut m = Self {
             table: Table::new(me, now),
-            det: Detector::new(),
+            swim: Swim::new(config.max_local_health),
+            sync: AntiEntropy::new(
+                config.gossip_interval,
+                now + gossip_offset,
+                now + push_pull_offset,
+            ),
+            timers,
             updates: TransmitQueue::new(),
             bcasts: TransmitQueue::new(),
             dedup: Dedup::new(config.dedup_capacity, config.dedup_max_age),
             seeds: HashMap::new(),
-            dead_pool: Vec::new(),
             bcast_version: 0,
-            next_gossip: now + gossip_offset,
-            next_push_pull: now + push_pull_offset,
-            extra_round: None,
-            extra_round_tick: u64::MAX,
-            next_probe: now + probe_offset,
-            next_gc: now + gc_period(&config),
-            next_expiry: None,
-            rounds: 0,
-            active_until: 0,
-            local_health: 0,
             left: false,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             id,
             cfg: config,
             rng,
-        }
+        };
+        m.rearm();
+        Ok(m)
     }
 
     // ---------------------------------------------------------------- getters
@@ -176,8 +169,8 @@ impl Machine {
         &self.id
     }
 
-    /// The configuration in force (after clamping: `max_message_size` is at
-    /// least 2048 bytes, `fanout` at least 1).
+    /// The configuration in force: the one given to [`Machine::new`],
+    /// unchanged.
     pub fn config(&self) -> &Config {
         &self.cfg
     }
@@ -257,7 +250,7 @@ impl Machine {
     /// Lifeguard's local health multiplier: 0 when healthy; probe interval
     /// and timeout are stretched by this plus one.
     pub fn local_health(&self) -> u32 {
-        self.local_health
+        self.swim.local_health()
     }
 
     /// Messages waiting in the dissemination queues (membership updates and
@@ -273,7 +266,7 @@ impl Machine {
     /// rest: it sends its probes, a round per `push_pull_interval`, and
     /// answers what it receives.
     pub fn is_active(&self) -> bool {
-        self.rounds < self.active_until || self.queue_depth() > 0
+        self.sync.is_active(self.queue_depth())
     }
 
     // --------------------------------------------------------------- commands
@@ -284,7 +277,7 @@ impl Machine {
         if addr == self.id.addr || self.left {
             return;
         }
-        self.skip_idle_ticks(now);
+        self.skip_idle_ticks(now, false);
         self.seeds.insert(
             addr,
             Seed {
@@ -295,6 +288,7 @@ impl Machine {
         );
         self.mark_active();
         self.contact_seeds(now);
+        self.rearm();
     }
 
     /// Replaces this member's metadata.
@@ -303,7 +297,9 @@ impl Machine {
     /// [`GossipError::TooManyMetaEntries`] past
     /// [`MAX_META_ENTRIES`](crate::MAX_META_ENTRIES) entries,
     /// [`GossipError::TooLarge`] past
-    /// [`MAX_META_BYTES`](crate::MAX_META_BYTES) bytes,
+    /// [`MAX_META_BYTES`](crate::MAX_META_BYTES) bytes, or if it could not
+    /// travel in one message of the configured `max_message_size` (the
+    /// size then counts 8 bytes of framing per entry plus 64),
     /// [`GossipError::ShutDown`] after leaving. Nothing changes on error.
     pub fn set_meta(
         &mut self,
@@ -322,7 +318,18 @@ impl Machine {
                 max: MAX_META_BYTES,
             });
         }
-        self.skip_idle_ticks(now);
+        // The metadata travels whole in one delta: at a small
+        // `max_message_size` it must fit in one message body.
+        let cost = size + META_ENTRY_OVERHEAD * meta.len() + META_OVERHEAD;
+        let budget = self.body_budget();
+        if cost > budget {
+            return Err(GossipError::TooLarge {
+                what: "metadata",
+                size: cost,
+                max: budget,
+            });
+        }
+        self.skip_idle_ticks(now, false);
         let me = self.id.addr.clone();
         let version = self
             .table
@@ -332,6 +339,7 @@ impl Machine {
         self.events.push_back(Event::Updated(info));
         self.learned(now);
         self.push_own(now, version - 1);
+        self.rearm();
         Ok(())
     }
 
@@ -362,6 +370,7 @@ impl Machine {
             });
         }
         let change = self.write_own(now, key, Some(value), ttl);
+        self.rearm();
         Ok(change.map(|c| c.version).unwrap_or(0))
     }
 
@@ -373,7 +382,9 @@ impl Machine {
     pub fn delete_key(&mut self, now: Instant, key: &str) -> Result<Option<u64>, GossipError> {
         self.check_open()?;
         check_key(key)?;
-        Ok(self.write_own(now, key, None, None).map(|c| c.version))
+        let change = self.write_own(now, key, None, None);
+        self.rearm();
+        Ok(change.map(|c| c.version))
     }
 
     fn write_own(
@@ -383,14 +394,14 @@ impl Machine {
         value: Option<Bytes>,
         ttl: Option<Duration>,
     ) -> Option<KeyChange> {
-        self.skip_idle_ticks(now);
+        self.skip_idle_ticks(now, false);
         let me = self.id.addr.clone();
         let change = self
             .table
             .update(&me, |n| n.owner.write(now, key, value, ttl))
             .flatten()?;
         if let Some(t) = ttl.and_then(|t| now.checked_add(t)) {
-            self.next_expiry = Some(self.next_expiry.map_or(t, |e| e.min(t)));
+            self.expire_at(t);
         }
         self.key_event(me, change.clone());
         self.learned(now);
@@ -433,7 +444,7 @@ impl Machine {
         if self.dedup.contains(now, uuid) {
             return Ok(false);
         }
-        self.skip_idle_ticks(now);
+        self.skip_idle_ticks(now, false);
         self.bcast_version += 1;
         let b = pb::Broadcast {
             uuid: uuid.as_bytes().to_vec().into(),
@@ -443,6 +454,7 @@ impl Machine {
             payload,
         };
         self.receive_broadcast(now, b, None);
+        self.rearm();
         Ok(true)
     }
 
@@ -476,6 +488,7 @@ impl Machine {
         }
         let _ = now;
         self.left = true;
+        self.timers = TimerTable::default();
     }
 
     fn check_open(&self) -> Result<(), GossipError> {
@@ -501,7 +514,7 @@ impl Machine {
         if from.addr == self.id.addr {
             return;
         }
-        self.skip_idle_ticks(now);
+        self.skip_idle_ticks(now, false);
         trace!(from = %from, "message");
         if let Some(seed) = self.seeds.get_mut(&from.addr).filter(|s| !s.answered) {
             seed.answered = true;
@@ -509,62 +522,102 @@ impl Machine {
             self.mark_active();
         }
         // The sender vouches for itself.
-        self.apply_update(
-            now,
-            pb::MemberUpdate {
-                id: msg.from.clone(),
-                incarnation: msg.incarnation,
-                state: pb::MemberState::Alive as i32,
-            },
-            Some(&from.addr),
-            true,
-        );
+        let sender = Fact {
+            id: from.clone(),
+            incarnation: msg.incarnation,
+            state: MemberState::Alive,
+        };
+        self.apply_update(now, sender, Some(&from.addr), true);
         self.table.heard(&from.addr, now);
-        for u in msg.updates {
-            self.apply_update(now, u, Some(&from.addr), true);
+        for fact in msg.updates.iter().filter_map(fact_from_pb) {
+            self.apply_update(now, fact, Some(&from.addr), true);
         }
         for b in msg.broadcasts {
             self.receive_broadcast(now, b, Some(&from.addr));
         }
-        let Some(body) = msg.body else { return };
-        match body {
-            Body::Ping(p) => self.on_ping(&from, p),
-            Body::Ack(a) => self.on_ack(now, &from, a),
-            Body::PingReq(r) => self.on_ping_req(now, &from, r),
-            Body::SyncRequest(r) => self.on_sync_request(now, &from, r),
-            Body::SyncBuckets(b) => self.on_buckets(now, &from, b),
-            Body::SyncDigest(d) => self.on_digest(now, &from, d),
-            Body::Delta(d) => self.on_delta(now, &from, d),
-            Body::Gossip(_) => {}
+        if let Some(body) = msg.body {
+            match body {
+                Body::Ping(p) => self.on_ping(&from, p),
+                Body::Ack(a) => self.on_ack(now, &from, a),
+                Body::PingReq(r) => self.on_ping_req(now, &from, r),
+                Body::SyncRequest(r) => self.on_sync_request(now, &from, r),
+                Body::SyncBuckets(b) => self.on_buckets(now, &from, b),
+                Body::SyncDigest(d) => self.on_digest(now, &from, d),
+                Body::Delta(d) => self.on_delta(now, &from, d),
+                Body::Gossip(_) => {}
+            }
         }
+        self.rearm();
     }
 
-    /// Runs every timer that is due at `now`: probes, suspicion timeouts,
-    /// gossip rounds, seed retries, key expiry and tombstone collection.
+    /// Runs every timer that is due at `now` ([`Timer::ALL`] order: probes,
+    /// suspicion timeouts, seed retries, key expiry, tombstone collection,
+    /// then the gossip tick or the extra round, which send what the others
+    /// taught this member).
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.left {
             return;
         }
-        self.skip_idle_ticks(now);
-        self.probe_timers(now);
-        self.contact_seeds(now);
-        if self.next_expiry.is_some_and(|t| t <= now) {
-            self.expire_keys(now);
+        self.skip_idle_ticks(now, false);
+        for timer in Timer::ALL {
+            if self.timers.take_due(timer, now) {
+                self.on_timer(now, timer);
+                // What the timer changed may bring a later one forward (a
+                // verdict that makes this member active arms the gossip tick
+                // at once).
+                self.rearm();
+            }
         }
-        if now >= self.next_gc {
-            self.next_gc = now + gc_period(&self.cfg);
-            self.collect_garbage(now);
+        // An idle tick due now is counted, as a wake-up for it would.
+        self.skip_idle_ticks(now, true);
+        self.rearm();
+    }
+
+    fn on_timer(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::IndirectProbe => self.probe_indirectly(now),
+            Timer::ProbePeriod => self.end_probe_period(now),
+            Timer::Suspicion => self.expire_suspicions(now),
+            Timer::SeedRetry => self.contact_seeds(now),
+            Timer::KeyExpiry => self.expire_keys(now),
+            Timer::Gc => {
+                self.timers.set(Timer::Gc, now + gc_period(&self.cfg));
+                self.collect_garbage(now);
+            }
+            Timer::GossipTick => {
+                self.timers.stop(Timer::ExtraRound);
+                self.gossip_round(now);
+            }
+            Timer::ExtraRound => self.extra_round(now),
         }
-        // Last: the timers above may teach this member something, which asks
-        // for a round at once (`learned`).
-        if now >= self.next_gossip {
-            self.next_gossip = now + self.cfg.gossip_interval;
-            self.extra_round = None;
-            self.gossip_round(now);
-        } else if self.extra_round.is_some_and(|t| now >= t) {
-            self.extra_round = None;
-            self.extra_round(now);
+    }
+
+    /// Refreshes the timers derived from the sub-protocols' state after an
+    /// input: the indirect-probe fallback, the first suspicion deadline,
+    /// the next seed retry and the next gossip tick with work. The others
+    /// (probe period, key expiry, collection, extra round) are armed where
+    /// they change.
+    fn rearm(&mut self) {
+        if self.left {
+            return;
         }
+        self.timers
+            .set_opt(Timer::IndirectProbe, self.swim.indirect_deadline());
+        self.timers
+            .set_opt(Timer::Suspicion, self.swim.next_suspicion_deadline());
+        let seed = self
+            .seeds
+            .values()
+            .filter(|s| !s.answered)
+            .map(|s| s.next_attempt)
+            .min();
+        self.timers.set_opt(Timer::SeedRetry, seed);
+        let tick = self.sync.next_busy_tick(
+            self.queue_depth(),
+            self.timers.get(Timer::ExtraRound).is_some(),
+            self.table.live_peers().len() > 0,
+        );
+        self.timers.set_opt(Timer::GossipTick, tick);
     }
 
     // ---------------------------------------------------------------- outputs
@@ -585,25 +638,7 @@ impl Machine {
     /// `DEAD_CONTACT_EVERY`th tick. A quiet member therefore sleeps from
     /// probe to probe instead of waking every `gossip_interval`.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.left {
-            return None;
-        }
-        let mut t = self.next_probe.min(self.next_gc);
-        for d in [
-            self.next_busy_tick(),
-            self.det.next_deadline(),
-            self.next_expiry,
-            self.extra_round,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            t = t.min(d);
-        }
-        for s in self.seeds.values().filter(|s| !s.answered) {
-            t = t.min(s.next_attempt);
-        }
-        Some(t)
+        self.timers.next()
     }
 
     /// The next event for the application, in order.
@@ -669,7 +704,7 @@ impl Machine {
     /// [`Machine::learned`].
     fn mark_active(&mut self) {
         let rounds = self.cfg.active_rounds_for(self.table.live_count());
-        self.active_until = self.active_until.max(self.rounds.saturating_add(rounds));
+        self.sync.mark_active(rounds);
     }
 
     /// This member changed or learned something (a write, a membership
@@ -690,9 +725,8 @@ impl Machine {
     /// member missed by all of them would wait a whole interval.
     fn learned(&mut self, now: Instant) {
         self.mark_active();
-        if self.extra_round.is_none() && self.extra_round_tick != self.rounds {
-            self.extra_round = Some(now);
-            self.extra_round_tick = self.rounds;
+        if self.timers.get(Timer::ExtraRound).is_none() && self.sync.ask_extra_round() {
+            self.timers.set(Timer::ExtraRound, now);
         }
     }
 
@@ -747,15 +781,27 @@ impl Machine {
         }
     }
 
-    fn contact_seeds(&mut self, now: Instant) {
-        // An isolated member goes back to its seeds.
-        if self.table.live_peers().len() == 0 {
-            for s in self.seeds.values_mut().filter(|s| s.answered) {
-                s.answered = false;
-                s.next_attempt = now;
-                s.backoff = self.cfg.seed_retry_initial;
-            }
+    /// An isolated member (its last live peer just failed or left) goes back
+    /// to its seeds: every seed that answered once is contacted again at
+    /// once.
+    fn rejoin_if_isolated(&mut self, now: Instant) {
+        if self.left || self.table.live_peers().len() > 0 {
+            return;
         }
+        let mut any = false;
+        for s in self.seeds.values_mut().filter(|s| s.answered) {
+            s.answered = false;
+            s.next_attempt = now;
+            s.backoff = self.cfg.seed_retry_initial;
+            any = true;
+        }
+        if any {
+            self.timers.set(Timer::SeedRetry, now);
+        }
+    }
+
+    /// Contacts every seed due at `now` and backs it off.
+    fn contact_seeds(&mut self, now: Instant) {
         let mut due: Vec<NodeAddr> = self
             .seeds
             .iter()
@@ -804,7 +850,13 @@ impl Machine {
                 self.push_own(now, v - 1);
             }
         }
-        self.next_expiry = next;
+        self.timers.set_opt(Timer::KeyExpiry, next);
+    }
+
+    /// A key expires at `t`: the key-expiry timer fires by then.
+    fn expire_at(&mut self, t: Instant) {
+        let at = self.timers.get(Timer::KeyExpiry).map_or(t, |e| e.min(t));
+        self.timers.set(Timer::KeyExpiry, at);
     }
 
     fn collect_garbage(&mut self, now: Instant) {
@@ -818,12 +870,13 @@ impl Machine {
         for a in gone {
             self.table.remove(&a);
         }
-        self.dead_pool.retain(|a| self.table.get(a).is_some());
+        let table = &self.table;
+        self.sync.dead_pool.retain(|a| table.get(a).is_some());
         let addrs: Vec<NodeAddr> = self.table.iter().map(|n| n.fact.id.addr.clone()).collect();
         for a in addrs {
             self.table.update(&a, |n| n.owner.gc(now, ttl));
         }
-        self.det.expire_relays(now);
+        self.swim.expire_relays(now);
         self.dedup.expire(now);
     }
 }
@@ -847,36 +900,6 @@ fn check_key(key: &str) -> Result<(), GossipError> {
         )));
     }
     Ok(())
-}
-
-pub(crate) fn fact_to_pb(f: &Fact) -> pb::MemberUpdate {
-    let state = match f.state {
-        MemberState::Alive => pb::MemberState::Alive,
-        MemberState::Suspect => pb::MemberState::Suspect,
-        MemberState::Dead => pb::MemberState::Dead,
-        MemberState::Left => pb::MemberState::Left,
-    };
-    pb::MemberUpdate {
-        id: Some(f.id.to_pb()),
-        incarnation: f.incarnation,
-        state: state as i32,
-    }
-}
-
-pub(crate) fn fact_from_pb(u: &pb::MemberUpdate) -> Option<Fact> {
-    let id = NodeId::from_pb(u.id.as_ref()?).ok()?;
-    let state = match pb::MemberState::try_from(u.state).ok()? {
-        pb::MemberState::Alive => MemberState::Alive,
-        pb::MemberState::Suspect => MemberState::Suspect,
-        pb::MemberState::Dead => MemberState::Dead,
-        pb::MemberState::Left => MemberState::Left,
-        pb::MemberState::Unspecified => return None,
-    };
-    Some(Fact {
-        id,
-        incarnation: u.incarnation,
-        state,
-    })
 }
 
 /// Capacity an output queue keeps once drained.

@@ -1,6 +1,7 @@
-//! SWIM failure detection and membership updates: probes, indirect probes,
-//! suspicion with Lifeguard's dynamic timeout, refutation, and the rules
-//! that turn a received membership fact into table changes and events.
+//! SWIM glue and the membership rules: the machine's side of probes,
+//! indirect probes, suspicion with Lifeguard's dynamic timeout and
+//! refutation (the state and its bookkeeping are `crate::swim::Swim`), and
+//! the rules that turn a membership fact into table changes and events.
 
 use std::time::{Duration, Instant};
 
@@ -9,11 +10,11 @@ use gossip_proto::v1::envelope::Body;
 use prost::Message;
 use tracing::{debug, info, warn};
 
-use super::{Machine, fact_from_pb, fact_to_pb};
-use crate::detector::{Probe, Relay};
+use super::{Machine, Timer};
 use crate::event::{Event, MemberState};
 use crate::id::{NodeAddr, NodeId};
-use crate::members::{Change, Fact};
+use crate::members::{Change, Fact, fact_to_pb};
+use crate::swim::AckFor;
 
 impl Machine {
     /// Takes the round-trip times of the probes answered since the last
@@ -22,11 +23,11 @@ impl Machine {
     /// [`Stats::probe_rtt`](crate::Stats::probe_rtt); at most 1024 samples
     /// wait untaken.
     pub fn take_probe_rtts(&mut self) -> impl Iterator<Item = Duration> + '_ {
-        self.det.take_rtts()
+        self.swim.take_rtts()
     }
 
     /// Applies one membership fact received from `via` (or decided locally
-    /// when `via` is `None`). Returns true if it changed the table.
+    /// when `via` is `None`).
     ///
     /// `spread` says whether a change is queued for piggybacking: true for
     /// rumors (piggybacked updates), for what a member says of itself and
@@ -37,16 +38,13 @@ impl Machine {
     pub(super) fn apply_update(
         &mut self,
         now: Instant,
-        u: pb::MemberUpdate,
+        mut fact: Fact,
         via: Option<&NodeAddr>,
         spread: bool,
-    ) -> bool {
-        let Some(mut fact) = fact_from_pb(&u) else {
-            return false;
-        };
+    ) {
         if fact.id.addr == self.id.addr {
             self.about_me(now, &fact, via);
-            return false;
+            return;
         }
         // Another member's verdict "dead" on a member this one still holds
         // live in the same generation only makes it a suspect here: the
@@ -73,14 +71,13 @@ impl Machine {
                 {
                     self.start_suspicion(now, &fact, v.clone());
                 }
-                false
             }
             Change::New { old } => {
                 self.learned(now);
-                self.det.clear_suspicion(&addr);
+                self.swim.clear_suspicion(&addr);
                 let old_live = old.as_ref().is_some_and(|o| o.state.is_live());
                 if fact.state.is_live() {
-                    self.det.add_member(&mut self.rng, addr.clone());
+                    self.swim.add_member(&mut self.rng, addr.clone());
                     info!(member = %fact.id, "member joined");
                     self.push_info_event(now, &addr, Event::Joined);
                     if fact.state == MemberState::Suspect {
@@ -89,23 +86,22 @@ impl Machine {
                         self.events.push_back(Event::Suspected(fact.id.clone()));
                     }
                 } else if let Some(old) = old.filter(|_| old_live) {
-                    self.ended(&fact, old.id);
+                    self.ended(now, &fact, old.id);
                 }
                 if spread {
                     self.enqueue(&fact);
                 }
-                true
             }
             Change::Updated { old } => {
                 self.learned(now);
                 match fact.state {
                     MemberState::Alive => {
-                        self.det.clear_suspicion(&addr);
+                        self.swim.clear_suspicion(&addr);
                         if old.state.is_live() {
                             self.push_info_event(now, &addr, Event::Updated);
                         } else {
                             info!(member = %fact.id, "member rejoined");
-                            self.det.add_member(&mut self.rng, addr.clone());
+                            self.swim.add_member(&mut self.rng, addr.clone());
                             self.push_info_event(now, &addr, Event::Joined);
                         }
                     }
@@ -113,21 +109,21 @@ impl Machine {
                         let confirmer = via.cloned().unwrap_or_else(|| self.id.addr.clone());
                         self.start_suspicion(now, &fact, confirmer);
                         if !old.state.is_live() {
-                            self.det.add_member(&mut self.rng, addr.clone());
+                            self.swim.add_member(&mut self.rng, addr.clone());
                             self.push_info_event(now, &addr, Event::Joined);
                         }
                         info!(member = %fact.id, incarnation = fact.incarnation, "member suspected");
                         self.events.push_back(Event::Suspected(fact.id.clone()));
                     }
                     MemberState::Dead | MemberState::Left => {
-                        self.det.clear_suspicion(&addr);
+                        self.swim.clear_suspicion(&addr);
                         if old.state.is_live() {
-                            self.ended(&fact, fact.id.clone());
+                            self.ended(now, &fact, fact.id.clone());
                         }
                     }
                 }
                 if !spread {
-                    return true;
+                    return;
                 }
                 self.enqueue(&fact);
                 if fact.state == MemberState::Left && via.is_some() {
@@ -137,20 +133,22 @@ impl Machine {
                         [Some(&addr), from.as_ref()].into_iter().flatten().collect();
                     self.push_gossip(self.cfg.fanout, &exclude);
                 }
-                true
             }
         }
     }
 
-    fn ended(&mut self, fact: &Fact, id: NodeId) {
+    /// A live member failed or left; if it was the last live peer, this
+    /// member goes back to its seeds.
+    fn ended(&mut self, now: Instant, fact: &Fact, id: NodeId) {
         if fact.state == MemberState::Left {
             info!(member = %id, "member left");
             self.events.push_back(Event::Left(id));
         } else {
             info!(member = %id, "member failed");
-            self.dead_pool.push(fact.id.addr.clone());
+            self.sync.dead_pool.push(fact.id.addr.clone());
             self.events.push_back(Event::Failed(id));
         }
+        self.rejoin_if_isolated(now);
     }
 
     fn push_info_event(
@@ -186,7 +184,7 @@ impl Machine {
         }
         let inc = fact.incarnation + 1;
         // Being suspected hints that this member is the slow one.
-        self.health_worse();
+        self.swim.health_worse();
         self.learned(now);
         let me = self.id.addr.clone();
         self.table.update(&me, |n| n.fact.incarnation = inc);
@@ -208,56 +206,57 @@ impl Machine {
             .suspicion_confirmations
             .min(n.saturating_sub(2) as u32);
         let (min, max) = (self.cfg.suspicion_min(n), self.cfg.suspicion_max(n));
-        self.det
+        self.swim
             .suspect(now, &fact.id, fact.incarnation, confirmer, min, max, k);
     }
 
-    /// Runs the probe timers: indirect probes after the probe timeout, a new
-    /// probe (and the verdict on the last) every probe interval, and
-    /// suspicion timeouts.
-    pub(super) fn probe_timers(&mut self, now: Instant) {
-        let indirect = self.det.probe.as_mut().and_then(|p| {
-            (!p.acked && !p.indirect_sent && now >= p.indirect_at).then(|| {
-                p.indirect_sent = true;
-                (p.target.clone(), p.seq)
-            })
-        });
-        if let Some((target, seq)) = indirect {
-            let helpers =
-                self.table
-                    .random_live(&mut self.rng, self.cfg.indirect_probes, &[&target.addr]);
-            debug!(target = %target, helpers = helpers.len(), "probing indirectly");
-            for h in helpers {
-                self.send(
-                    &h,
-                    Body::PingReq(pb::PingReq {
-                        seq,
-                        target: Some(target.to_pb()),
-                    }),
-                );
-            }
-            // A second direct try, as memberlist's TCP fallback does.
+    /// No ack within the probe timeout: `indirect_probes` members are asked
+    /// to probe the target, and the target is pinged once more (SWIM 4.1;
+    /// the second direct try is memberlist's TCP fallback).
+    pub(super) fn probe_indirectly(&mut self, now: Instant) {
+        let Some((target, seq)) = self.swim.indirect_due(now) else {
+            return;
+        };
+        let helpers =
+            self.table
+                .random_live(&mut self.rng, self.cfg.indirect_probes, &[&target.addr]);
+        debug!(target = %target, helpers = helpers.len(), "probing indirectly");
+        for h in helpers {
             self.send(
-                &target.addr,
-                Body::Ping(pb::Ping {
+                &h,
+                Body::PingReq(pb::PingReq {
                     seq,
-                    ..Default::default()
+                    target: Some(target.to_pb()),
                 }),
             );
         }
-        if now >= self.next_probe {
-            self.next_probe = now + self.cfg.probe_interval * (self.local_health + 1);
-            if let Some(p) = self.det.probe.take() {
-                if p.acked {
-                    self.health_better();
-                } else {
-                    self.health_worse();
-                    self.declare(now, &p.target, MemberState::Suspect);
-                }
-            }
-            self.start_probe(now);
+        self.send(
+            &target.addr,
+            Body::Ping(pb::Ping {
+                seq,
+                ..Default::default()
+            }),
+        );
+    }
+
+    /// The end of a protocol period: the last probe's target becomes a
+    /// suspect if it never answered, and the next probe starts. The period
+    /// is stretched by Lifeguard's local health (4.3).
+    pub(super) fn end_probe_period(&mut self, now: Instant) {
+        // The next period is stretched by the health before this verdict.
+        let next = now + self.cfg.probe_interval * self.swim.stretch();
+        self.timers.set(Timer::ProbePeriod, next);
+        let missed = self.swim.end_period();
+        if let Some(target) = missed {
+            self.declare(now, &target, MemberState::Suspect);
         }
-        for (addr, s) in self.det.expired_suspicions(now) {
+        self.start_probe(now);
+    }
+
+    /// Suspicions whose timeout passed: the member is declared dead, if
+    /// nothing (a refutation, a new generation) changed it meanwhile.
+    pub(super) fn expire_suspicions(&mut self, now: Instant) {
+        for (addr, s) in self.swim.expired_suspicions(now) {
             let Some(n) = self.table.get(&addr) else {
                 continue;
             };
@@ -274,7 +273,7 @@ impl Machine {
     fn start_probe(&mut self, now: Instant) {
         let table = &self.table;
         let target = self
-            .det
+            .swim
             .next_target(&mut self.rng, table.live_peers().cloned(), |a| {
                 table.get(a).is_some_and(|n| n.is_live())
             });
@@ -282,15 +281,8 @@ impl Machine {
         let Some(id) = self.table.get(&addr).map(|n| n.fact.id.clone()) else {
             return;
         };
-        let seq = self.det.next_seq();
-        self.det.probe = Some(Probe {
-            target: id,
-            seq,
-            sent_at: now,
-            indirect_at: now + self.cfg.probe_timeout * (self.local_health + 1),
-            indirect_sent: false,
-            acked: false,
-        });
+        let timeout = self.cfg.probe_timeout * self.swim.stretch();
+        let seq = self.swim.begin_probe(now, id, timeout);
         self.send(
             &addr,
             Body::Ping(pb::Ping {
@@ -298,23 +290,6 @@ impl Machine {
                 ..Default::default()
             }),
         );
-    }
-
-    /// Lifeguard's local health multiplier goes up on a failed probe or a
-    /// refutation...
-    fn health_worse(&mut self) {
-        if self.local_health < self.cfg.max_local_health {
-            self.local_health += 1;
-            debug!(
-                local_health = self.local_health,
-                "local health worse: probing more slowly"
-            );
-        }
-    }
-
-    /// ...and down on a successful probe.
-    fn health_better(&mut self) {
-        self.local_health = self.local_health.saturating_sub(1);
     }
 
     /// This member's own verdict on `id`: suspect after a failed probe, dead
@@ -331,7 +306,7 @@ impl Machine {
             incarnation: n.fact.incarnation,
             state,
         };
-        self.apply_update(now, fact_to_pb(&fact), None, true);
+        self.apply_update(now, fact, None, true);
     }
 
     pub(super) fn on_ping(&mut self, from: &NodeId, p: pb::Ping) {
@@ -363,19 +338,17 @@ impl Machine {
     /// piggyback already repaired starts no repair.
     pub(super) fn on_ack(&mut self, now: Instant, from: &NodeId, a: pb::Ack) {
         let hash = a.digest_hash;
-        if let Some(p) = self.det.probe.as_mut().filter(|p| p.seq == a.seq) {
-            if !p.acked {
-                p.acked = true;
-                let rtt = now.saturating_duration_since(p.sent_at);
-                self.det.record_rtt(rtt);
-            }
-        } else if let Some(relay) = self.det.take_relay(a.seq) {
+        if let AckFor::Relay {
+            requester,
+            their_seq,
+        } = self.swim.on_ack(now, a.seq)
+        {
             let ack = pb::Ack {
-                seq: relay.their_seq,
+                seq: their_seq,
                 target: a.target,
                 ..Default::default()
             };
-            self.send(&relay.requester, Body::Ack(ack));
+            self.send(&requester, Body::Ack(ack));
         }
         // Zero: a member of an older version, which sends no fingerprint.
         if hash != 0 {
@@ -396,15 +369,8 @@ impl Machine {
             self.send(&from.addr, Body::Ack(ack));
             return;
         }
-        let seq = self.det.next_seq();
-        self.det.add_relay(
-            seq,
-            Relay {
-                requester: from.addr.clone(),
-                their_seq: r.seq,
-                expires: now + self.cfg.probe_interval,
-            },
-        );
+        let expires = now + self.cfg.probe_interval;
+        let seq = self.swim.relay(from.addr.clone(), r.seq, expires);
         let ping = pb::Ping {
             seq,
             on_behalf_of: Some(from.to_pb()),

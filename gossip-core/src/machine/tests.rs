@@ -11,11 +11,11 @@ use prost::Message;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{Machine, Transmit, fact_to_pb};
+use super::{Machine, Timer, Transmit};
 use crate::config::Config;
 use crate::event::{Event, MemberState};
 use crate::id::{NodeAddr, NodeId};
-use crate::members::Fact;
+use crate::members::{Fact, fact_to_pb};
 
 const LATENCY: Duration = Duration::from_millis(1);
 
@@ -94,7 +94,8 @@ impl Net {
             self.cfg.clone(),
             (i as u64) << 8 | generation,
             self.now,
-        );
+        )
+        .expect("valid config");
         if let Some(s) = seed {
             m.add_seed(self.now, addr(s));
         }
@@ -157,7 +158,7 @@ impl Net {
                 t = Some(t.map_or(d, |x| x.min(d)));
             }
             if self.every_tick {
-                t = Some(t.map_or(m.next_gossip, |x| x.min(m.next_gossip)));
+                t = Some(t.map_or(m.sync.next_tick(), |x| x.min(m.sync.next_tick())));
             }
         }
         t.unwrap_or(self.now + Duration::from_secs(1))
@@ -189,7 +190,7 @@ impl Net {
             .filter(|(a, m)| {
                 !self.down.contains(*a)
                     && (m.poll_timeout().is_some_and(|d| d <= self.now)
-                        || self.every_tick && m.next_gossip <= self.now)
+                        || self.every_tick && m.sync.next_tick() <= self.now)
             })
             .map(|(a, _)| a.clone())
             .collect();
@@ -682,7 +683,7 @@ fn large_states_go_as_several_bounded_messages() {
 #[test]
 fn too_large_inputs_are_refused_and_change_nothing() {
     let now = Instant::now();
-    let mut m = Machine::new(NodeId::new(addr(0), 1), cfg(), 1, now);
+    let mut m = Machine::new(NodeId::new(addr(0), 1), cfg(), 1, now).expect("valid config");
     let big = Bytes::from(vec![0u8; 70_000]);
     assert!(m.set_key(now, "k", big.clone(), None).is_err());
     assert!(m.broadcast(now, big, None).is_err());
@@ -1160,16 +1161,23 @@ fn a_quiet_member_sleeps_until_its_next_probe() {
     let (gossip, probe) = (c.gossip_interval, c.probe_interval);
     let rounds = c.active_rounds_for(n);
     let mut net = cluster_at_rest(c, n);
-    let phase = net.m(3).next_gossip;
+    let phase = net.m(3).sync.next_tick();
     // Nothing is due before the next probe, but a probe's timeout while
     // it awaits its ack (1 ms here) and tombstone collection (every 15 s).
     let sleeps_to_its_probe = |net: &Net| {
         let mut checked = 0;
         for m in net.nodes.values() {
             assert!(!m.is_active());
-            if m.det.next_deadline().is_none() {
+            if m.swim.indirect_deadline().is_none() && m.swim.next_suspicion_deadline().is_none() {
                 let t = m.poll_timeout().unwrap();
-                assert!(t >= m.next_probe.min(m.next_gc), "woken for a gossip tick");
+                assert!(
+                    t >= m
+                        .timers
+                        .get(Timer::ProbePeriod)
+                        .unwrap()
+                        .min(m.timers.get(Timer::Gc).unwrap()),
+                    "woken for a gossip tick"
+                );
                 checked += 1;
             }
         }
@@ -1206,15 +1214,22 @@ fn a_quiet_member_sleeps_until_its_next_probe() {
     assert_eq!(net.m(3).poll_timeout(), Some(net.now), "the round at once");
     net.step();
     let m = net.m(3);
-    assert_eq!(m.next_busy_tick(), Some(m.next_gossip), "the next tick");
-    assert!(m.poll_timeout().unwrap() <= m.next_gossip);
-    assert!(m.next_gossip <= net.now + gossip);
-    assert_eq!((m.next_gossip - phase).as_nanos() % gossip.as_nanos(), 0);
+    assert_eq!(
+        m.timers.get(Timer::GossipTick),
+        Some(m.sync.next_tick()),
+        "the next tick"
+    );
+    assert!(m.poll_timeout().unwrap() <= m.sync.next_tick());
+    assert!(m.sync.next_tick() <= net.now + gossip);
+    assert_eq!(
+        (m.sync.next_tick() - phase).as_nanos() % gossip.as_nanos(),
+        0
+    );
     // Those who learn it tick again too.
     net.run_until(Duration::from_secs(1), "spread", |x| x.all_have(3, "k"));
     for m in net.nodes.values() {
         assert!(m.is_active());
-        assert_eq!(m.next_busy_tick(), Some(m.next_gossip));
+        assert_eq!(m.timers.get(Timer::GossipTick), Some(m.sync.next_tick()));
         assert!(m.poll_timeout().unwrap() <= net.now + gossip);
     }
     net.run_until(gossip * (rounds as u32 + 10), "quiet again", Net::quiet);
@@ -1247,7 +1262,7 @@ fn a_quiet_member_still_contacts_the_dead() {
     net.run_until(Duration::from_secs(10), "quiet", Net::quiet);
     net.log = Some(Vec::new());
     net.wakes.clear();
-    let period = gossip * super::DEAD_CONTACT_EVERY as u32;
+    let period = gossip * crate::anti_entropy::DEAD_CONTACT_EVERY as u32;
     net.run_for(period * 10);
     let mut to_dead: BTreeMap<String, u64> = BTreeMap::new();
     for t in net.log.as_ref().unwrap() {
@@ -1301,4 +1316,80 @@ fn skipping_idle_ticks_changes_no_output() {
     assert!(log.iter().any(|t| t.to == addr(7)), "dead contacts");
     eprintln!("wake-ups: {wakes}, {wakes_before} at every tick");
     assert!(wakes * 2 < wakes_before, "{wakes} vs {wakes_before}");
+}
+
+/// Issue #14, item 3: a member configured with a `max_message_size` under
+/// the minimum is refused, not silently run with a larger one (which its
+/// equally configured peers would have to reject)...
+#[test]
+fn a_message_size_under_the_minimum_is_refused() {
+    let now = Instant::now();
+    let mut c = cfg();
+    c.max_message_size = 1500;
+    let err = Machine::new(NodeId::new(addr(0), 1), c.clone(), 1, now)
+        .err()
+        .expect("1500 bytes is refused");
+    assert_eq!(err.field, "max_message_size");
+    assert!(err.reason.contains("2048"), "{}", err.reason);
+    c.max_message_size = crate::config::MIN_MESSAGE_SIZE;
+    let m = Machine::new(NodeId::new(addr(0), 1), c, 1, now).expect("the minimum is accepted");
+    assert_eq!(m.config().max_message_size, crate::config::MIN_MESSAGE_SIZE);
+}
+
+/// ...and at the minimum, every message a member builds fits: 60 members
+/// (past the small-cluster size, so bucket fingerprints and range digests
+/// are used), the largest metadata and the largest values accepted, a
+/// restart and a crash. `Net::drain` checks every message against the
+/// limit.
+#[test]
+fn at_the_minimum_message_size_every_message_fits() {
+    let mut c = cfg();
+    c.max_message_size = crate::config::MIN_MESSAGE_SIZE;
+    let n = 60;
+    let mut net = Net::chain(c, n);
+    net.run_until(Duration::from_secs(30), "join", Net::converged);
+    for i in [0, 17, 42] {
+        // The largest metadata is refused: it could not travel in one
+        // message of this size...
+        let meta: BTreeMap<String, String> = (0..8)
+            .map(|j| (format!("k{j}"), "m".repeat(crate::MAX_META_BYTES / 8 - 3)))
+            .collect();
+        let err = net.with(i, |m, now| m.set_meta(now, meta)).unwrap_err();
+        assert!(matches!(
+            err,
+            crate::GossipError::TooLarge {
+                what: "metadata",
+                ..
+            }
+        ));
+        // ...and the largest accepted goes out within the limit.
+        let mut len = crate::MAX_META_BYTES / 8;
+        while net
+            .with(i, |m, now| {
+                let meta = (0..8).map(|j| (format!("k{j}"), "m".repeat(len))).collect();
+                m.set_meta(now, meta)
+            })
+            .is_err()
+        {
+            len -= 1;
+        }
+        assert!(len > 10, "metadata values of {len} bytes");
+        // The largest value the member accepts for a 256-byte key.
+        let key = "k".repeat(crate::MAX_KEY_LEN);
+        let mut len = crate::config::MIN_MESSAGE_SIZE;
+        let ok = loop {
+            let v = Bytes::from(vec![b'v'; len]);
+            if net.with(i, |m, now| m.set_key(now, &key, v, None)).is_ok() {
+                break len;
+            }
+            len -= 1;
+        };
+        assert!(ok > 100, "a value of {ok} bytes");
+    }
+    net.crash(5);
+    net.spawn(5, 2, Some(6));
+    net.run_until(Duration::from_secs(60), "converged again", |x| {
+        x.converged() && x.all_have(42, &"k".repeat(crate::MAX_KEY_LEN))
+    });
+    assert!(net.sent.contains_key("sync_buckets") || net.sent.contains_key("sync_digest"));
 }
