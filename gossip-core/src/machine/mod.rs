@@ -13,6 +13,8 @@
 //! pushes).
 
 mod probe;
+#[cfg(test)]
+mod rules;
 mod sync;
 #[cfg(test)]
 mod tests;
