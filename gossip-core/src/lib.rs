@@ -24,6 +24,8 @@ mod driver;
 mod error;
 mod event;
 mod fault;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod harness;
 mod id;
 mod kv;
 mod machine;

@@ -122,6 +122,13 @@ pub struct KindCounts {
 }
 
 impl KindCounts {
+    /// Counts one message of `kind` and `bytes` bytes.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub(crate) fn add(&mut self, kind: MessageKind, bytes: usize) {
+        self.messages[kind.index()] += 1;
+        self.bytes[kind.index()] += bytes as u64;
+    }
+
     /// Messages of `kind`.
     pub fn messages(&self, kind: MessageKind) -> u64 {
         self.messages[kind.index()]

@@ -147,8 +147,7 @@ impl Simulation {
     }
 
     fn is_current(&self, j: usize, life: u8) -> bool {
-        let n = &self.nodes[j];
-        n.running() && n.life == life
+        self.h.is_up(j) && self.nodes[j].life == life
     }
 
     /// Adds (`add`) or removes entry value `v` of observer `i` about `j` to
@@ -168,7 +167,7 @@ impl Simulation {
         } else {
             *c -= 1;
         }
-        if self.partitioned && self.nodes[i].group != self.nodes[j].group {
+        if self.partitioned && self.h.group(i) != self.h.group(j) {
             if add {
                 self.obs.cross += 1;
             } else {
@@ -188,7 +187,7 @@ impl Simulation {
         self.obs.seen[idx] = v;
         self.count(i, j, old, false);
         self.count(i, j, v, true);
-        let now = self.now;
+        let now = self.h.now_ns();
         for t in self.obs.crashes.iter_mut().filter(|t| t.member == j) {
             let tv = t.life + 1;
             if old == tv {
@@ -217,7 +216,7 @@ impl Simulation {
         let r = self.running as u64;
         let target = r * r.saturating_sub(1);
         let c = r > 0 && self.obs.good == target && self.obs.bad == 0;
-        let now = self.now;
+        let now = self.h.now_ns();
         if c && self.started == self.nodes.len() {
             self.obs.first_converged.get_or_insert(now);
         }
@@ -251,7 +250,7 @@ impl Simulation {
     /// Member `j` is about to crash (still counted as running).
     pub(crate) fn obs_crash(&mut self, j: usize) {
         let n = self.obs.n;
-        let now = self.now;
+        let now = self.h.now_ns();
         // Its own view disappears with it.
         for k in 0..n {
             let v = self.obs.seen[j * n + k];
@@ -273,7 +272,7 @@ impl Simulation {
         let vj = self.nodes[j].life + 1;
         let mut listing = 0;
         for i in 0..n {
-            if i != j && self.nodes[i].running() && self.obs.seen[i * n + j] == vj {
+            if i != j && self.h.is_up(i) && self.obs.seen[i * n + j] == vj {
                 self.obs.good -= 1;
                 self.obs.bad += 1;
                 listing += 1;
@@ -309,17 +308,17 @@ impl Simulation {
     pub(crate) fn obs_partition(&mut self, groups: usize) {
         let n = self.obs.n;
         let mut cross = 0;
-        for i in (0..n).filter(|&i| self.nodes[i].running()) {
-            let gi = self.nodes[i].group;
+        for i in (0..n).filter(|&i| self.h.is_up(i)) {
+            let gi = self.h.group(i);
             let row = &self.obs.seen[i * n..(i + 1) * n];
             cross += row
                 .iter()
-                .zip(&self.nodes)
-                .filter(|(v, node)| **v != 0 && node.group != gi)
+                .enumerate()
+                .filter(|&(k, v)| *v != 0 && self.h.group(k) != gi)
                 .count() as u64;
         }
         self.obs.cross = cross;
-        let now = self.now;
+        let now = self.h.now_ns();
         self.obs.partitions.push(PartitionTrack {
             at: now,
             groups: groups + 1,
@@ -332,7 +331,7 @@ impl Simulation {
 
     pub(crate) fn obs_heal(&mut self) {
         self.obs.cross = 0;
-        let now = self.now;
+        let now = self.h.now_ns();
         let converged = self.obs.converged;
         if let Some(p) = self.obs.partitions.last_mut()
             && p.healed.is_none()
@@ -346,13 +345,15 @@ impl Simulation {
 
     /// Starts tracking a write of `key` (version `version`) by `owner`.
     pub(crate) fn track_update(&mut self, owner: usize, key: String, version: u64) {
-        let state: Vec<u8> = self.nodes.iter().map(|n| u8::from(n.running())).collect();
+        let state: Vec<u8> = (0..self.nodes.len())
+            .map(|i| u8::from(self.h.is_up(i)))
+            .collect();
         let target = state.iter().filter(|s| **s == 1).count() as u64;
         self.obs.updates.push(UpdateTrack {
             owner,
             key,
             version,
-            at: self.now,
+            at: self.h.now_ns(),
             state,
             target,
             reached: 0,
@@ -379,10 +380,10 @@ impl Simulation {
                 let Some((j, life)) = self.resolve(&id.addr, id.generation) else {
                     return;
                 };
-                if self.is_current(j, life) && self.nodes[i].group == self.nodes[j].group {
+                if self.is_current(j, life) && self.h.group(i) == self.h.group(j) {
                     self.counters.false_suspicions += 1;
                 }
-                let now = self.now;
+                let now = self.h.now_ns();
                 for t in &mut self.obs.crashes {
                     if t.member == j && t.life == life {
                         t.first_suspected.get_or_insert(now);
@@ -393,9 +394,9 @@ impl Simulation {
                 let Some((j, life)) = self.resolve(&id.addr, id.generation) else {
                     return;
                 };
-                let now = self.now;
+                let now = self.h.now_ns();
                 if self.is_current(j, life) {
-                    if self.nodes[i].group == self.nodes[j].group {
+                    if self.h.group(i) == self.h.group(j) {
                         self.counters.false_deaths += 1;
                         self.obs.falsely_dead[j] = Some(now);
                         if let Some(p) = self.obs.partitions.last_mut()
@@ -432,7 +433,7 @@ impl Simulation {
                 let Some(o) = self.member_index(&owner) else {
                     return;
                 };
-                let now = self.now;
+                let now = self.h.now_ns();
                 for t in &mut self.obs.updates {
                     if t.owner == o && t.version <= version && t.state[i] == 1 && t.key == key {
                         t.state[i] = 2;

@@ -3,11 +3,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use gossip_core::MessageKind;
 use serde::Serialize;
 
 use crate::config::{Bootstrap, LatencyModel, Scenario, SimConfig, nanos};
 use crate::error::SimError;
-use crate::sim::{Counters, KINDS, PhaseMark, Simulation};
+use crate::sim::{Counters, PhaseMark, Simulation};
 
 /// Rounds of push-pull gossip needed to spread a rumor to all `n` members
 /// with high probability: `log3(n) + ln(ln(n))` (Karp, Schindelhauer, Shenker
@@ -298,13 +299,14 @@ impl Simulation {
                 0.0
             }
         };
+        let (a, b) = (&a.traffic, &b.traffic);
         let mut by_kind = BTreeMap::new();
-        for (k, name) in KINDS.iter().enumerate() {
-            let m = b.msgs[k] - a.msgs[k];
-            let by = b.bytes[k] - a.bytes[k];
+        for kind in MessageKind::ALL {
+            let m = b.sent.messages(kind) - a.sent.messages(kind);
+            let by = b.sent.bytes(kind) - a.sent.bytes(kind);
             if m > 0 {
                 by_kind.insert(
-                    *name,
+                    kind.as_str(),
                     KindRate {
                         messages: m,
                         messages_per_member_per_sec: per(m),
@@ -314,8 +316,8 @@ impl Simulation {
                 );
             }
         }
-        let messages: u64 = (0..KINDS.len()).map(|k| b.msgs[k] - a.msgs[k]).sum();
-        let bytes: u64 = (0..KINDS.len()).map(|k| b.bytes[k] - a.bytes[k]).sum();
+        let messages = b.messages() - a.messages();
+        let bytes = b.bytes() - a.bytes();
         TrafficReport {
             seconds,
             mean_members: if seconds > 0.0 {
@@ -463,18 +465,18 @@ impl Simulation {
             partition_deaths: now.partition_deaths - start.partition_deaths,
             false_suspicions: now.false_suspicions - start.false_suspicions,
             drops: DropReport {
-                loss: now.dropped_loss - start.dropped_loss,
-                partition: now.dropped_partition - start.dropped_partition,
-                receiver_down: now.dropped_down - start.dropped_down,
-                unknown_address: now.dropped_unknown - start.dropped_unknown,
+                loss: now.traffic.dropped_loss - start.traffic.dropped_loss,
+                partition: now.traffic.dropped_partition - start.traffic.dropped_partition,
+                receiver_down: now.traffic.dropped_down - start.traffic.dropped_down,
+                unknown_address: now.traffic.dropped_unknown - start.traffic.dropped_unknown,
             },
             end: EndReport {
-                simulated_ms: ms(self.now),
+                simulated_ms: ms(self.h.now_ns()),
                 running: self.running,
                 membership_converged: self.obs.converged,
                 membership_fraction: self.obs.pair_fraction(self.running),
-                events_processed: self.processed,
-                timer_stalls: self.stalls,
+                events_processed: self.h.processed(),
+                timer_stalls: self.h.stalls(),
                 false_deaths_total: now.false_deaths,
                 action_errors: self.action_errors.clone(),
             },
@@ -515,15 +517,15 @@ pub fn run_scenario(cfg: &SimConfig, progress: &mut dyn FnMut(f64)) -> Result<Re
     let mut sim = Simulation::new(cfg)?;
     let total = (nanos(cfg.warmup) + nanos(cfg.settle) + nanos(cfg.duration)).max(1) as f64;
     progress(0.0);
-    let t0 = sim.now;
+    let t0 = sim.h.now_ns();
     sim.warm_up_with(cfg.warmup, &mut |s| {
-        progress((s.now - t0) as f64 / total);
+        progress((s.h.now_ns() - t0) as f64 / total);
         true
     });
     let offset = nanos(cfg.warmup);
-    let t1 = sim.now;
+    let t1 = sim.h.now_ns();
     sim.settle_with(cfg.settle, &mut |s| {
-        progress((offset + (s.now - t1)) as f64 / total);
+        progress((offset + (s.h.now_ns() - t1)) as f64 / total);
         true
     });
     let offset = offset + nanos(cfg.settle);

@@ -16,6 +16,8 @@
 //! ([`Fact`]) once, where a message enters.
 
 mod probe;
+#[cfg(test)]
+mod rules;
 mod sync;
 #[cfg(test)]
 mod tests;

@@ -1,21 +1,22 @@
-//! Rule-by-rule tests of the state machine: many machines, one in-memory
-//! queue of messages, virtual time. No sockets, no tokio, no sleeps.
+//! Cluster tests of the state machine: many machines on the discrete-event
+//! harness ([`crate::harness`]), virtual time. No sockets, no tokio, no
+//! sleeps.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gossip_proto::v1 as pb;
 use gossip_proto::v1::envelope::Body;
 use prost::Message;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 use super::{Machine, Timer, Transmit};
 use crate::config::Config;
 use crate::event::{Event, MemberState};
+use crate::harness::{Harness, SameInstant, Traffic, WakeFn};
 use crate::id::{NodeAddr, NodeId};
 use crate::members::{Fact, fact_to_pb};
+use crate::stats::MessageKind;
 
 const LATENCY: Duration = Duration::from_millis(1);
 
@@ -27,20 +28,19 @@ fn cfg() -> Config {
     Config::default()
 }
 
-/// A cluster of machines exchanging messages through a queue.
+/// A cluster of machines over the discrete-event harness (constant latency,
+/// [`SameInstant::MessagesFirst`]), with members named by number
+/// (`addr(i)`), and what the tests read collected in plain maps.
 struct Net {
+    h: Harness,
     start: Instant,
     now: Instant,
     cfg: Config,
-    nodes: BTreeMap<NodeAddr, Machine>,
-    down: HashSet<NodeAddr>,
-    queue: VecDeque<(Instant, Transmit)>,
     events: BTreeMap<NodeAddr, Vec<Event>>,
     loss: f64,
-    rng: ChaCha8Rng,
-    /// Messages and bytes sent, by body kind.
+    /// Messages and bytes sent, by kind name ([`MessageKind::as_str`]).
     sent: BTreeMap<&'static str, (u64, u64)>,
-    /// Every message ever sent, if recording.
+    /// Every message sent, if recording.
     log: Option<Vec<Transmit>>,
     /// Extra delay of every message to these members (a slow member).
     slow: BTreeMap<NodeAddr, Duration>,
@@ -49,45 +49,94 @@ struct Net {
     /// Also wake every member at each of its gossip ticks, whether
     /// `poll_timeout` asks for it or not (as before quiet members slept).
     every_tick: bool,
+    /// The harness's counters already added to `sent` and `wakes`.
+    counted: Traffic,
+    woken: Vec<u64>,
 }
 
-fn kind(t: &Transmit) -> &'static str {
-    match t.msg.body {
-        Some(Body::Ping(_)) => "ping",
-        Some(Body::Ack(_)) => "ack",
-        Some(Body::PingReq(_)) => "ping_req",
-        Some(Body::SyncRequest(_)) => "sync_request",
-        Some(Body::SyncDigest(_)) => "sync_digest",
-        Some(Body::SyncBuckets(_)) => "sync_buckets",
-        Some(Body::Delta(_)) => "delta",
-        Some(Body::Gossip(_)) => "gossip",
-        None => "none",
-    }
+/// The extra wake-ups of [`Net::every_tick`]: each member's gossip tick.
+fn gossip_tick(m: &Machine) -> Option<Instant> {
+    Some(m.sync.next_tick())
 }
 
 impl Net {
     fn new(cfg: Config) -> Self {
-        let now = Instant::now();
+        let mut h = Harness::new(7);
+        h.set_fixed_latency(LATENCY);
+        h.set_order(SameInstant::MessagesFirst);
+        h.set_max_message_size(Some(cfg.max_message_size));
+        let now = h.now_instant();
         Self {
+            h,
             start: now,
             now,
             cfg,
-            nodes: BTreeMap::new(),
-            down: HashSet::new(),
-            queue: VecDeque::new(),
             events: BTreeMap::new(),
             loss: 0.0,
-            rng: ChaCha8Rng::seed_from_u64(7),
             sent: BTreeMap::new(),
             log: None,
             slow: BTreeMap::new(),
             wakes: BTreeMap::new(),
             every_tick: false,
+            counted: Traffic::default(),
+            woken: Vec::new(),
+        }
+    }
+
+    /// Harness index of member `i`.
+    fn idx(&self, i: usize) -> usize {
+        self.h.member_index(&addr(i)).expect("a spawned member")
+    }
+
+    /// Hands the harness the settings the tests change in place.
+    fn sync(&mut self) {
+        self.h.set_loss(self.loss);
+        self.h.set_recording(self.log.is_some());
+        self.h
+            .set_wake_also(self.every_tick.then_some(gossip_tick as WakeFn));
+        for i in 0..self.h.members() {
+            let extra = self.slow.get(self.h.addr(i)).copied().unwrap_or_default();
+            self.h.set_extra_delay(i, extra);
+        }
+    }
+
+    /// Collects what the harness saw: the clock, events, the log and the
+    /// counters.
+    fn pull(&mut self) {
+        self.now = self.h.now_instant();
+        let mut events = Vec::new();
+        self.h.take_events(&mut events);
+        for (i, e) in events {
+            let a = self.h.addr(i).clone();
+            self.events.entry(a).or_default().push(e);
+        }
+        if let Some(log) = &mut self.log {
+            log.extend(self.h.take_log());
+        }
+        let t = self.h.traffic();
+        for k in MessageKind::ALL {
+            let m = t.sent.messages(k) - self.counted.sent.messages(k);
+            let b = t.sent.bytes(k) - self.counted.sent.bytes(k);
+            if m > 0 {
+                let e = self.sent.entry(k.as_str()).or_default();
+                e.0 += m;
+                e.1 += b;
+            }
+        }
+        self.counted = t.clone();
+        self.woken.resize(self.h.members(), 0);
+        for i in 0..self.h.members() {
+            let w = self.h.wakes(i);
+            if w > self.woken[i] {
+                *self.wakes.entry(self.h.addr(i).clone()).or_default() += w - self.woken[i];
+                self.woken[i] = w;
+            }
         }
     }
 
     /// Starts member `i` (generation `generation`) seeded with `seed`.
     fn spawn(&mut self, i: usize, generation: u64, seed: Option<usize>) {
+        self.sync();
         let a = addr(i);
         let mut m = Machine::new(
             NodeId::new(a.clone(), generation),
@@ -99,9 +148,12 @@ impl Net {
         if let Some(s) = seed {
             m.add_seed(self.now, addr(s));
         }
-        self.down.remove(&a);
-        self.nodes.insert(a.clone(), m);
-        self.drain(&a);
+        let idx = match self.h.member_index(&a) {
+            Some(idx) => idx,
+            None => self.h.add_member(a),
+        };
+        self.h.start(idx, m);
+        self.pull();
     }
 
     /// A chain: member i is seeded with member i - 1.
@@ -114,103 +166,60 @@ impl Net {
     }
 
     fn m(&self, i: usize) -> &Machine {
-        &self.nodes[&addr(i)]
+        self.h.machine(self.idx(i)).unwrap()
+    }
+
+    /// Member `i`'s machine, changed behind the network's back (nothing is
+    /// drained).
+    fn node_mut(&mut self, i: usize) -> &mut Machine {
+        let idx = self.idx(i);
+        self.h.machine_mut(idx).unwrap()
+    }
+
+    /// Every spawned member's machine, running or crashed.
+    fn machines(&self) -> impl Iterator<Item = &Machine> {
+        self.h.machines().map(|(_, m)| m)
     }
 
     fn with<R>(&mut self, i: usize, f: impl FnOnce(&mut Machine, Instant) -> R) -> R {
-        let now = self.now;
-        let r = f(self.nodes.get_mut(&addr(i)).unwrap(), now);
-        self.drain(&addr(i));
+        self.sync();
+        let r = self.h.with(self.idx(i), f).unwrap();
+        self.pull();
         r
     }
 
+    /// Member `i` stops: it is not woken and messages to it are dropped;
+    /// its machine stays readable.
     fn crash(&mut self, i: usize) {
-        self.down.insert(addr(i));
+        let idx = self.idx(i);
+        self.h.set_down(idx, true);
     }
 
-    fn drain(&mut self, a: &NodeAddr) {
-        let max = self.cfg.max_message_size;
-        let m = self.nodes.get_mut(a).unwrap();
-        while let Some(t) = m.poll_transmit() {
-            let size = t.msg.encoded_len();
-            assert!(size <= max, "message of {size} bytes exceeds {max}");
-            let e = self.sent.entry(kind(&t)).or_default();
-            e.0 += 1;
-            e.1 += size as u64;
-            if let Some(log) = &mut self.log {
-                log.push(t.clone());
-            }
-            let extra = self.slow.get(&t.to).copied().unwrap_or_default();
-            self.queue.push_back((self.now + LATENCY + extra, t));
-        }
-        while let Some(e) = m.poll_event() {
-            self.events.entry(a.clone()).or_default().push(e);
-        }
-    }
-
-    fn next_time(&self) -> Instant {
-        let mut t = self.queue.iter().map(|(t, _)| *t).min();
-        for (a, m) in &self.nodes {
-            if self.down.contains(a) {
-                continue;
-            }
-            if let Some(d) = m.poll_timeout() {
-                t = Some(t.map_or(d, |x| x.min(d)));
-            }
-            if self.every_tick {
-                t = Some(t.map_or(m.sync.next_tick(), |x| x.min(m.sync.next_tick())));
-            }
-        }
-        t.unwrap_or(self.now + Duration::from_secs(1))
-    }
-
-    /// Advances to the next event and processes everything due then.
+    /// Advances to the next instant that has anything due and processes
+    /// everything due then (deliveries first, then wake-ups by member).
     fn step(&mut self) {
-        self.now = self.next_time().max(self.now);
-        let (due, later): (VecDeque<_>, VecDeque<_>) =
-            self.queue.drain(..).partition(|(t, _)| *t <= self.now);
-        self.queue = later;
-        for (_, t) in due {
-            if self.down.contains(&t.to) || !self.nodes.contains_key(&t.to) {
-                continue;
+        self.sync();
+        match self.h.next_at() {
+            Some(t) => {
+                while self.h.next_at() == Some(t) {
+                    self.h.step();
+                }
             }
-            if self.loss > 0.0 && self.rng.random_bool(self.loss) {
-                continue;
-            }
-            let now = self.now;
-            self.nodes
-                .get_mut(&t.to)
-                .unwrap()
-                .handle_message(now, t.msg);
-            self.drain(&t.to);
+            None => self.h.advance_to(self.h.now() + Duration::from_secs(1)),
         }
-        let due: Vec<NodeAddr> = self
-            .nodes
-            .iter()
-            .filter(|(a, m)| {
-                !self.down.contains(*a)
-                    && (m.poll_timeout().is_some_and(|d| d <= self.now)
-                        || self.every_tick && m.sync.next_tick() <= self.now)
-            })
-            .map(|(a, _)| a.clone())
-            .collect();
-        for a in due {
-            let now = self.now;
-            self.nodes.get_mut(&a).unwrap().handle_timeout(now);
-            *self.wakes.entry(a.clone()).or_default() += 1;
-            self.drain(&a);
-        }
+        self.pull();
     }
 
     /// Processes everything due before `now + d`, and nothing after: the
     /// first event at or past the end (a probe, say, now that quiet members
     /// are not woken for idle gossip ticks) belongs to the next period.
     fn run_for(&mut self, d: Duration) {
-        let end = self.now + d;
-        while self.next_time() < end {
+        let end = self.h.now() + d;
+        while self.h.next_at().is_some_and(|t| t < end) {
             self.step();
         }
-        self.now = self.now.max(end);
+        self.h.advance_to(end);
+        self.pull();
     }
 
     /// Runs until `cond` holds; returns the virtual time it took, or panics
@@ -228,22 +237,19 @@ impl Net {
         self.now - begin
     }
 
-    fn live_up(&self) -> Vec<&NodeAddr> {
-        self.nodes
-            .keys()
-            .filter(|a| !self.down.contains(*a))
+    /// The running members' machines.
+    fn live_up(&self) -> Vec<&Machine> {
+        (0..self.h.members())
+            .filter(|&i| self.h.is_up(i))
+            .filter_map(|i| self.h.machine(i))
             .collect()
     }
 
     /// Every running member lists exactly the running members.
     fn converged(&self) -> bool {
-        let up = self.live_up();
-        up.iter().all(|a| {
-            let seen: Vec<NodeAddr> = self.nodes[*a]
-                .members(self.now)
-                .into_iter()
-                .map(|m| m.addr)
-                .collect();
+        let up: Vec<&NodeAddr> = self.live_up().iter().map(|m| &m.local_id().addr).collect();
+        self.live_up().iter().all(|m| {
+            let seen: Vec<NodeAddr> = m.members(self.now).into_iter().map(|m| m.addr).collect();
             seen.len() == up.len() && up.iter().all(|u| seen.contains(u))
         })
     }
@@ -268,12 +274,7 @@ impl Net {
             broadcasts: vec![],
             body: Some(Body::Gossip(pb::Gossip {})),
         };
-        let now = self.now;
-        self.nodes
-            .get_mut(&addr(to))
-            .unwrap()
-            .handle_message(now, msg);
-        self.drain(&addr(to));
+        self.with(to, |m, now| m.handle_message(now, msg));
     }
 }
 
@@ -401,10 +402,7 @@ fn a_tombstone_blocks_resurrection_by_stale_gossip() {
         ..Default::default()
     };
     let now = net.now;
-    net.nodes
-        .get_mut(&addr(0))
-        .unwrap()
-        .handle_message(now, stale);
+    net.node_mut(0).handle_message(now, stale);
     assert_eq!(net.state_of(0, 2), Some(MemberState::Dead));
     assert_eq!(net.m(0).members(net.now).len(), 2);
     // After the tombstone TTL it is forgotten.
@@ -489,7 +487,7 @@ fn key_versions_merge_out_of_order() {
     let mut net = Net::chain(cfg(), 2);
     net.run_until(Duration::from_secs(2), "join", Net::converged);
     // Capture member 0's pushes instead of delivering them.
-    net.queue.clear();
+    net.h.take_in_flight();
     net.with(0, |m, now| {
         m.set_key(now, "k", Bytes::from_static(b"v1"), None)
             .unwrap();
@@ -497,19 +495,16 @@ fn key_versions_merge_out_of_order() {
             .unwrap();
     });
     let mut pushes: Vec<Transmit> = net
-        .queue
-        .drain(..)
-        .map(|(_, t)| t)
+        .h
+        .take_in_flight()
+        .into_iter()
         .filter(|t| matches!(t.msg.body, Some(Body::Delta(_))))
         .collect();
     assert_eq!(pushes.len(), 2);
     pushes.reverse();
     let now = net.now;
     for t in pushes.iter().chain(pushes.iter()) {
-        net.nodes
-            .get_mut(&addr(1))
-            .unwrap()
-            .handle_message(now, t.msg.clone());
+        net.node_mut(1).handle_message(now, t.msg.clone());
     }
     assert_eq!(net.m(1).get_key(now, &addr(0), "k").unwrap().value, "v2");
     assert_eq!(net.m(1).member(now, &addr(0)).unwrap().version, 2);
@@ -594,10 +589,7 @@ fn messages_from_another_cluster_change_nothing() {
         ..Default::default()
     };
     let now = net.now;
-    net.nodes
-        .get_mut(&addr(0))
-        .unwrap()
-        .handle_message(now, foreign);
+    net.node_mut(0).handle_message(now, foreign);
     assert_eq!(net.m(0).members(net.now), before);
     assert!(net.m(0).poll_transmit_is_empty());
 }
@@ -744,7 +736,7 @@ fn a_healed_partition_converges_to_one_view() {
     let cross = |t: &Transmit, from_left: bool| left.contains(&t.to) != from_left;
     let end = net.now + Duration::from_secs(40);
     while net.now < end {
-        net.queue.retain(|(_, t)| {
+        net.h.retain_in_flight(|t| {
             let from = NodeAddr::parse(&t.msg.from.as_ref().unwrap().addr).unwrap();
             !cross(t, left.contains(&from))
         });
@@ -845,7 +837,7 @@ fn healing_a_partition_kills_nobody_on_either_side() {
     let left: HashSet<NodeAddr> = (0..n / 2).map(addr).collect();
     let end = net.now + Duration::from_secs(60);
     while net.now < end {
-        net.queue.retain(|(_, t)| {
+        net.h.retain_in_flight(|t| {
             let from = NodeAddr::parse(&t.msg.from.as_ref().unwrap().addr).unwrap();
             left.contains(&from) == left.contains(&t.to)
         });
@@ -938,7 +930,7 @@ fn a_broadcast_with_a_known_id_is_not_sent_again() {
 impl Net {
     /// No running member's gossip rounds run.
     fn quiet(&self) -> bool {
-        self.live_up().iter().all(|a| !self.nodes[*a].is_active())
+        self.live_up().iter().all(|m| !m.is_active())
     }
 
     /// Messages of kind `k` sent so far.
@@ -948,11 +940,9 @@ impl Net {
 
     /// Every member has member `owner`'s key `key`.
     fn all_have(&self, owner: usize, key: &str) -> bool {
-        self.live_up().iter().all(|a| {
-            self.nodes[*a]
-                .get_key(self.now, &addr(owner), key)
-                .is_some()
-        })
+        self.live_up()
+            .iter()
+            .all(|m| m.get_key(self.now, &addr(owner), key).is_some())
     }
 }
 
@@ -1066,7 +1056,7 @@ fn a_silent_divergence_is_found_by_probe_fingerprints() {
     // Member 4 gets a key behind the protocol's back: no push, no round,
     // nobody active. Only its fingerprint differs.
     let now = net.now;
-    let m = net.nodes.get_mut(&addr(4)).unwrap();
+    let m = net.node_mut(4);
     let me = addr(4);
     m.table.update(&me, |n| {
         n.owner
@@ -1102,7 +1092,7 @@ fn an_update_missed_behind_a_partition_is_repaired_after_the_heal() {
         m.set_key(now, "k", Bytes::from_static(b"v"), None).unwrap()
     });
     while net.now < end {
-        net.queue.retain(|(_, t)| !cut(t));
+        net.h.retain_in_flight(|t| !cut(t));
         net.step();
     }
     assert!(net.m(5).get_key(net.now, &addr(0), "k").is_none(), "missed");
@@ -1166,7 +1156,7 @@ fn a_quiet_member_sleeps_until_its_next_probe() {
     // it awaits its ack (1 ms here) and tombstone collection (every 15 s).
     let sleeps_to_its_probe = |net: &Net| {
         let mut checked = 0;
-        for m in net.nodes.values() {
+        for m in net.machines() {
             assert!(!m.is_active());
             if m.swim.indirect_deadline().is_none() && m.swim.next_suspicion_deadline().is_none() {
                 let t = m.poll_timeout().unwrap();
@@ -1227,7 +1217,7 @@ fn a_quiet_member_sleeps_until_its_next_probe() {
     );
     // Those who learn it tick again too.
     net.run_until(Duration::from_secs(1), "spread", |x| x.all_have(3, "k"));
-    for m in net.nodes.values() {
+    for m in net.machines() {
         assert!(m.is_active());
         assert_eq!(m.timers.get(Timer::GossipTick), Some(m.sync.next_tick()));
         assert!(m.poll_timeout().unwrap() <= net.now + gossip);
