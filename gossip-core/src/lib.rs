@@ -10,8 +10,16 @@
 //! The protocol is the sans-IO [`Machine`]: it takes `(now, message)` and timer
 //! expiries and yields messages to send, its next deadline and [`Event`]s. It
 //! never reads a clock, opens a socket or spawns a task. [`Member`] drives it
-//! with tokio over any [`Transport`]; [`MemNetwork`] is an in-memory transport
-//! for tests and simulation.
+//! with tokio over any [`Transport`].
+//!
+//! # Cargo features
+//!
+//! * `test-utils` (off by default): test transports for this crate's users'
+//!   tests and simulations. `MemNetwork` / `MemTransport`, an in-memory
+//!   network whose links can be cut, and `FaultController` /
+//!   `FaultyTransport`, loss, delay and partitions around any transport.
+//!   Enable it in `[dev-dependencies]` (or in a test-support crate); a
+//!   production build does not need it.
 #![deny(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
@@ -22,10 +30,12 @@ mod detector;
 mod driver;
 mod error;
 mod event;
+#[cfg(feature = "test-utils")]
 mod fault;
 mod id;
 mod kv;
 mod machine;
+#[cfg(feature = "test-utils")]
 mod mem;
 mod members;
 mod membership;
@@ -40,9 +50,11 @@ pub use config::{Config, MAX_KEY_LEN, MAX_META_BYTES, MAX_META_ENTRIES};
 pub use driver::{Member, MemberOptions};
 pub use error::{AddrError, GossipError, Rejection, TransportError};
 pub use event::{BroadcastMsg, Event, KeyEntry, MemberInfo, MemberState};
+#[cfg(feature = "test-utils")]
 pub use fault::{FaultController, FaultyTransport};
 pub use id::{NodeAddr, NodeId};
 pub use machine::{Machine, Transmit};
+#[cfg(feature = "test-utils")]
 pub use mem::{MemNetwork, MemTransport};
 pub use membership::{BoxFuture, Membership};
 pub use stats::{
