@@ -258,12 +258,9 @@ fn flush<T: Transport>(shared: &Arc<Shared<T>>, outbox: &mut Outbox<T>) {
             e.push(x);
         }
         for rtt in m.take_probe_rtts() {
-            shared.stats.probe_rtt.record(rtt);
+            shared.stats.record_probe_rtt(rtt);
         }
-        shared
-            .stats
-            .queue_depth
-            .store(m.queue_depth() as u64, std::sync::atomic::Ordering::Relaxed);
+        shared.stats.set_queue_depth(m.queue_depth());
         (t, e)
     };
     for e in events {

@@ -57,10 +57,7 @@ pub use machine::{Machine, Transmit};
 #[cfg(feature = "test-utils")]
 pub use mem::{MemNetwork, MemTransport};
 pub use membership::{BoxFuture, Membership};
-pub use stats::{
-    KindCounters, KindCounts, MessageKind, RTT_BUCKETS_US, RttHistogram, RttSnapshot, Stats,
-    StatsSnapshot,
-};
+pub use stats::{KindCounts, MessageKind, RTT_BUCKETS_US, RttSnapshot, Stats, StatsSnapshot};
 pub use tls::{MtlsFiles, TlsConfig};
 pub use transport::Transport;
 

@@ -14,7 +14,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use gossip_proto::v1::Envelope;
@@ -65,10 +64,7 @@ impl<T: Transport> Outbox<T> {
             Some(tx) => match tx.try_send(msg) {
                 Ok(()) => return,
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    self.sender
-                        .stats
-                        .send_dropped
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.sender.stats.record_send_dropped();
                     trace!(%to, "outbound queue full; message dropped");
                     return;
                 }
@@ -151,21 +147,15 @@ async fn send<T: Transport>(sender: &Sender<T>, to: &NodeAddr, batch: Vec<Envelo
     match result.await {
         Ok(Ok(())) => {
             for (kind, size) in counts {
-                sender.stats.count_sent(kind, size);
+                sender.stats.record_sent(kind, size);
             }
         }
         Ok(Err(e)) => {
-            sender
-                .stats
-                .send_failures
-                .fetch_add(counts.len() as u64, Ordering::Relaxed);
+            sender.stats.record_send_failed(counts.len());
             debug!(%to, error = %e, messages = counts.len(), "send failed");
         }
         Err(_) => {
-            sender
-                .stats
-                .send_failures
-                .fetch_add(counts.len() as u64, Ordering::Relaxed);
+            sender.stats.record_send_failed(counts.len());
             debug!(%to, messages = counts.len(), "send timed out");
         }
     }
