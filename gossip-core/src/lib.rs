@@ -42,7 +42,6 @@ mod membership;
 mod outbox;
 mod queue;
 mod stats;
-mod tls;
 mod transport;
 
 pub use codec::{Inbound, inbound_channel};
@@ -58,7 +57,6 @@ pub use machine::{Machine, Transmit};
 pub use mem::{MemNetwork, MemTransport};
 pub use membership::{BoxFuture, Membership};
 pub use stats::{KindCounts, MessageKind, RTT_BUCKETS_US, RttSnapshot, Stats, StatsSnapshot};
-pub use tls::{MtlsFiles, TlsConfig};
 pub use transport::Transport;
 
 /// The wire schema, re-exported for transports.

@@ -77,9 +77,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use gossip_core::{Inbound, NodeAddr, TlsConfig, Transport, TransportError};
+use gossip_core::{Inbound, NodeAddr, Transport, TransportError};
 use gossip_proto::v1::Envelope;
-use gossip_tls::{TlsMode, TlsSetup, rustls};
+use gossip_tls::{TlsConfig, TlsMode, TlsSetup, rustls};
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;

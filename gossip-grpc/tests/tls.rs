@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gossip_core::{
-    Config, Inbound, Member, MemberOptions, Membership, Stats, TlsConfig, Transport,
+    Config, Inbound, Member, MemberOptions, Membership, Stats, Transport,
     TransportError, inbound_channel, pb,
 };
 use gossip_grpc::{ALPN_H2, GrpcConfig, GrpcTransport, send_raw_frame, send_raw_frame_tls};
-use gossip_tls::{TlsMode, TlsSetup, dev_node_files, generate_dev_certs};
+use gossip_tls::{TlsConfig, TlsMode, TlsSetup, dev_node_files, generate_dev_certs};
 use prost::Message;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;

@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gossip_core::{
-    Inbound, MtlsFiles, NodeAddr, Stats, TlsConfig, Transport, TransportError, inbound_channel, pb,
-};
+use gossip_core::{Inbound, NodeAddr, Stats, Transport, TransportError, inbound_channel, pb};
+use gossip_tls::{MtlsFiles, TlsConfig};
 use gossip_grpc::{GrpcConfig, GrpcTransport, send_raw_frame};
 use prost::Message;
 use tokio::io::AsyncWriteExt;

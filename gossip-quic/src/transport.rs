@@ -272,7 +272,7 @@ impl QuicTransport {
     /// with the first [`Transport::start`] or send.
     ///
     /// # Errors
-    /// [`TransportError::Other`] for [`TlsConfig::None`](gossip_core::TlsConfig::None)
+    /// [`TransportError::Other`] for [`TlsConfig::None`](gossip_tls::TlsConfig::None)
     /// (QUIC always encrypts), for TLS files that cannot be loaded (the
     /// message names the file), for an unspecified listen IP without
     /// [`QuicConfig::advertise`], or an idle timeout QUIC cannot express;
