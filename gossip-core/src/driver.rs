@@ -112,14 +112,14 @@ impl<T: Transport> Member<T> {
     ///
     /// # Errors
     /// The transport's error if it cannot start serving;
-    /// [`TransportError::Other`] if the member has already shut down.
+    /// [`TransportError::ShutDown`] if the member has already shut down.
     pub async fn start(&self) -> Result<(), TransportError> {
         let mut task = self.task.lock().await;
         if task.is_some() {
             return Ok(());
         }
         if *self.shared.stop.borrow() {
-            return Err(TransportError::Other("member has shut down".into()));
+            return Err(TransportError::ShutDown);
         }
         let (inbound, rx) = crate::codec::inbound_channel(
             &self.shared.config.cluster_id,
