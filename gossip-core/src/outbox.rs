@@ -7,7 +7,9 @@
 //! pieces) and hands it to [`Transport::send_batch`] in one call, so a
 //! transport can carry it in one frame or one write. A slow or unreachable
 //! peer fills only its own queue: further messages to it are dropped and
-//! counted ([`Stats::send_dropped`]), and sends to every other peer go on.
+//! counted
+//! ([`StatsSnapshot::send_dropped`](crate::StatsSnapshot::send_dropped)),
+//! and sends to every other peer go on.
 //! A task with nothing to send for [`PEER_IDLE`] ends; the next message to
 //! that peer starts a new one, so the number of tasks follows the peers
 //! recently talked to, not the cluster size.

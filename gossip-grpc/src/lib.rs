@@ -403,7 +403,8 @@ impl Transport for GrpcTransport {
     /// Puts the batch on the peer's `Gossip` stream in frames of at most the
     /// maximum message size; returns once they are queued on the stream,
     /// without waiting for the peer. A rejection comes back later and is
-    /// counted in [`Stats::rejected_by_peer`](gossip_core::Stats).
+    /// counted in
+    /// [`StatsSnapshot::rejected_by_peer`](gossip_core::StatsSnapshot::rejected_by_peer).
     async fn send_batch(&self, to: &NodeAddr, batch: Vec<Envelope>) -> Result<(), TransportError> {
         self.clients.send_batch(to, batch).await
     }
