@@ -61,7 +61,7 @@ impl Inbound {
             .and_then(|()| Envelope::decode(frame).map_err(|e| Rejection::Malformed(e.to_string())))
             .and_then(|env| self.admit(env, frame.len()));
         if let Err(r) = &result {
-            self.stats.count_rejection(r);
+            self.stats.record_rejection(r);
         }
         result
     }
@@ -77,7 +77,7 @@ impl Inbound {
         let size = env.encoded_len();
         let result = self.check_size(size).and_then(|()| self.admit(env, size));
         if let Err(r) = &result {
-            self.stats.count_rejection(r);
+            self.stats.record_rejection(r);
         }
         result
     }
@@ -86,7 +86,7 @@ impl Inbound {
     /// frame over (e.g. a length prefix over the limit, a truncated frame),
     /// and returns it, so that every refusal shows in [`Stats`].
     pub fn reject(&self, r: Rejection) -> Rejection {
-        self.stats.count_rejection(&r);
+        self.stats.record_rejection(&r);
         r
     }
 
@@ -94,25 +94,20 @@ impl Inbound {
     /// sending side of a rejection that travels back asynchronously, e.g. on
     /// a gRPC stream), so that a refusal shows on both sides.
     pub fn count_peer_rejection(&self) {
-        self.stats
-            .rejected_by_peer
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats.record_rejected_by_peer();
     }
 
     /// Records how many outgoing connections the transport holds now, for
-    /// [`Stats::connections`].
+    /// [`StatsSnapshot::connections`](crate::StatsSnapshot::connections).
     pub fn set_connections(&self, open: usize) {
-        self.stats
-            .connections
-            .store(open as u64, std::sync::atomic::Ordering::Relaxed);
+        self.stats.set_connections(open);
     }
 
     /// Counts outgoing connections the transport closed to stay within its
-    /// bound or because they were idle ([`Stats::connections_evicted`]).
+    /// bound or because they were idle
+    /// ([`StatsSnapshot::connections_evicted`](crate::StatsSnapshot::connections_evicted)).
     pub fn count_connections_evicted(&self, n: u64) {
-        self.stats
-            .connections_evicted
-            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        self.stats.record_connections_evicted(n);
     }
 
     /// Checks a frame length announced by the peer against the limit, before
@@ -152,7 +147,7 @@ impl Inbound {
         let kind = MessageKind::of(&env);
         match self.tx.try_send(env) {
             Ok(()) => {
-                self.stats.count_received(kind, size);
+                self.stats.record_received(kind, size);
                 Ok(())
             }
             Err(mpsc::error::TrySendError::Full(_)) => Err(Rejection::Overloaded),

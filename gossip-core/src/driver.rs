@@ -113,14 +113,14 @@ impl<T: Transport> Member<T> {
     ///
     /// # Errors
     /// The transport's error if it cannot start serving;
-    /// [`TransportError::Other`] if the member has already shut down.
+    /// [`TransportError::ShutDown`] if the member has already shut down.
     pub async fn start(&self) -> Result<(), TransportError> {
         let mut task = self.task.lock().await;
         if task.is_some() {
             return Ok(());
         }
         if *self.shared.stop.borrow() {
-            return Err(TransportError::Other("member has shut down".into()));
+            return Err(TransportError::ShutDown);
         }
         let (inbound, rx) = crate::codec::inbound_channel(
             &self.shared.config.cluster_id,
@@ -259,12 +259,9 @@ fn flush<T: Transport>(shared: &Arc<Shared<T>>, outbox: &mut Outbox<T>) {
             e.push(x);
         }
         for rtt in m.take_probe_rtts() {
-            shared.stats.probe_rtt.record(rtt);
+            shared.stats.record_probe_rtt(rtt);
         }
-        shared
-            .stats
-            .queue_depth
-            .store(m.queue_depth() as u64, std::sync::atomic::Ordering::Relaxed);
+        shared.stats.set_queue_depth(m.queue_depth());
         (t, e)
     };
     for e in events {

@@ -89,10 +89,30 @@ impl Rejection {
     }
 }
 
-/// Errors a [`Transport`](crate::Transport) reports.
+/// Errors a [`Transport`](crate::Transport) (or [`Member::start`](crate::Member::start))
+/// reports. Sending fails with [`Refused`](Self::Refused),
+/// [`Unreachable`](Self::Unreachable), [`Rejected`](Self::Rejected),
+/// [`TooLarge`](Self::TooLarge) or [`ShutDown`](Self::ShutDown); setting up
+/// and starting with [`Io`](Self::Io), [`Tls`](Self::Tls),
+/// [`InvalidConfig`](Self::InvalidConfig), [`AlreadyStarted`](Self::AlreadyStarted)
+/// or [`ShutDown`](Self::ShutDown).
 #[derive(Debug, Error)]
 pub enum TransportError {
-    /// The peer could not be reached or the connection failed.
+    /// Nothing listens at the peer's address: TCP connection refused, ICMP
+    /// port unreachable, a QUIC connection refused. A definitive signal,
+    /// unlike a timeout ([`Unreachable`](Self::Unreachable)). Transports
+    /// report it only when they can tell: gRPC (a refused TCP connection)
+    /// and the in-memory transport do; QUIC cannot (quinn 0.11 surfaces no
+    /// ICMP error on its unconnected UDP socket, so a peer with nothing
+    /// listening is a handshake timeout there).
+    #[error("connection to {addr} refused: nothing listens there")]
+    Refused {
+        /// The peer's address.
+        addr: String,
+    },
+    /// The peer could not be reached or the connection failed (a timeout, a
+    /// name that does not resolve, a connection lost, a TLS handshake this
+    /// side gave up).
     #[error("cannot reach {addr}: {reason}")]
     Unreachable {
         /// The peer's address.
@@ -108,10 +128,43 @@ pub enum TransportError {
         /// The peer's explanation.
         reason: String,
     },
+    /// A message too large for the transport's framing, refused before
+    /// anything was sent.
+    #[error("frame of {size} bytes exceeds the transport's limit of {max} bytes")]
+    TooLarge {
+        /// Size of the frame, bytes.
+        size: usize,
+        /// The transport's limit, bytes.
+        max: usize,
+    },
     /// Binding or serving the local endpoint failed.
     #[error("transport I/O error: {0}")]
     Io(#[from] std::io::Error),
-    /// Any other transport failure.
+    /// The TLS configuration cannot be built or used: a PEM file missing or
+    /// invalid (the message names the file, never its contents), a mode the
+    /// transport does not support, a rustls setup the transport cannot use.
     #[error("{0}")]
-    Other(String),
+    Tls(String),
+    /// The transport's configuration is unusable (e.g. an unspecified listen
+    /// address with no advertised address, a timeout the protocol cannot
+    /// express). The message says which setting.
+    #[error("{0}")]
+    InvalidConfig(String),
+    /// [`Transport::start`](crate::Transport::start) was called on a
+    /// transport that is already running.
+    #[error("the transport is already started")]
+    AlreadyStarted,
+    /// The transport (or the member) has shut down: it cannot start or send
+    /// again.
+    #[error("the transport has shut down")]
+    ShutDown,
+}
+
+impl TransportError {
+    /// Whether nothing listens at the peer's address
+    /// ([`TransportError::Refused`]): the peer is down for sure, not merely
+    /// slow.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, TransportError::Refused { .. })
+    }
 }

@@ -10,8 +10,19 @@
 //! The protocol is the sans-IO [`Machine`]: it takes `(now, message)` and timer
 //! expiries and yields messages to send, its next deadline and [`Event`]s. It
 //! never reads a clock, opens a socket or spawns a task. [`Member`] drives it
-//! with tokio over any [`Transport`]; [`MemNetwork`] is an in-memory transport
-//! for tests and simulation.
+//! with tokio over any [`Transport`].
+//!
+//! # Cargo features
+//!
+//! * `test-utils` (off by default): test transports for this crate's users'
+//!   tests and simulations. `MemNetwork` / `MemTransport`, an in-memory
+//!   network whose links can be cut, and `FaultController` /
+//!   `FaultyTransport`, loss, delay and partitions around any transport;
+//!   and `harness`, the discrete-event driver of many machines under
+//!   virtual time that the simulator (`gossip-sim`) and the machine's own
+//!   tests run on.
+//!   Enable it in `[dev-dependencies]` (or in a test-support crate); a
+//!   production build does not need it.
 #![deny(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
@@ -23,12 +34,14 @@ mod digest;
 mod driver;
 mod error;
 mod event;
+#[cfg(feature = "test-utils")]
 mod fault;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod harness;
 mod id;
 mod kv;
 mod machine;
+#[cfg(feature = "test-utils")]
 mod mem;
 mod members;
 mod membership;
@@ -36,7 +49,6 @@ mod outbox;
 mod queue;
 mod stats;
 mod swim;
-mod tls;
 mod transport;
 
 pub use codec::{Inbound, inbound_channel};
@@ -47,16 +59,14 @@ pub use config::{
 pub use driver::{Member, MemberOptions};
 pub use error::{AddrError, GossipError, Rejection, TransportError};
 pub use event::{BroadcastMsg, Event, KeyEntry, MemberInfo, MemberState};
+#[cfg(feature = "test-utils")]
 pub use fault::{FaultController, FaultyTransport};
 pub use id::{NodeAddr, NodeId};
 pub use machine::{Machine, Transmit};
+#[cfg(feature = "test-utils")]
 pub use mem::{MemNetwork, MemTransport};
 pub use membership::{BoxFuture, Membership};
-pub use stats::{
-    KindCounters, KindCounts, MessageKind, RTT_BUCKETS_US, RttHistogram, RttSnapshot, Stats,
-    StatsSnapshot,
-};
-pub use tls::{MtlsFiles, TlsConfig};
+pub use stats::{KindCounts, MessageKind, RTT_BUCKETS_US, RttSnapshot, Stats, StatsSnapshot};
 pub use transport::Transport;
 
 /// The wire schema, re-exported for transports.

@@ -94,6 +94,12 @@ impl MemNetwork {
 }
 
 /// One member's endpoint on a [`MemNetwork`].
+///
+/// A send to an address where no transport is started (never started, or
+/// shut down) fails with [`TransportError::Refused`], as a TCP connection to
+/// a closed port would; across a cut link it fails with
+/// [`TransportError::Unreachable`]; a frame the peer's [`Inbound`] refuses
+/// is [`TransportError::Rejected`].
 #[derive(Clone)]
 pub struct MemTransport {
     net: MemNetwork,
@@ -114,14 +120,17 @@ impl Transport for MemTransport {
         let inbound = {
             let net = self.net.lock();
             if net.cut.contains(&(self.addr.clone(), to.clone())) {
-                None
-            } else {
-                net.nodes.get(to).cloned()
+                return Err(TransportError::Unreachable {
+                    addr: to.to_string(),
+                    reason: "link cut on the in-memory network".into(),
+                });
             }
+            net.nodes.get(to).cloned()
         };
-        let inbound = inbound.ok_or_else(|| TransportError::Unreachable {
+        // Nothing registered (never started, or shut down): the in-memory
+        // counterpart of a refused connection.
+        let inbound = inbound.ok_or_else(|| TransportError::Refused {
             addr: to.to_string(),
-            reason: "no such member on the in-memory network, or link cut".into(),
         })?;
         inbound
             .accept_bytes(&msg.encode_to_vec())
@@ -133,5 +142,68 @@ impl Transport for MemTransport {
 
     async fn shutdown(&self) {
         self.net.lock().nodes.remove(&self.addr);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use gossip_proto::v1 as pb;
+
+    use super::*;
+    use crate::codec::inbound_channel;
+    use crate::stats::Stats;
+
+    fn envelope(from: &NodeAddr) -> Envelope {
+        Envelope {
+            cluster_id: "c".into(),
+            from: Some(pb::NodeId {
+                addr: from.to_string(),
+                generation: 1,
+            }),
+            body: Some(pb::envelope::Body::Gossip(pb::Gossip {})),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_refused_a_cut_link_unreachable() {
+        let net = MemNetwork::new();
+        let (a, b) = (net.transport(), net.transport());
+        let (inbound, _rx) = inbound_channel("c", 1024, 8, Arc::new(Stats::default()));
+        b.start(inbound).await.unwrap();
+        a.send(&b.local_addr(), envelope(&a.local_addr()))
+            .await
+            .unwrap();
+
+        // An address nobody started a transport at.
+        let nobody = NodeAddr::parse("mem99:7000").unwrap();
+        let err = a
+            .send(&nobody, envelope(&a.local_addr()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, TransportError::Refused { addr } if *addr == nobody.to_string()),
+            "{err:?}"
+        );
+        assert!(err.is_refused());
+
+        net.cut(&a.local_addr(), &b.local_addr());
+        let err = a
+            .send(&b.local_addr(), envelope(&a.local_addr()))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TransportError::Unreachable { .. }), "{err:?}");
+        assert!(!err.is_refused());
+        net.heal();
+
+        // A member that shut down no longer listens.
+        b.shutdown().await;
+        let err = a
+            .send(&b.local_addr(), envelope(&a.local_addr()))
+            .await
+            .unwrap_err();
+        assert!(err.is_refused(), "{err:?}");
     }
 }

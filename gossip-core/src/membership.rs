@@ -22,67 +22,53 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// the key/value state, write its own metadata and keys, broadcast, watch
 /// events, and leave. Implemented by [`Member`](crate::Member) for every
 /// transport.
+///
+/// The commands it shares with the sans-IO [`Machine`](crate::Machine) are
+/// documented once, on the `Machine` method of the same name, which the
+/// member runs at the current time: its result, errors and guarantees are
+/// this method's. [`GossipError::ShutDown`] there means the member has
+/// left or shut down.
 pub trait Membership: Send + Sync {
-    /// This member's id (advertised address and generation).
+    /// This member's id. See [`Machine::local_id`](crate::Machine::local_id).
     fn local_id(&self) -> NodeId;
 
-    /// The live members (alive or suspect), this member included, sorted by
-    /// address. Dead and left members are not listed.
+    /// The live members. See [`Machine::members`](crate::Machine::members).
     fn members(&self) -> Vec<MemberInfo>;
 
-    /// Every member known, tombstones (dead, left) included, sorted by
-    /// address.
+    /// Every member known, tombstones included. See
+    /// [`Machine::all_members`](crate::Machine::all_members).
     fn all_members(&self) -> Vec<MemberInfo>;
 
-    /// Records an address to join through. It is contacted at once and
-    /// retried with exponential backoff until it answers; it becomes a member
-    /// only once it has answered (requirement 6).
+    /// Records an address to join through. See
+    /// [`Machine::add_seed`](crate::Machine::add_seed).
     fn add_seed(&self, addr: NodeAddr);
 
-    /// Replaces this member's metadata; every member eventually sees it.
-    ///
-    /// # Errors
-    /// [`GossipError::TooManyMetaEntries`] or [`GossipError::TooLarge`] past
-    /// the limits [`MAX_META_ENTRIES`](crate::MAX_META_ENTRIES) and
-    /// [`MAX_META_BYTES`](crate::MAX_META_BYTES); [`GossipError::ShutDown`].
+    /// Replaces this member's metadata. See
+    /// [`Machine::set_meta`](crate::Machine::set_meta).
     fn set_meta(&self, meta: BTreeMap<String, String>) -> Result<(), GossipError>;
 
-    /// Sets one of this member's keys, optionally expiring everywhere after
-    /// `ttl`. Returns the version of the write.
-    ///
-    /// # Errors
-    /// [`GossipError::InvalidKey`], [`GossipError::TooLarge`] if the value
-    /// could not fit in one message, [`GossipError::ShutDown`].
+    /// Sets one of this member's keys. See
+    /// [`Machine::set_key`](crate::Machine::set_key).
     fn set_key(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, GossipError>;
 
-    /// Deletes one of this member's keys (a versioned tombstone). Returns the
-    /// version of the deletion, or `None` if the key did not exist.
-    ///
-    /// # Errors
-    /// [`GossipError::InvalidKey`], [`GossipError::ShutDown`].
+    /// Deletes one of this member's keys. See
+    /// [`Machine::delete_key`](crate::Machine::delete_key).
     fn delete_key(&self, key: &str) -> Result<Option<u64>, GossipError>;
 
-    /// Reads a key of any owner (`None` if unknown, deleted or expired).
+    /// Reads a key of a live owner. See
+    /// [`Machine::get_key`](crate::Machine::get_key).
     fn get_key(&self, owner: &NodeAddr, key: &str) -> Option<KeyEntry>;
 
-    /// Every live key of every live owner, grouped by owner address.
+    /// Every visible key of every live owner. See
+    /// [`Machine::kv`](crate::Machine::kv).
     fn kv(&self) -> BTreeMap<NodeAddr, BTreeMap<String, KeyEntry>>;
 
-    /// Broadcasts `payload` to every live member, each delivering it once;
-    /// `ttl_hops` bounds how far it is forwarded (`None`: the configured
-    /// default). Returns the broadcast's UUID.
-    ///
-    /// # Errors
-    /// [`GossipError::TooLarge`] if the payload could not fit in one message,
-    /// [`GossipError::ShutDown`].
+    /// Broadcasts `payload` to every live member. See
+    /// [`Machine::broadcast`](crate::Machine::broadcast).
     fn broadcast(&self, payload: Bytes, ttl_hops: Option<u32>) -> Result<Uuid, GossipError>;
 
-    /// As [`Membership::broadcast`] under the caller's `uuid`, so that a
-    /// client can retry safely: returns false, and sends and delivers
-    /// nothing, if this member has already seen a broadcast with that id.
-    ///
-    /// # Errors
-    /// As [`Membership::broadcast`].
+    /// Broadcasts under the caller's `uuid`, so that a client can retry
+    /// safely. See [`Machine::broadcast_with_id`](crate::Machine::broadcast_with_id).
     fn broadcast_with_id(
         &self,
         uuid: Uuid,

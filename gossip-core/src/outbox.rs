@@ -7,14 +7,15 @@
 //! pieces) and hands it to [`Transport::send_batch`] in one call, so a
 //! transport can carry it in one frame or one write. A slow or unreachable
 //! peer fills only its own queue: further messages to it are dropped and
-//! counted ([`Stats::send_dropped`]), and sends to every other peer go on.
+//! counted
+//! ([`StatsSnapshot::send_dropped`](crate::StatsSnapshot::send_dropped)),
+//! and sends to every other peer go on.
 //! A task with nothing to send for [`PEER_IDLE`] ends; the next message to
 //! that peer starts a new one, so the number of tasks follows the peers
 //! recently talked to, not the cluster size.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use gossip_proto::v1::Envelope;
@@ -65,10 +66,7 @@ impl<T: Transport> Outbox<T> {
             Some(tx) => match tx.try_send(msg) {
                 Ok(()) => return,
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    self.sender
-                        .stats
-                        .send_dropped
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.sender.stats.record_send_dropped();
                     trace!(%to, "outbound queue full; message dropped");
                     return;
                 }
@@ -151,21 +149,15 @@ async fn send<T: Transport>(sender: &Sender<T>, to: &NodeAddr, batch: Vec<Envelo
     match result.await {
         Ok(Ok(())) => {
             for (kind, size) in counts {
-                sender.stats.count_sent(kind, size);
+                sender.stats.record_sent(kind, size);
             }
         }
         Ok(Err(e)) => {
-            sender
-                .stats
-                .send_failures
-                .fetch_add(counts.len() as u64, Ordering::Relaxed);
+            sender.stats.record_send_failed(counts.len());
             debug!(%to, error = %e, messages = counts.len(), "send failed");
         }
         Err(_) => {
-            sender
-                .stats
-                .send_failures
-                .fetch_add(counts.len() as u64, Ordering::Relaxed);
+            sender.stats.record_send_failed(counts.len());
             debug!(%to, messages = counts.len(), "send timed out");
         }
     }

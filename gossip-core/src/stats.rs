@@ -94,7 +94,7 @@ pub const RTT_BUCKETS_US: [u64; 13] = [
 
 /// Messages and bytes of one direction, per [`MessageKind`].
 #[derive(Debug, Default)]
-pub struct KindCounters {
+struct KindCounters {
     messages: [AtomicU64; 8],
     bytes: [AtomicU64; 8],
 }
@@ -113,7 +113,8 @@ impl KindCounters {
     }
 }
 
-/// A copy of [`KindCounters`]. Serializes as `{"ping": {"messages": n,
+/// Messages and bytes of one direction, per [`MessageKind`], at one moment
+/// (in [`StatsSnapshot`]). Serializes as `{"ping": {"messages": n,
 /// "bytes": n}, ...}` with every kind present.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KindCounts {
@@ -163,7 +164,7 @@ impl Serialize for KindCounts {
 /// [`RTT_BUCKETS_US`]: the time from a probe's ping to its first ack, direct
 /// or relayed.
 #[derive(Debug, Default)]
-pub struct RttHistogram {
+struct RttHistogram {
     counts: [AtomicU64; RTT_BUCKETS_US.len() + 1],
     sum_us: AtomicU64,
     count: AtomicU64,
@@ -171,7 +172,7 @@ pub struct RttHistogram {
 
 impl RttHistogram {
     /// Records one sample.
-    pub fn record(&self, rtt: Duration) {
+    fn record(&self, rtt: Duration) {
         let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
         let i = RTT_BUCKETS_US.partition_point(|&b| b < us);
         self.counts[i].fetch_add(1, Ordering::Relaxed);
@@ -188,7 +189,8 @@ impl RttHistogram {
     }
 }
 
-/// A copy of [`RttHistogram`]. Serializes as `{"bounds_us": [...],
+/// The probe round-trip-time histogram at one moment (in
+/// [`StatsSnapshot`]), with the bucket bounds [`RTT_BUCKETS_US`]. Serializes as `{"bounds_us": [...],
 /// "counts": [...], "sum_us": n, "count": n}`, where `counts` has one more
 /// entry than `bounds_us` (samples above the last bound).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -213,50 +215,29 @@ impl Serialize for RttSnapshot {
     }
 }
 
-/// Message counters of one member. Cheap atomic counters, shared between the
-/// driver and every transport.
+/// Message counters of one member, shared between the driver and every
+/// transport. Cheap atomic counters; each is changed only through a method
+/// named for what happened (`record_*`, `set_*`) and read through
+/// [`Stats::snapshot`].
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Messages handed to the transport.
-    pub messages_sent: AtomicU64,
-    /// Encoded bytes handed to the transport.
-    pub bytes_sent: AtomicU64,
-    /// Messages accepted from the transport.
-    pub messages_received: AtomicU64,
-    /// Encoded bytes accepted from the transport.
-    pub bytes_received: AtomicU64,
-    /// Sends the transport reported as failed.
-    pub send_failures: AtomicU64,
-    /// Messages dropped before the transport saw them because the peer's
-    /// outbound queue was full (a slow or unreachable peer; issue #9 item 4).
-    pub send_dropped: AtomicU64,
-    /// Frames a peer reported it rejected after they were sent (e.g. on a
-    /// gRPC stream, where a rejection comes back asynchronously).
-    pub rejected_by_peer: AtomicU64,
-    /// Outgoing connections the transport holds now (a gauge; at most its
-    /// `max_connections`; issue #9 item 5).
-    pub connections: AtomicU64,
-    /// Outgoing connections the transport closed to stay within
-    /// `max_connections` (least recently used first) or because they were
-    /// idle.
-    pub connections_evicted: AtomicU64,
-    /// Frames rejected as oversized.
-    pub rejected_oversized: AtomicU64,
-    /// Frames rejected as malformed.
-    pub rejected_malformed: AtomicU64,
-    /// Frames rejected for a foreign cluster id.
-    pub rejected_foreign_cluster: AtomicU64,
-    /// Frames dropped because the inbound queue was full or closing.
-    pub rejected_overloaded: AtomicU64,
-    /// Messages and bytes sent, by kind.
-    pub sent_by_kind: KindCounters,
-    /// Messages and bytes accepted from the transport, by kind.
-    pub received_by_kind: KindCounters,
-    /// Probe round-trip times.
-    pub probe_rtt: RttHistogram,
-    /// Messages waiting in the dissemination queues (membership updates and
-    /// broadcasts), as the driver last saw them.
-    pub queue_depth: AtomicU64,
+    messages_sent: AtomicU64,
+    bytes_sent: AtomicU64,
+    messages_received: AtomicU64,
+    bytes_received: AtomicU64,
+    send_failures: AtomicU64,
+    send_dropped: AtomicU64,
+    rejected_by_peer: AtomicU64,
+    connections: AtomicU64,
+    connections_evicted: AtomicU64,
+    rejected_oversized: AtomicU64,
+    rejected_malformed: AtomicU64,
+    rejected_foreign_cluster: AtomicU64,
+    rejected_overloaded: AtomicU64,
+    sent_by_kind: KindCounters,
+    received_by_kind: KindCounters,
+    probe_rtt: RttHistogram,
+    queue_depth: AtomicU64,
 }
 
 /// A plain copy of [`Stats`] at one moment.
@@ -272,13 +253,18 @@ pub struct StatsSnapshot {
     pub bytes_received: u64,
     /// Sends the transport reported as failed.
     pub send_failures: u64,
-    /// Messages dropped because the peer's outbound queue was full.
+    /// Messages dropped before the transport saw them because the peer's
+    /// outbound queue was full (a slow or unreachable peer; issue #9 item 4).
     pub send_dropped: u64,
-    /// Frames a peer reported it rejected after they were sent.
+    /// Frames a peer reported it rejected after they were sent (e.g. on a
+    /// gRPC stream, where a rejection comes back asynchronously).
     pub rejected_by_peer: u64,
-    /// Outgoing connections the transport holds now.
+    /// Outgoing connections the transport holds now (a gauge; at most its
+    /// `max_connections`; issue #9 item 5).
     pub connections: u64,
-    /// Outgoing connections closed as least recently used or idle.
+    /// Outgoing connections the transport closed to stay within
+    /// `max_connections` (least recently used first) or because they were
+    /// idle.
     pub connections_evicted: u64,
     /// Frames rejected as oversized.
     pub rejected_oversized: u64,
@@ -294,13 +280,17 @@ pub struct StatsSnapshot {
     pub received_by_kind: KindCounts,
     /// Probe round-trip times.
     pub probe_rtt: RttSnapshot,
-    /// Messages waiting in the dissemination queues.
+    /// Messages waiting in the dissemination queues (membership updates and
+    /// broadcasts), as the driver last saw them.
     pub queue_depth: u64,
 }
 
 impl Stats {
-    /// Counts one rejected frame under its reason.
-    pub fn count_rejection(&self, r: &Rejection) {
+    /// A frame this member refused, counted under its reason
+    /// ([`StatsSnapshot::rejected_oversized`], `rejected_malformed`,
+    /// `rejected_foreign_cluster`, or `rejected_overloaded` for an overloaded
+    /// or shutting-down member).
+    pub fn record_rejection(&self, r: &Rejection) {
         let c = match r {
             Rejection::Oversized { .. } => &self.rejected_oversized,
             Rejection::Malformed(_) => &self.rejected_malformed,
@@ -310,19 +300,64 @@ impl Stats {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts one sent message of `kind` and `bytes` encoded bytes.
-    pub fn count_sent(&self, kind: MessageKind, bytes: usize) {
+    /// One message of `kind`, `bytes` encoded bytes long, that the transport
+    /// took.
+    pub fn record_sent(&self, kind: MessageKind, bytes: usize) {
         self.messages_sent.fetch_add(1, Ordering::Relaxed);
         self.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
         self.sent_by_kind.add(kind, bytes);
     }
 
-    /// Counts one accepted message of `kind` and `bytes` encoded bytes.
-    pub fn count_received(&self, kind: MessageKind, bytes: usize) {
+    /// One received message of `kind`, `bytes` encoded bytes long, accepted
+    /// and handed to the driver.
+    pub fn record_received(&self, kind: MessageKind, bytes: usize) {
         self.messages_received.fetch_add(1, Ordering::Relaxed);
         self.bytes_received
             .fetch_add(bytes as u64, Ordering::Relaxed);
         self.received_by_kind.add(kind, bytes);
+    }
+
+    /// `messages` messages whose send the transport reported as failed or
+    /// that timed out ([`StatsSnapshot::send_failures`]).
+    pub fn record_send_failed(&self, messages: usize) {
+        self.send_failures
+            .fetch_add(messages as u64, Ordering::Relaxed);
+    }
+
+    /// One message dropped before the transport saw it, because the peer's
+    /// outbound queue was full ([`StatsSnapshot::send_dropped`]).
+    pub fn record_send_dropped(&self) {
+        self.send_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One frame a peer reported it rejected after it was sent
+    /// ([`StatsSnapshot::rejected_by_peer`]).
+    pub fn record_rejected_by_peer(&self) {
+        self.rejected_by_peer.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The transport now holds `open` outgoing connections
+    /// ([`StatsSnapshot::connections`], a gauge).
+    pub fn set_connections(&self, open: usize) {
+        self.connections.store(open as u64, Ordering::Relaxed);
+    }
+
+    /// The transport closed `n` outgoing connections to stay within its bound
+    /// or because they were idle ([`StatsSnapshot::connections_evicted`]).
+    pub fn record_connections_evicted(&self, n: u64) {
+        self.connections_evicted.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// One probe's round-trip time, from its ping to its first ack
+    /// ([`StatsSnapshot::probe_rtt`]).
+    pub fn record_probe_rtt(&self, rtt: Duration) {
+        self.probe_rtt.record(rtt);
+    }
+
+    /// The dissemination queues now hold `messages` messages
+    /// ([`StatsSnapshot::queue_depth`], a gauge).
+    pub fn set_queue_depth(&self, messages: usize) {
+        self.queue_depth.store(messages as u64, Ordering::Relaxed);
     }
 
     /// Reads every counter.
@@ -396,10 +431,10 @@ mod tests {
     #[test]
     fn counts_by_kind_and_totals() {
         let stats = Stats::default();
-        stats.count_sent(MessageKind::Ping, 10);
-        stats.count_sent(MessageKind::Ping, 12);
-        stats.count_sent(MessageKind::Delta, 100);
-        stats.count_received(MessageKind::Ack, 7);
+        stats.record_sent(MessageKind::Ping, 10);
+        stats.record_sent(MessageKind::Ping, 12);
+        stats.record_sent(MessageKind::Delta, 100);
+        stats.record_received(MessageKind::Ack, 7);
         let s = stats.snapshot();
         assert_eq!((s.messages_sent, s.bytes_sent), (3, 122));
         assert_eq!((s.messages_received, s.bytes_received), (1, 7));

@@ -27,15 +27,21 @@ pub trait Transport: Send + Sync + 'static {
     /// Starts accepting frames and handing them to `inbound`.
     ///
     /// # Errors
-    /// [`TransportError::Io`] if serving cannot start.
+    /// [`TransportError::Io`] if serving cannot start,
+    /// [`TransportError::AlreadyStarted`] if it already runs,
+    /// [`TransportError::ShutDown`] after [`Transport::shutdown`].
     fn start(&self, inbound: Inbound) -> impl Future<Output = Result<(), TransportError>> + Send;
 
     /// Delivers one message to `to`. `Ok` means the peer accepted the frame;
     /// the caller does not retry (gossip repairs loss).
     ///
     /// # Errors
-    /// [`TransportError::Unreachable`] if the peer cannot be reached,
-    /// [`TransportError::Rejected`] if it refused the frame.
+    /// [`TransportError::Refused`] if nothing listens at `to` (when the
+    /// transport can tell), [`TransportError::Unreachable`] if the peer
+    /// cannot be reached otherwise, [`TransportError::Rejected`] if it
+    /// refused the frame, [`TransportError::TooLarge`] if the frame does not
+    /// fit the transport's framing, [`TransportError::ShutDown`] after
+    /// [`Transport::shutdown`].
     fn send(
         &self,
         to: &NodeAddr,

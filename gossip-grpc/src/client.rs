@@ -132,7 +132,7 @@ impl Clients {
     fn client(&self, to: &NodeAddr) -> Result<Cached, TransportError> {
         let mut cache = self.lock();
         if cache.closed {
-            return Err(TransportError::Other("gRPC transport has shut down".into()));
+            return Err(TransportError::ShutDown);
         }
         let now = Instant::now();
         self.sweep(&mut cache, now);
@@ -559,7 +559,9 @@ impl Clients {
     }
 }
 
-/// Classifies a failed call (see the crate documentation): a TLS handshake
+/// Classifies a failed call (see the crate documentation): a TCP connection
+/// refused (nothing listens at the peer's address) is
+/// [`TransportError::Refused`]; a TLS handshake
 /// the peer refused is [`TransportError::Rejected`], any other TLS failure
 /// [`TransportError::Unreachable`]; a status raised locally from a transport
 /// error (it carries a source error), or an answer meaning "not reachable
@@ -567,6 +569,9 @@ impl Clients {
 /// [`TransportError::Rejected`].
 pub(crate) fn status_to_error(to: &NodeAddr, status: &Status) -> TransportError {
     let addr = to.to_string();
+    if status.source().is_some_and(connection_refused) {
+        return TransportError::Refused { addr };
+    }
     if let Some(tls) = status.source().and_then(rustls_error) {
         return tls_failure(&addr, tls);
     }
@@ -586,6 +591,22 @@ pub(crate) fn status_to_error(to: &NodeAddr, status: &Status) -> TransportError 
             reason: describe(status),
         }
     }
+}
+
+/// Whether `error` or one of its sources is an I/O error of kind
+/// [`std::io::ErrorKind::ConnectionRefused`] (hyper's "tcp connect error", or our
+/// TLS connector's TCP connect), looking inside I/O errors that wrap
+/// another error too.
+fn connection_refused(error: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(io) = error.downcast_ref::<std::io::Error>() {
+        if io.kind() == std::io::ErrorKind::ConnectionRefused {
+            return true;
+        }
+        if io.get_ref().is_some_and(|inner| connection_refused(inner)) {
+            return true;
+        }
+    }
+    error.source().is_some_and(connection_refused)
 }
 
 /// The status's message, or its code's description when the message is
@@ -681,7 +702,8 @@ mod tests {
         );
         let to = NodeAddr::from(port);
         let err = clients.send(&to, Envelope::default()).await.unwrap_err();
-        assert!(matches!(err, TransportError::Unreachable { .. }), "{err:?}");
+        // Nothing listens there: refused, and the channel is dropped too.
+        assert!(matches!(err, TransportError::Refused { .. }), "{err:?}");
         assert_eq!(clients.len(), 0);
         // A newer channel is not evicted by an older failure.
         let old = clients.client(&to).unwrap().id;

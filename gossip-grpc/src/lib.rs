@@ -28,10 +28,11 @@
 //! the gate.
 //!
 //! On the client, [`Transport::send`] turns a failed call into
-//! [`TransportError::Unreachable`] when the call failed locally (connection
-//! refused, connect or request timeout, broken connection) or the peer
-//! answered `UNAVAILABLE`, `DEADLINE_EXCEEDED`, `CANCELLED` or `UNKNOWN`; any
-//! other answer of the peer (`INVALID_ARGUMENT`, `PERMISSION_DENIED`,
+//! [`TransportError::Refused`] when the TCP connection was refused (nothing
+//! listens at the peer's address), [`TransportError::Unreachable`] when the
+//! call failed locally otherwise (connect or request timeout, broken
+//! connection) or the peer answered `UNAVAILABLE`, `DEADLINE_EXCEEDED`,
+//! `CANCELLED` or `UNKNOWN`; any other answer of the peer (`INVALID_ARGUMENT`, `PERMISSION_DENIED`,
 //! `FAILED_PRECONDITION`, `RESOURCE_EXHAUSTED`, `OUT_OF_RANGE`, `INTERNAL`,
 //! ...) is a [`TransportError::Rejected`] carrying the peer's message.
 //!
@@ -77,9 +78,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use gossip_core::{Inbound, NodeAddr, TlsConfig, Transport, TransportError};
+use gossip_core::{Inbound, NodeAddr, Transport, TransportError};
 use gossip_proto::v1::Envelope;
-use gossip_tls::{TlsMode, TlsSetup, rustls};
+use gossip_tls::{TlsConfig, TlsMode, TlsSetup, rustls};
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
@@ -219,7 +220,7 @@ enum State {
 /// [`GrpcConfig::request_timeout`] to finish, then closes the remaining
 /// connections by force; it drops every cached client channel and returns
 /// once the server and its connection tasks ended. Afterwards `send` and
-/// `start` fail with [`TransportError::Other`]. Dropping the transport
+/// `start` fail with [`TransportError::ShutDown`]. Dropping the transport
 /// without calling shutdown also stops the server, without waiting for it.
 pub struct GrpcTransport {
     config: GrpcConfig,
@@ -255,7 +256,7 @@ impl GrpcTransport {
     ///
     /// # Errors
     /// [`TransportError::Io`] if the address cannot be bound;
-    /// [`TransportError::Other`] if the TLS configuration cannot be built
+    /// [`TransportError::Tls`] if the TLS configuration cannot be built
     /// (e.g. a PEM file is missing or invalid: the message names the file,
     /// never its contents).
     pub async fn bind(config: GrpcConfig) -> Result<Self, TransportError> {
@@ -280,7 +281,7 @@ impl GrpcTransport {
             gossip_tls::server_name(&local_addr),
             &[ALPN_H2],
         )
-        .map_err(|e| TransportError::Other(format!("gRPC TLS setup failed: {e}")))?;
+        .map_err(|e| TransportError::Tls(format!("gRPC TLS setup failed: {e}")))?;
         let client_tls = setup
             .as_ref()
             .map(|s| tls::ClientTls::new(s.client.clone(), s.mode, tls_refused.clone()));
@@ -349,20 +350,18 @@ impl Transport for GrpcTransport {
     /// Spawns the server on the listener bound by [`GrpcTransport::bind`].
     ///
     /// # Errors
-    /// [`TransportError::Other`] if the transport was already started or has
-    /// shut down.
+    /// [`TransportError::AlreadyStarted`] if the transport was already
+    /// started, [`TransportError::ShutDown`] if it has shut down.
     async fn start(&self, inbound: Inbound) -> Result<(), TransportError> {
         let mut state = self.state.lock().await;
         let listener = match std::mem::replace(&mut *state, State::Stopped) {
             State::Bound(listener) => listener,
             other @ State::Running { .. } => {
                 *state = other;
-                return Err(TransportError::Other(
-                    "gRPC transport already started".into(),
-                ));
+                return Err(TransportError::AlreadyStarted);
             }
             State::Stopped => {
-                return Err(TransportError::Other("gRPC transport has shut down".into()));
+                return Err(TransportError::ShutDown);
             }
         };
         let (stop, stopped) = oneshot::channel();
@@ -404,7 +403,8 @@ impl Transport for GrpcTransport {
     /// Puts the batch on the peer's `Gossip` stream in frames of at most the
     /// maximum message size; returns once they are queued on the stream,
     /// without waiting for the peer. A rejection comes back later and is
-    /// counted in [`Stats::rejected_by_peer`](gossip_core::Stats).
+    /// counted in
+    /// [`StatsSnapshot::rejected_by_peer`](gossip_core::StatsSnapshot::rejected_by_peer).
     async fn send_batch(&self, to: &NodeAddr, batch: Vec<Envelope>) -> Result<(), TransportError> {
         self.clients.send_batch(to, batch).await
     }

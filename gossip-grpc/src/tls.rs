@@ -279,7 +279,7 @@ impl ClientTls {
         match ServerName::try_from(host.to_owned()) {
             Ok(name) => Ok(name),
             Err(_) if self.mode == TlsMode::SelfSigned => Ok(ServerName::try_from("localhost")
-                .map_err(|e| TransportError::Other(format!("invalid fallback TLS name: {e}")))?),
+                .map_err(|e| TransportError::Tls(format!("invalid fallback TLS name: {e}")))?),
             Err(e) => Err(TransportError::Unreachable {
                 addr: to.to_string(),
                 reason: format!("host {host:?} cannot be checked against a certificate: {e}"),

@@ -292,7 +292,7 @@ async fn a_stream_that_cannot_open_fails_the_send() {
         .await
         .expect_err("nobody listens");
     assert!(
-        matches!(err, gossip_core::TransportError::Unreachable { .. }),
+        matches!(err, gossip_core::TransportError::Refused { .. }),
         "{err:?}"
     );
     assert_eq!(

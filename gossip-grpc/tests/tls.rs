@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gossip_core::{
-    Config, Inbound, Member, MemberOptions, Membership, Stats, TlsConfig, Transport,
-    TransportError, inbound_channel, pb,
+    Config, Inbound, Member, MemberOptions, Membership, NodeAddr, Stats, Transport, TransportError,
+    inbound_channel, pb,
 };
 use gossip_grpc::{ALPN_H2, GrpcConfig, GrpcTransport, send_raw_frame, send_raw_frame_tls};
-use gossip_tls::{TlsMode, TlsSetup, dev_node_files, generate_dev_certs};
+use gossip_tls::{TlsConfig, TlsMode, TlsSetup, dev_node_files, generate_dev_certs};
 use prost::Message;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
@@ -420,4 +420,27 @@ async fn a_silent_connection_is_closed_after_the_handshake_timeout() {
     assert_eq!(t.tls_refused(), 0);
 
     t.shutdown().await;
+}
+
+#[tokio::test]
+async fn nothing_listening_is_refused_under_tls_too() {
+    let a = node(TlsConfig::SelfSigned).await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let to = NodeAddr::from(closed);
+    let err = a
+        .transport
+        .send(&to, envelope(&a.transport))
+        .await
+        .unwrap_err();
+    // The TLS connector's own TCP connect is refused: no handshake happened,
+    // so nothing counts as a refused TLS handshake.
+    assert!(
+        matches!(&err, TransportError::Refused { addr } if *addr == to.to_string()),
+        "{err:?}"
+    );
+    assert_eq!(a.transport.tls_refused(), 0);
+    a.transport.shutdown().await;
 }

@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gossip_core::{
-    Inbound, MtlsFiles, NodeAddr, Stats, TlsConfig, Transport, TransportError, inbound_channel, pb,
-};
+use gossip_core::{Inbound, NodeAddr, Stats, Transport, TransportError, inbound_channel, pb};
 use gossip_grpc::{GrpcConfig, GrpcTransport, send_raw_frame};
+use gossip_tls::{MtlsFiles, TlsConfig};
 use prost::Message;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
@@ -198,16 +197,18 @@ async fn oversized_envelope_from_a_transport_is_rejected() {
 }
 
 #[tokio::test]
-async fn unreachable_peer_fails_within_the_connect_timeout() {
+async fn nothing_listening_is_refused_within_the_connect_timeout() {
     let a = node().await;
     let to = NodeAddr::from(closed_port());
     let start = Instant::now();
     let err = a.transport.send(&to, envelope(CLUSTER)).await.unwrap_err();
     let elapsed = start.elapsed();
+    // The TCP connection is refused: a definitive answer, not a timeout.
     assert!(
-        matches!(&err, TransportError::Unreachable { addr, .. } if *addr == to.to_string()),
+        matches!(&err, TransportError::Refused { addr } if *addr == to.to_string()),
         "{err:?}"
     );
+    assert!(err.is_refused());
     assert!(
         elapsed < GrpcConfig::default().connect_timeout + Duration::from_millis(500),
         "took {elapsed:?}"
@@ -286,16 +287,19 @@ async fn after_shutdown_the_port_refuses_and_sends_fail() {
         .send(&b_addr, envelope(CLUSTER))
         .await
         .unwrap_err();
-    assert!(matches!(err, TransportError::Unreachable { .. }), "{err:?}");
+    assert!(matches!(err, TransportError::Refused { .. }), "{err:?}");
     // B itself no longer sends or starts.
     let err = b
         .transport
         .send(&a.transport.local_addr(), envelope(CLUSTER))
         .await
         .unwrap_err();
-    assert!(matches!(err, TransportError::Other(_)), "{err:?}");
+    assert!(matches!(err, TransportError::ShutDown), "{err:?}");
     let (inbound, _rx, _) = inbound(8);
-    assert!(b.transport.start(inbound).await.is_err());
+    assert!(matches!(
+        b.transport.start(inbound).await,
+        Err(TransportError::ShutDown)
+    ));
     // Shutting down again is a no-op.
     b.transport.shutdown().await;
 
@@ -318,7 +322,7 @@ async fn lifecycle_spawns_only_between_start_and_shutdown() {
     assert!(metrics.num_alive_tasks() >= baseline + 2);
     let (again, _rx, _) = inbound(8);
     assert!(
-        matches!(a.start(again).await, Err(TransportError::Other(_))),
+        matches!(a.start(again).await, Err(TransportError::AlreadyStarted)),
         "second start must fail"
     );
 
@@ -433,7 +437,7 @@ async fn advertise_and_tls_settings() {
     .await
     .unwrap_err();
     assert!(
-        matches!(&err, TransportError::Other(m) if m.contains("no-such-ca.pem")),
+        matches!(&err, TransportError::Tls(m) if m.contains("no-such-ca.pem")),
         "{err:?}"
     );
 }

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use gossip_core::MtlsFiles;
+use gossip_tls::MtlsFiles;
 use gossip_tls::TlsError;
 
 /// Flags of `gossip-node certs`.
@@ -104,7 +104,7 @@ pub fn mtls_toml(files: &MtlsFiles) -> String {
 mod tests {
     use super::*;
     use crate::config::{FileConfig, NodeConfig, RunArgs};
-    use gossip_core::TlsConfig;
+    use gossip_tls::TlsConfig;
 
     #[test]
     fn writes_files_and_a_snippet_that_configures_mtls() {

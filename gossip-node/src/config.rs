@@ -43,7 +43,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use gossip_core::{MAX_META_BYTES, MAX_META_ENTRIES, MtlsFiles, NodeAddr, TlsConfig};
+use gossip_core::{MAX_META_BYTES, MAX_META_ENTRIES, NodeAddr};
+use gossip_tls::{MtlsFiles, TlsConfig};
 use serde::Deserialize;
 
 use crate::error::ConfigError;
@@ -138,7 +139,7 @@ pub struct RunArgs {
 }
 
 /// TLS settings of `gossip-node run`, mapped onto
-/// [`gossip_core::TlsConfig`]. Each also has a TOML key; the flag wins.
+/// [`gossip_tls::TlsConfig`]. Each also has a TOML key; the flag wins.
 #[derive(Clone, Debug, Default, Args)]
 #[command(next_help_heading = "TLS")]
 pub struct TlsArgs {

@@ -6,7 +6,7 @@
 //! "unknown". Adding a transport means a variant here, a cargo feature, and
 //! an arm in [`start_member`].
 //!
-//! Both transports take the member's [`gossip_core::TlsConfig`] from
+//! Both transports take the member's [`gossip_tls::TlsConfig`] from
 //! [`NodeConfig::tls`]; gRPC also runs without TLS, QUIC always encrypts.
 
 use std::fmt;

@@ -463,7 +463,8 @@ async fn mtls_cluster(transport: &str) {
 #[cfg(feature = "grpc")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_on_the_grpc_port_is_rejected_and_changes_nothing() {
-    use gossip_core::{NodeAddr, TlsConfig, Transport, TransportError, pb};
+    use gossip_core::{NodeAddr, Transport, TransportError, pb};
+    use gossip_tls::TlsConfig;
 
     let config = TempFile::new(&cluster_toml("bad-input", "grpc"));
     let client = client();

@@ -408,7 +408,15 @@ impl Inner {
                     TransportError::Unreachable { reason, .. } => {
                         *lock(&peer.unreachable) = Some((Instant::now(), reason.clone()));
                     }
-                    TransportError::Io(_) | TransportError::Other(_) => {}
+                    // QUIC cannot tell a refused connection from a silent
+                    // peer (see `QuicTransport`): no `Refused` arrives here.
+                    TransportError::Refused { .. }
+                    | TransportError::TooLarge { .. }
+                    | TransportError::Io(_)
+                    | TransportError::Tls(_)
+                    | TransportError::InvalidConfig(_)
+                    | TransportError::AlreadyStarted
+                    | TransportError::ShutDown => {}
                 }
                 return Err(e);
             }

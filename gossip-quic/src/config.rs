@@ -3,7 +3,8 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use gossip_core::{NodeAddr, TlsConfig};
+use gossip_core::NodeAddr;
+use gossip_tls::TlsConfig;
 
 /// Settings of one QUIC endpoint.
 #[derive(Clone, Debug)]

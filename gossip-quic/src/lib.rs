@@ -31,7 +31,7 @@
 //! * In the TLS handshake: no common ALPN protocol; under mutual TLS a
 //!   certificate not issued by the cluster CA, or none
 //!   ([`QuicStats::tls_refused`]). QUIC always encrypts, so
-//!   [`TlsConfig::None`](gossip_core::TlsConfig::None) is refused by
+//!   [`TlsConfig::None`](gossip_tls::TlsConfig::None) is refused by
 //!   [`QuicTransport::bind`].
 //! * At connection set-up (`gossip/2` hello): another cluster id.
 //! * Per envelope, by [`Inbound`]: malformed, oversized, foreign cluster,

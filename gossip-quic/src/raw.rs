@@ -37,7 +37,8 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// or it requires a client certificate); [`TransportError::Unreachable`] if
 /// no connection could be made or the peer did not answer within the
 /// timeout; [`TransportError::Io`] if the local socket cannot be bound;
-/// [`TransportError::Other`] for a frame longer than `u32::MAX` bytes.
+/// [`TransportError::TooLarge`] for a frame longer than `u32::MAX` bytes;
+/// [`TransportError::Tls`] if the client's TLS setup cannot be built.
 pub async fn send_raw_frame(
     addr: SocketAddr,
     frame: Bytes,
@@ -53,7 +54,7 @@ pub async fn send_raw_frame(
     let framed = wire::frame(&frame)?;
     let alpn = alpn.unwrap_or(PROTOCOL.as_bytes());
     let tls = gossip_tls::unverified_client_config(&[alpn])
-        .map_err(|e| TransportError::Other(format!("QUIC TLS setup failed: {e}")))?;
+        .map_err(|e| TransportError::Tls(format!("QUIC TLS setup failed: {e}")))?;
     let transport = Arc::new(transport_config(defaults.idle_timeout)?);
     let client = quic_client_config(Arc::new(tls), transport)?;
     let endpoint = Endpoint::client(unbound_local(addr))?;
@@ -142,7 +143,7 @@ impl RawClient {
         let to = NodeAddr::from(addr);
         let protocols = "gossip/2";
         let tls = gossip_tls::unverified_client_config(&[wire::ALPN_V2])
-            .map_err(|e| TransportError::Other(format!("QUIC TLS setup failed: {e}")))?;
+            .map_err(|e| TransportError::Tls(format!("QUIC TLS setup failed: {e}")))?;
         let transport = Arc::new(transport_config(defaults.idle_timeout)?);
         let client = quic_client_config(Arc::new(tls), transport)?;
         let endpoint = Endpoint::client(unbound_local(addr))?;
@@ -157,16 +158,24 @@ impl RawClient {
                 .map_err(|e| connection_failed(to.as_str(), protocols, &e))?;
             let lost = |e| connection_failed(to.as_str(), protocols, &e);
             let (mut send, mut recv) = conn.open_bi().await.map_err(lost)?;
-            send.write_all(cluster_id.as_bytes())
-                .await
-                .map_err(|e| TransportError::Other(format!("cannot send the hello: {e}")))?;
+            send.write_all(cluster_id.as_bytes()).await.map_err(|e| {
+                TransportError::Unreachable {
+                    addr: addr.to_string(),
+                    reason: format!("cannot send the hello: {e}"),
+                }
+            })?;
             let _ = send.finish();
             let reply = match recv.read_to_end(wire::MAX_REPLY).await {
                 Ok(reply) => reply,
                 Err(quinn::ReadToEndError::Read(quinn::ReadError::ConnectionLost(e))) => {
                     return Err(lost(e));
                 }
-                Err(e) => return Err(TransportError::Other(format!("no hello verdict: {e}"))),
+                Err(e) => {
+                    return Err(TransportError::Unreachable {
+                        addr: addr.to_string(),
+                        reason: format!("no hello verdict: {e}"),
+                    });
+                }
             };
             wire::verdict(to.as_str(), &reply)?;
             Ok(conn)
@@ -200,12 +209,21 @@ impl RawClient {
     /// `gossip.v1.Batch`).
     ///
     /// # Errors
-    /// [`TransportError::Other`] if the connection does not take it (too
-    /// large, closed).
+    /// [`TransportError::TooLarge`] if the datagram exceeds what the
+    /// connection takes; [`TransportError::Unreachable`] if the connection
+    /// is closed or the peer does not take datagrams.
     pub fn send_datagram(&self, payload: Bytes) -> Result<(), TransportError> {
-        self.conn
-            .send_datagram(payload)
-            .map_err(|e| TransportError::Other(format!("datagram not sent: {e}")))
+        let size = payload.len();
+        self.conn.send_datagram(payload).map_err(|e| match e {
+            quinn::SendDatagramError::TooLarge => TransportError::TooLarge {
+                size,
+                max: self.conn.max_datagram_size().unwrap_or(0),
+            },
+            other => TransportError::Unreachable {
+                addr: self.addr.to_string(),
+                reason: format!("datagram not sent: {other}"),
+            },
+        })
     }
 
     /// Sends one stream frame on a new one-way stream: a `u32` big-endian

@@ -50,13 +50,13 @@ impl ProducesTickets for CountingTicketer {
 /// `resumed`.
 ///
 /// # Errors
-/// [`TransportError::Other`] if no ticket key can be generated.
+/// [`TransportError::Tls`] if no ticket key can be generated.
 pub(crate) fn server(
     server: &mut rustls::ServerConfig,
     resumed: Arc<AtomicU64>,
 ) -> Result<(), TransportError> {
     let inner = rustls::crypto::ring::Ticketer::new()
-        .map_err(|e| TransportError::Other(format!("cannot set up TLS session tickets: {e}")))?;
+        .map_err(|e| TransportError::Tls(format!("cannot set up TLS session tickets: {e}")))?;
     server.ticketer = Arc::new(CountingTicketer { inner, resumed });
     Ok(())
 }

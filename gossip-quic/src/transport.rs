@@ -215,6 +215,13 @@ pub(crate) struct Inner {
 /// timeout) is not dialled again for 1 s, one that refused us at set-up for
 /// 5 s: sends to it meanwhile fail at once with the same reason.
 ///
+/// A peer address where nothing listens is not told apart from a silent
+/// peer: it fails as [`TransportError::Unreachable`] after the connect
+/// timeout, never as [`TransportError::Refused`]. quinn 0.11 sends from one
+/// unconnected UDP socket and surfaces no ICMP port-unreachable error (its
+/// socket layer, quinn-udp, asks for none), so only the handshake timeout
+/// is seen.
+///
 /// # Tasks
 /// [`QuicTransport::bind`] only binds the UDP socket. quinn's endpoint, which
 /// spawns its own driver task (and one per connection), is created by the
@@ -240,7 +247,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// quinn's transport parameters for our connections.
 pub(crate) fn transport_config(idle_timeout: Duration) -> Result<TransportConfig, TransportError> {
     let idle = IdleTimeout::try_from(idle_timeout).map_err(|_| {
-        TransportError::Other(format!(
+        TransportError::InvalidConfig(format!(
             "idle timeout {idle_timeout:?} is too long for QUIC (at most 2^62 ms)"
         ))
     })?;
@@ -260,7 +267,7 @@ pub(crate) fn quic_client_config(
     transport: Arc<TransportConfig>,
 ) -> Result<quinn::ClientConfig, TransportError> {
     let crypto = QuicClientConfig::try_from(tls)
-        .map_err(|e| TransportError::Other(format!("TLS client setup unusable for QUIC: {e}")))?;
+        .map_err(|e| TransportError::Tls(format!("TLS client setup unusable for QUIC: {e}")))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(transport);
     Ok(config)
@@ -272,18 +279,19 @@ impl QuicTransport {
     /// with the first [`Transport::start`] or send.
     ///
     /// # Errors
-    /// [`TransportError::Other`] for [`TlsConfig::None`](gossip_core::TlsConfig::None)
-    /// (QUIC always encrypts), for TLS files that cannot be loaded (the
-    /// message names the file), for an unspecified listen IP without
-    /// [`QuicConfig::advertise`], or an idle timeout QUIC cannot express;
-    /// [`TransportError::Io`] if the socket cannot be bound.
+    /// [`TransportError::Tls`] for [`TlsConfig::None`](gossip_tls::TlsConfig::None)
+    /// (QUIC always encrypts) or TLS files that cannot be loaded (the
+    /// message names the file); [`TransportError::InvalidConfig`] for an
+    /// unspecified listen IP without [`QuicConfig::advertise`], or an idle
+    /// timeout QUIC cannot express; [`TransportError::Io`] if the socket
+    /// cannot be bound.
     pub async fn bind(config: QuicConfig) -> Result<Self, TransportError> {
         let socket = std::net::UdpSocket::bind(config.listen)?;
         let listen = socket.local_addr()?;
         let local = match config.advertise {
             Some(addr) => addr,
             None if listen.ip().is_unspecified() => {
-                return Err(TransportError::Other(format!(
+                return Err(TransportError::InvalidConfig(format!(
                     "listen address {listen} is unspecified and cannot identify this member; \
                      set QuicConfig::advertise to the address peers reach it at"
                 )));
@@ -295,9 +303,9 @@ impl QuicTransport {
             Wire::V1Only => (&[wire::ALPN_V1], "gossip/1"),
         };
         let tls = TlsSetup::new(&config.tls, gossip_tls::server_name(&local), alpn)
-            .map_err(|e| TransportError::Other(format!("QUIC TLS setup failed: {e}")))?
+            .map_err(|e| TransportError::Tls(format!("QUIC TLS setup failed: {e}")))?
             .ok_or_else(|| {
-                TransportError::Other(
+                TransportError::Tls(
                     "QUIC always encrypts: TlsConfig::None is not supported, \
                      use TlsConfig::SelfSigned or TlsConfig::Mtls"
                         .to_owned(),
@@ -307,9 +315,8 @@ impl QuicTransport {
         let mut server_tls = (*tls.server).clone();
         resume::server(&mut server_tls, counters.tls_resumed.clone())?;
         let transport = Arc::new(transport_config(config.idle_timeout)?);
-        let crypto = QuicServerConfig::try_from(Arc::new(server_tls)).map_err(|e| {
-            TransportError::Other(format!("TLS server setup unusable for QUIC: {e}"))
-        })?;
+        let crypto = QuicServerConfig::try_from(Arc::new(server_tls))
+            .map_err(|e| TransportError::Tls(format!("TLS server setup unusable for QUIC: {e}")))?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server_config.transport_config(transport.clone());
         // Checks now that rustls' client configuration suits QUIC; each peer
@@ -391,11 +398,7 @@ impl Inner {
         }
         let socket = match std::mem::replace(&mut *state, State::Shut) {
             State::Bound(socket) => socket,
-            State::Running { .. } | State::Shut => {
-                return Err(TransportError::Other(
-                    "the QUIC transport has shut down".to_owned(),
-                ));
-            }
+            State::Running { .. } | State::Shut => return Err(TransportError::ShutDown),
         };
         let runtime: Arc<dyn Runtime> = Arc::new(TokioRuntime);
         let socket = runtime.wrap_udp_socket(socket)?;
@@ -510,13 +513,12 @@ impl Transport for QuicTransport {
     ///
     /// # Errors
     /// [`TransportError::Io`] if quinn cannot use the socket,
-    /// [`TransportError::Other`] if already started or shut down.
+    /// [`TransportError::AlreadyStarted`] if already started,
+    /// [`TransportError::ShutDown`] after shutdown.
     async fn start(&self, inbound: Inbound) -> Result<(), TransportError> {
         let mut task = lock(&self.inner.accept_task);
         if task.is_some() {
-            return Err(TransportError::Other(
-                "the QUIC transport is already started".to_owned(),
-            ));
+            return Err(TransportError::AlreadyStarted);
         }
         let endpoint = self.inner.endpoint()?;
         let _ = self.inner.inbound.set(inbound.clone());
@@ -552,7 +554,10 @@ impl Transport for QuicTransport {
     /// handshake), then again for 5 s without dialling, or, on `gossip/1`,
     /// refused the message (the reason is its
     /// [`Rejection`](gossip_core::Rejection) text);
-    /// [`TransportError::Other`] after shutdown.
+    /// [`TransportError::ShutDown`] after shutdown. Never
+    /// [`TransportError::Refused`]: quinn 0.11 reports no ICMP port
+    /// unreachable on its unconnected UDP socket, so a peer with nothing
+    /// listening is a connect timeout ([`TransportError::Unreachable`]).
     async fn send_batch(&self, to: &NodeAddr, batch: Vec<Envelope>) -> Result<(), TransportError> {
         let endpoint = self.inner.endpoint()?;
         self.inner.send_batch(&endpoint, to, batch).await

@@ -110,13 +110,11 @@ pub(crate) const LEN_PREFIX: usize = 4;
 /// Prefixes `payload` with its length.
 ///
 /// # Errors
-/// [`TransportError::Other`] if the payload is longer than `u32::MAX` bytes.
+/// [`TransportError::TooLarge`] if the payload is longer than `u32::MAX` bytes.
 pub(crate) fn frame(payload: &[u8]) -> Result<Bytes, TransportError> {
-    let len = u32::try_from(payload.len()).map_err(|_| {
-        TransportError::Other(format!(
-            "frame of {} bytes is too long for a u32 length prefix",
-            payload.len()
-        ))
+    let len = u32::try_from(payload.len()).map_err(|_| TransportError::TooLarge {
+        size: payload.len(),
+        max: u32::MAX as usize,
     })?;
     let mut buf = BytesMut::with_capacity(LEN_PREFIX + payload.len());
     buf.put_u32(len);
@@ -262,17 +260,16 @@ pub(crate) fn pack(batch: &[Envelope], max_datagram: Option<usize>) -> Packed {
 /// The stream frames of `envelopes` (one envelope per frame), back to back.
 ///
 /// # Errors
-/// [`TransportError::Other`] for an envelope longer than `u32::MAX` bytes.
+/// [`TransportError::TooLarge`] for an envelope longer than `u32::MAX` bytes.
 pub(crate) fn stream_frames<'a>(
     envelopes: impl Iterator<Item = &'a Envelope>,
 ) -> Result<Bytes, TransportError> {
     let mut buf = BytesMut::new();
     for env in envelopes {
         let len = batch_entry_len(env);
-        let prefix = u32::try_from(len).map_err(|_| {
-            TransportError::Other(format!(
-                "frame of {len} bytes is too long for a u32 length prefix"
-            ))
+        let prefix = u32::try_from(len).map_err(|_| TransportError::TooLarge {
+            size: len,
+            max: u32::MAX as usize,
         })?;
         buf.reserve(LEN_PREFIX + len);
         buf.put_u32(prefix);

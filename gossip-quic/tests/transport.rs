@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use gossip_core::pb::{self, Envelope};
 use gossip_core::{
-    Config, Member, MemberOptions, MemberState, Membership, NodeAddr, Stats, TlsConfig, Transport,
+    Config, Member, MemberOptions, MemberState, Membership, NodeAddr, Stats, Transport,
     TransportError, inbound_channel,
 };
 use gossip_quic::{QuicConfig, QuicTransport, RawClient, Wire, send_raw_frame};
+use gossip_tls::TlsConfig;
 use prost::Message;
 use tokio::sync::mpsc;
 
@@ -285,7 +286,7 @@ async fn wrong_alpn_is_refused_in_the_handshake() {
     b.transport.shutdown().await;
 }
 
-fn mtls(files: gossip_core::MtlsFiles) -> QuicConfig {
+fn mtls(files: gossip_tls::MtlsFiles) -> QuicConfig {
     QuicConfig {
         tls: TlsConfig::Mtls(files),
         ..QuicConfig::default()
@@ -315,7 +316,7 @@ async fn mtls_members_talk_and_strangers_are_refused() {
 
     // An intruder that trusts the cluster CA but holds a certificate from
     // another CA: A refuses it and counts it.
-    let intruder_files = gossip_core::MtlsFiles {
+    let intruder_files = gossip_tls::MtlsFiles {
         ca_cert: cluster.path().join("ca.pem"),
         ..gossip_tls::dev_node_files(foreign.path(), 1)
     };
@@ -720,7 +721,7 @@ async fn bind_refuses_plaintext_and_unusable_settings() {
 
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.pem");
-    let err = QuicTransport::bind(mtls(gossip_core::MtlsFiles {
+    let err = QuicTransport::bind(mtls(gossip_tls::MtlsFiles {
         ca_cert: missing.clone(),
         cert: missing.clone(),
         key: missing.clone(),

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use gossip_core::MtlsFiles;
+use crate::MtlsFiles;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -33,7 +33,7 @@ pub(crate) fn set_validity(params: &mut CertificateParams) {
 /// The files [`generate_dev_certs`] writes for node `node` (1-based) in
 /// `dir`, as an [`MtlsFiles`] ready for [`TlsConfig::Mtls`].
 ///
-/// [`TlsConfig::Mtls`]: gossip_core::TlsConfig::Mtls
+/// [`TlsConfig::Mtls`]: crate::TlsConfig::Mtls
 pub fn dev_node_files(dir: &Path, node: usize) -> MtlsFiles {
     MtlsFiles {
         ca_cert: dir.join("ca.pem"),

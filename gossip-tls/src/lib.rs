@@ -1,22 +1,20 @@
 //! Shared rustls setup for gossip transports.
 //!
-//! From a [`gossip_core::TlsConfig`] this crate builds the rustls
+//! From a [`TlsConfig`] (plain data: the mode, and for mutual TLS the PEM
+//! files of [`MtlsFiles`]) this crate builds the rustls
 //! [`ServerConfig`](rustls::ServerConfig) and
 //! [`ClientConfig`](rustls::ClientConfig) of a member ([`TlsSetup`]):
 //!
-//! * [`TlsConfig::SelfSigned`](gossip_core::TlsConfig::SelfSigned): a
-//!   certificate generated at start; clients accept any server certificate.
-//!   **Encrypted, not authenticated.**
-//! * [`TlsConfig::Mtls`](gossip_core::TlsConfig::Mtls): certificates and key
-//!   loaded from PEM files; servers require client certificates issued by the
-//!   cluster CA and clients verify servers against the same CA, including the
-//!   dialed host name. **Encrypted and authenticated both ways.**
+//! * [`TlsConfig::SelfSigned`] makes a certificate at start; clients accept
+//!   any server certificate. **Encrypted, not authenticated.**
+//! * [`TlsConfig::Mtls`] loads certificates and key from PEM files; servers
+//!   require client certificates issued by the cluster CA and clients verify
+//!   servers against the same CA, including the dialed host name. **Encrypted and authenticated both ways.**
 //!
 //! [`generate_dev_certs`] writes a development CA and node certificates.
 //!
 //! ```
-//! use gossip_core::TlsConfig;
-//! use gossip_tls::{TlsMode, TlsSetup, dev_node_files, generate_dev_certs};
+//! use gossip_tls::{TlsConfig, TlsMode, TlsSetup, dev_node_files, generate_dev_certs};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let alpn: &[&[u8]] = &[b"gossip/1"];
@@ -44,6 +42,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod alert;
+mod config;
 mod dev;
 mod error;
 mod pem;
@@ -51,6 +50,7 @@ mod setup;
 mod verify;
 
 pub use alert::alert_hint;
+pub use config::{MtlsFiles, TlsConfig};
 pub use dev::{dev_node_files, generate_dev_certs};
 pub use error::TlsError;
 pub use setup::{TlsMode, TlsSetup, crypto_provider, server_name, unverified_client_config};

@@ -4,7 +4,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use gossip_core::{MtlsFiles, NodeAddr, TlsConfig};
+use gossip_core::NodeAddr;
+
+use crate::config::{MtlsFiles, TlsConfig};
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, ServerConfig};

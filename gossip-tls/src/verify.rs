@@ -1,7 +1,7 @@
 //! The server certificate "verifier" of [`TlsConfig::SelfSigned`]: it accepts
 //! any certificate, so it provides encryption without authentication.
 //!
-//! [`TlsConfig::SelfSigned`]: gossip_core::TlsConfig::SelfSigned
+//! [`TlsConfig::SelfSigned`]: crate::TlsConfig::SelfSigned
 
 use std::sync::Arc;
 

@@ -5,10 +5,11 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-use gossip_core::{MtlsFiles, TlsConfig};
 use gossip_tls::rustls::pki_types::ServerName;
 use gossip_tls::rustls::{ClientConfig, ServerConfig};
-use gossip_tls::{TlsError, TlsMode, TlsSetup, dev_node_files, generate_dev_certs};
+use gossip_tls::{
+    MtlsFiles, TlsConfig, TlsError, TlsMode, TlsSetup, dev_node_files, generate_dev_certs,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 

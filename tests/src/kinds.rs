@@ -108,8 +108,8 @@ impl Kind for Quic {
 /// Development certificates for mutual-TLS kinds: one cluster CA, and an
 /// intruder certificate from another CA.
 pub struct Certs {
-    member: gossip_core::MtlsFiles,
-    intruder: gossip_core::MtlsFiles,
+    member: gossip_tls::MtlsFiles,
+    intruder: gossip_tls::MtlsFiles,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
 }
 
@@ -121,7 +121,7 @@ impl Certs {
         gossip_tls::generate_dev_certs(foreign.path(), 1, &[]).expect("foreign certs");
         let member = gossip_tls::dev_node_files(cluster.path(), 1);
         let stranger = gossip_tls::dev_node_files(foreign.path(), 1);
-        let intruder = gossip_core::MtlsFiles {
+        let intruder = gossip_tls::MtlsFiles {
             ca_cert: member.ca_cert.clone(),
             ..stranger
         };
@@ -142,10 +142,10 @@ impl Default for GrpcMtls {
     }
 }
 
-async fn grpc_with(at: Option<&NodeAddr>, files: &gossip_core::MtlsFiles) -> GrpcTransport {
+async fn grpc_with(at: Option<&NodeAddr>, files: &gossip_tls::MtlsFiles) -> GrpcTransport {
     let cfg = GrpcConfig {
         listen: socket(at),
-        tls: gossip_core::TlsConfig::Mtls(files.clone()),
+        tls: gossip_tls::TlsConfig::Mtls(files.clone()),
         ..GrpcConfig::default()
     };
     GrpcTransport::bind(cfg).await.expect("bind gRPC with mTLS")
@@ -183,11 +183,11 @@ impl Default for QuicMtls {
 
 async fn quic_with(
     at: Option<&NodeAddr>,
-    files: &gossip_core::MtlsFiles,
+    files: &gossip_tls::MtlsFiles,
 ) -> gossip_quic::QuicTransport {
     let cfg = gossip_quic::QuicConfig {
         listen: socket(at),
-        tls: gossip_core::TlsConfig::Mtls(files.clone()),
+        tls: gossip_tls::TlsConfig::Mtls(files.clone()),
         ..gossip_quic::QuicConfig::default()
     };
     gossip_quic::QuicTransport::bind(cfg)

@@ -166,7 +166,7 @@ impl Machine {
 
     // ---------------------------------------------------------------- getters
 
-    /// This member's id.
+    /// This member's id (advertised address and generation).
     pub fn local_id(&self) -> &NodeId {
         &self.id
     }
@@ -182,12 +182,15 @@ impl Machine {
         self.table.me().fact.incarnation
     }
 
-    /// The live members (alive or suspect), self included, sorted by address.
+    /// The live members (alive or suspect), this member included, sorted by
+    /// address. Dead and left members are not listed (see
+    /// [`Machine::all_members`]).
     pub fn members(&self, now: Instant) -> Vec<MemberInfo> {
         self.collect_members(now, true)
     }
 
-    /// Every known member, tombstones included, sorted by address.
+    /// Every member known, tombstones (dead, left) included, sorted by
+    /// address.
     pub fn all_members(&self, now: Instant) -> Vec<MemberInfo> {
         self.collect_members(now, false)
     }
@@ -226,14 +229,16 @@ impl Machine {
         }
     }
 
-    /// A key of a live owner (`None` if unknown, deleted, expired, or the
-    /// owner is not live).
+    /// Reads a key of any live owner: `None` if the key is unknown, deleted
+    /// or expired, or its owner is not live (suspect counts as live; dead and
+    /// left owners' keys are hidden).
     pub fn get_key(&self, now: Instant, owner: &NodeAddr, key: &str) -> Option<KeyEntry> {
         let n = self.table.get(owner).filter(|n| n.is_live())?;
         n.owner.get(now, key)
     }
 
-    /// Every visible key of every live owner, grouped by owner.
+    /// Every visible key (neither deleted nor expired) of every live owner,
+    /// grouped by owner address; owners without such a key are left out.
     pub fn kv(&self, now: Instant) -> BTreeMap<NodeAddr, BTreeMap<String, KeyEntry>> {
         self.table
             .iter()
@@ -273,8 +278,9 @@ impl Machine {
 
     // --------------------------------------------------------------- commands
 
-    /// Records a seed; it is contacted at once and retried with exponential
-    /// backoff until it answers (requirement 6).
+    /// Records an address to join through. It is contacted at once and
+    /// retried with exponential backoff until it answers; it becomes a member
+    /// only once it has answered (requirement 6).
     pub fn add_seed(&mut self, now: Instant, addr: NodeAddr) {
         if addr == self.id.addr || self.left {
             return;
@@ -293,7 +299,7 @@ impl Machine {
         self.rearm();
     }
 
-    /// Replaces this member's metadata.
+    /// Replaces this member's metadata; every member eventually sees it.
     ///
     /// # Errors
     /// [`GossipError::TooManyMetaEntries`] past
@@ -345,8 +351,8 @@ impl Machine {
         Ok(())
     }
 
-    /// Sets one of this member's keys, optionally expiring after `ttl`;
-    /// returns the write's version.
+    /// Sets one of this member's keys, optionally expiring everywhere after
+    /// `ttl`; returns the write's version.
     ///
     /// # Errors
     /// [`GossipError::InvalidKey`] for an empty key or one over
@@ -376,11 +382,14 @@ impl Machine {
         Ok(change.map(|c| c.version).unwrap_or(0))
     }
 
-    /// Deletes one of this member's keys; returns the deletion's version, or
-    /// `None` if the key was not set.
+    /// Deletes one of this member's keys (a versioned tombstone, so that the
+    /// deletion spreads like a write); returns the deletion's version, or
+    /// `None`, changing nothing, if the key is not set (never set, already
+    /// deleted, or expired).
     ///
     /// # Errors
-    /// [`GossipError::InvalidKey`], [`GossipError::ShutDown`].
+    /// [`GossipError::InvalidKey`]; [`GossipError::ShutDown`] after leaving.
+    /// Nothing changes on error.
     pub fn delete_key(&mut self, now: Instant, key: &str) -> Result<Option<u64>, GossipError> {
         self.check_open()?;
         check_key(key)?;
@@ -411,8 +420,9 @@ impl Machine {
         Some(change)
     }
 
-    /// Broadcasts `payload` to every live member; `ttl` hops (default: the
-    /// configured `broadcast_ttl`). The local member delivers it too.
+    /// Broadcasts `payload` to every live member, each delivering it once
+    /// (this member too); `ttl` bounds how many hops it is forwarded (`None`:
+    /// the configured `broadcast_ttl`). Returns the broadcast's UUID.
     ///
     /// # Errors
     /// [`GossipError::TooLarge`] if the payload could not fit in one message;

@@ -20,8 +20,8 @@ impl Machine {
     /// Takes the round-trip times of the probes answered since the last
     /// call, oldest first: from a probe's ping to its first ack, direct or
     /// relayed by an indirect probe. The driver feeds them to
-    /// [`Stats::probe_rtt`](crate::Stats::probe_rtt); at most 1024 samples
-    /// wait untaken.
+    /// [`Stats::record_probe_rtt`](crate::Stats::record_probe_rtt); at most
+    /// 1024 samples wait untaken.
     pub fn take_probe_rtts(&mut self) -> impl Iterator<Item = Duration> + '_ {
         self.swim.take_rtts()
     }

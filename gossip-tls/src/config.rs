@@ -1,6 +1,7 @@
-//! Transport security settings shared by every transport. Plain data: each
-//! transport builds its own rustls configuration from it, so this crate
-//! depends on no TLS library.
+//! Transport security settings shared by every transport: plain data, which
+//! [`TlsSetup`](crate::TlsSetup) turns into rustls configurations. They live
+//! here, with the TLS code, so that `gossip-core` depends on no TLS library
+//! and names no TLS setting.
 
 use std::path::PathBuf;
 
