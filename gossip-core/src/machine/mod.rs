@@ -562,6 +562,23 @@ impl Machine {
         self.rearm();
     }
 
+    /// A message to `to` could not be delivered. `refused` says the
+    /// transport got a definitive answer that nothing listens at `to`
+    /// ([`TransportError::Refused`](crate::TransportError::Refused): TCP
+    /// connection refused, ICMP port unreachable); other failures
+    /// (timeouts, resets, TLS) are `false` and change nothing here, as a
+    /// lost message would not. A refusal of this member's probe target, or
+    /// of the target of an indirect probe it relays, is evidence for the
+    /// failure detector's fast path (issue #10, item 4).
+    pub fn handle_send_error(&mut self, now: Instant, to: &NodeAddr, refused: bool) {
+        if self.left || !refused {
+            return;
+        }
+        self.skip_idle_ticks(now, false);
+        self.on_refused(now, to);
+        self.rearm();
+    }
+
     /// Runs every timer that is due at `now` ([`Timer::ALL`] order: probes,
     /// suspicion timeouts, seed retries, key expiry, tombstone collection,
     /// then the gossip tick or the extra round, which send what the others

@@ -210,6 +210,12 @@ impl Machine {
             .suspect(now, &fact.id, fact.incarnation, confirmer, min, max, k);
     }
 
+    /// The transport said nothing listens at `to` (see
+    /// `Machine::handle_send_error`).
+    pub(super) fn on_refused(&mut self, _now: Instant, to: &NodeAddr) {
+        debug!(peer = %to, "refused");
+    }
+
     /// No ack within the probe timeout: `indirect_probes` members are asked
     /// to probe the target, and the target is pinged once more (SWIM 4.1;
     /// the second direct try is memberlist's TCP fallback).
