@@ -78,6 +78,7 @@ fn envelope(size: Size, seq: u64) -> pb::Envelope {
                     id: Some(member(3)),
                     incarnation: 1,
                     state: pb::MemberState::Alive as i32,
+                    ..Default::default()
                 }),
                 from_version: seq,
                 to_version: seq + 16,
@@ -100,6 +101,7 @@ fn envelope(size: Size, seq: u64) -> pb::Envelope {
                 id: Some(member(10 + i)),
                 incarnation: seq % 7,
                 state: pb::MemberState::Alive as i32,
+                ..Default::default()
             })
             .collect(),
         _ => Vec::new(),

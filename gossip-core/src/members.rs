@@ -59,6 +59,8 @@ pub(crate) fn fact_to_pb(f: &Fact) -> pb::MemberUpdate {
         id: Some(f.id.to_pb()),
         incarnation: f.incarnation,
         state: state as i32,
+        accuser: String::new(),
+        refused: false,
     }
 }
 

@@ -36,11 +36,13 @@ pub enum MessageKind {
     Gossip,
     /// Bucket fingerprints that locate differences before digests.
     SyncBuckets,
+    /// An indirect probe's negative answer (Lifeguard IV-A).
+    Nack,
 }
 
 impl MessageKind {
     /// Every kind, in the order of the wire schema.
-    pub const ALL: [MessageKind; 8] = [
+    pub const ALL: [MessageKind; 9] = [
         MessageKind::Ping,
         MessageKind::Ack,
         MessageKind::PingReq,
@@ -49,6 +51,7 @@ impl MessageKind {
         MessageKind::Delta,
         MessageKind::Gossip,
         MessageKind::SyncBuckets,
+        MessageKind::Nack,
     ];
 
     /// The kind of `env`; an envelope without a body counts as `gossip`.
@@ -62,6 +65,7 @@ impl MessageKind {
             Some(Body::Delta(_)) => MessageKind::Delta,
             Some(Body::Gossip(_)) | None => MessageKind::Gossip,
             Some(Body::SyncBuckets(_)) => MessageKind::SyncBuckets,
+            Some(Body::Nack(_)) => MessageKind::Nack,
         }
     }
 
@@ -77,6 +81,7 @@ impl MessageKind {
             MessageKind::Delta => "delta",
             MessageKind::Gossip => "gossip",
             MessageKind::SyncBuckets => "sync_buckets",
+            MessageKind::Nack => "nack",
         }
     }
 
@@ -84,6 +89,9 @@ impl MessageKind {
         self as usize
     }
 }
+
+/// Number of [`MessageKind`]s.
+const KINDS: usize = MessageKind::ALL.len();
 
 /// Upper bounds of the probe round-trip-time histogram's buckets, in
 /// microseconds (0.5 ms to 5 s); a last bucket holds every longer sample.
@@ -95,8 +103,8 @@ pub const RTT_BUCKETS_US: [u64; 13] = [
 /// Messages and bytes of one direction, per [`MessageKind`].
 #[derive(Debug, Default)]
 struct KindCounters {
-    messages: [AtomicU64; 8],
-    bytes: [AtomicU64; 8],
+    messages: [AtomicU64; KINDS],
+    bytes: [AtomicU64; KINDS],
 }
 
 impl KindCounters {
@@ -118,8 +126,8 @@ impl KindCounters {
 /// "bytes": n}, ...}` with every kind present.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KindCounts {
-    messages: [u64; 8],
-    bytes: [u64; 8],
+    messages: [u64; KINDS],
+    bytes: [u64; KINDS],
 }
 
 impl KindCounts {

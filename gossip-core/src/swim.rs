@@ -37,6 +37,15 @@ struct Probe {
     indirect_at: Instant,
     indirect_sent: bool,
     acked: bool,
+    /// Relays asked to probe indirectly: as many nacks are expected
+    /// (Lifeguard IV-A).
+    expected_nacks: u32,
+    /// Nacks received.
+    nacks: u32,
+    /// This member's own ping to the target was refused.
+    refused: bool,
+    /// Relays that reported their ping refused.
+    relay_refusals: u32,
 }
 
 /// A ping this member sends on behalf of another (an indirect probe).
@@ -45,6 +54,53 @@ struct Relay {
     requester: NodeAddr,
     their_seq: u64,
     expires: Instant,
+    /// The member pinged on the requester's behalf.
+    target: NodeAddr,
+    /// When to send the requester a nack if no ack came; `None` once
+    /// answered (nack sent).
+    nack_at: Option<Instant>,
+}
+
+/// The refusal fast path's evidence on a probe: this member's own ping to
+/// the target was refused and at least one relay's ping too (issue #10,
+/// item 4). Returned by [`Swim::confirmed_refusal`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct RefusedProbe {
+    /// The probe's target.
+    pub(crate) target: NodeId,
+    /// When the probe's first ping went out: anything heard from the
+    /// target since then voids the evidence.
+    pub(crate) sent_at: Instant,
+}
+
+/// A smoothed round-trip-time estimator (RFC 6298, section 2): `srtt` and
+/// `rttvar`, updated from the direct acks of this member's probes.
+#[derive(Debug, Default)]
+struct RttEstimator {
+    srtt: Option<Duration>,
+    rttvar: Duration,
+}
+
+impl RttEstimator {
+    fn sample(&mut self, r: Duration) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(r);
+                self.rttvar = r / 2;
+            }
+            Some(srtt) => {
+                let delta = srtt.abs_diff(r);
+                self.rttvar = self.rttvar * 3 / 4 + delta / 4;
+                self.srtt = Some(srtt * 7 / 8 + r / 8);
+            }
+        }
+    }
+
+    /// `srtt + 4 * rttvar` (RFC 6298's RTO without its 1 s floor), or
+    /// `None` before the first sample.
+    fn rto(&self) -> Option<Duration> {
+        self.srtt.map(|s| s + self.rttvar * 4)
+    }
 }
 
 /// A running suspicion of one member.
@@ -112,6 +168,7 @@ pub(crate) struct Swim {
     /// `max_local_health`.
     local_health: u32,
     max_local_health: u32,
+    rtt: RttEstimator,
 }
 
 impl Swim {
@@ -129,7 +186,17 @@ impl Swim {
             rtts: Vec::new(),
             local_health: 0,
             max_local_health,
+            rtt: RttEstimator::default(),
         }
+    }
+
+    /// The time to wait for a direct ack before probing indirectly: the
+    /// round trips measured so far, as TCP's retransmission timeout (RFC
+    /// 6298: smoothed RTT plus four deviations), never below `floor` (the
+    /// configured `probe_timeout`) nor above `cap`; `floor` before the
+    /// first sample. Lifeguard's stretch applies on top (the caller's).
+    pub(crate) fn probe_timeout(&self, floor: Duration, cap: Duration) -> Duration {
+        self.rtt.rto().map_or(floor, |rto| rto.min(cap)).max(floor)
     }
 
     /// Lifeguard's local health multiplier (0 when healthy).
@@ -143,11 +210,17 @@ impl Swim {
         self.local_health + 1
     }
 
-    /// Lifeguard: the multiplier goes up on a missed probe or a refutation
-    /// of this member's own suspicion...
+    /// Lifeguard: the multiplier goes up on a missed probe, a missed nack,
+    /// a refutation of this member's own suspicion or a stall of its own
+    /// loop...
     pub(crate) fn health_worse(&mut self) {
-        if self.local_health < self.max_local_health {
-            self.local_health += 1;
+        self.health_worse_by(1);
+    }
+
+    fn health_worse_by(&mut self, delta: u32) {
+        let before = self.local_health;
+        self.local_health = (self.local_health + delta).min(self.max_local_health);
+        if self.local_health > before {
             debug!(
                 local_health = self.local_health,
                 "local health worse: probing more slowly"
@@ -172,21 +245,153 @@ impl Swim {
             indirect_at: now + timeout,
             indirect_sent: false,
             acked: false,
+            expected_nacks: 0,
+            nacks: 0,
+            refused: false,
+            relay_refusals: 0,
         });
         seq
     }
 
     /// Ends the protocol period: forgets the probe in flight, updates the
     /// local health, and returns the target to suspect if it never answered.
+    ///
+    /// Lifeguard IV-A: an unanswered probe whose relays all sent nacks says
+    /// the target is silent but this member's messages get through, so the
+    /// local health does not change; each missing nack counts against this
+    /// member (its own messages may be what is lost); with no relay asked,
+    /// the failed probe itself counts once.
     pub(crate) fn end_period(&mut self) -> Option<NodeId> {
         let p = self.probe.take()?;
         if p.acked {
             self.health_better();
-            None
-        } else {
-            self.health_worse();
-            Some(p.target)
+            return None;
         }
+        let delta = if p.expected_nacks > 0 {
+            p.expected_nacks - p.nacks.min(p.expected_nacks)
+        } else {
+            1
+        };
+        self.health_worse_by(delta);
+        Some(p.target)
+    }
+
+    /// The indirect probe went to `relays` members: as many nacks are
+    /// expected.
+    pub(crate) fn expect_nacks(&mut self, relays: usize) {
+        if let Some(p) = self.probe.as_mut() {
+            p.expected_nacks = u32::try_from(relays).unwrap_or(u32::MAX);
+        }
+    }
+
+    /// A nack for this member's probe `seq`; `refused` if the relay's ping
+    /// was refused.
+    pub(crate) fn on_nack(&mut self, seq: u64, refused: bool) {
+        if let Some(p) = self.probe.as_mut().filter(|p| p.seq == seq) {
+            p.nacks += 1;
+            if refused {
+                p.relay_refusals += 1;
+            }
+        }
+    }
+
+    /// A message to `addr` was refused. Marks this member's probe of it
+    /// refused (returns true if it is the unanswered probe in flight), and
+    /// returns the relays run for others towards `addr` that have not
+    /// answered yet (`(requester, their_seq)`): each gets a refused nack at
+    /// once, and no other.
+    pub(crate) fn refused(&mut self, addr: &NodeAddr) -> (bool, Vec<(NodeAddr, u64)>) {
+        let mine = match self.probe.as_mut() {
+            Some(p) if p.target.addr == *addr && !p.acked => {
+                p.refused = true;
+                true
+            }
+            _ => false,
+        };
+        let mut nacks: Vec<(NodeAddr, u64)> = self
+            .relays
+            .values_mut()
+            .filter(|r| r.target == *addr && r.nack_at.is_some())
+            .map(|r| {
+                r.nack_at = None;
+                (r.requester.clone(), r.their_seq)
+            })
+            .collect();
+        nacks.sort(); // HashMap order differs between processes.
+        (mine, nacks)
+    }
+
+    /// If the probe in flight was refused to this member and to at least
+    /// one relay, and no ack came: the evidence, taken (it is acted on once).
+    pub(crate) fn confirmed_refusal(&mut self) -> Option<RefusedProbe> {
+        let p = self.probe.as_mut()?;
+        if p.acked || !p.refused || p.relay_refusals == 0 {
+            return None;
+        }
+        p.refused = false;
+        Some(RefusedProbe {
+            target: p.target.clone(),
+            sent_at: p.sent_at,
+        })
+    }
+
+    /// Makes the indirect probe due at `now` (the target refused the
+    /// direct ping: no point waiting for its ack).
+    pub(crate) fn hurry_indirect(&mut self, now: Instant) {
+        if let Some(p) = self.probe.as_mut().filter(|p| !p.indirect_sent) {
+            p.indirect_at = p.indirect_at.min(now);
+        }
+    }
+
+    /// The relays whose nack fell due at `now` (no ack from the target in
+    /// time): `(requester, their_seq)`, each once.
+    pub(crate) fn due_nacks(&mut self, now: Instant) -> Vec<(NodeAddr, u64)> {
+        let mut due: Vec<(NodeAddr, u64)> = self
+            .relays
+            .values_mut()
+            .filter(|r| r.nack_at.is_some_and(|t| t <= now))
+            .map(|r| {
+                r.nack_at = None;
+                (r.requester.clone(), r.their_seq)
+            })
+            .collect();
+        due.sort();
+        due
+    }
+
+    /// The first nack deadline among the relays.
+    pub(crate) fn next_nack_deadline(&self) -> Option<Instant> {
+        self.relays.values().filter_map(|r| r.nack_at).min()
+    }
+
+    /// This member was not running for `late` (its timers fired that late):
+    /// every SWIM deadline is pushed back by it, and to no earlier than
+    /// `now + grace`, so that no probe is judged, no relay nacks and no
+    /// suspicion expires before the answers that arrived meanwhile are
+    /// handled. Returns the probe period's new deadline for `period`.
+    pub(crate) fn postpone(
+        &mut self,
+        now: Instant,
+        late: Duration,
+        grace: Duration,
+        period: Instant,
+    ) -> Instant {
+        let later = |d: Instant| (d + late).max(now + grace);
+        if let Some(p) = self.probe.as_mut().filter(|p| !p.indirect_sent) {
+            p.indirect_at = later(p.indirect_at);
+        }
+        for r in self.relays.values_mut() {
+            if let Some(t) = r.nack_at {
+                r.nack_at = Some(later(t));
+            }
+        }
+        self.deadlines.clear();
+        for (addr, s) in self.suspicions.iter_mut() {
+            let to = later(s.deadline());
+            s.start += to - s.deadline();
+            self.deadlines.insert((s.deadline(), addr.clone()));
+        }
+        later(period)
     }
 
     /// When the indirect probe falls due: the probe is unanswered and its
@@ -209,13 +414,23 @@ impl Swim {
         Some((p.target.clone(), p.seq))
     }
 
-    /// An ack with sequence number `seq` arrived at `now`.
-    pub(crate) fn on_ack(&mut self, now: Instant, seq: u64) -> AckFor {
+    /// An ack with sequence number `seq` arrived at `now` from `from`.
+    pub(crate) fn on_ack(&mut self, now: Instant, seq: u64, from: &NodeAddr) -> AckFor {
         if let Some(p) = self.probe.as_mut().filter(|p| p.seq == seq) {
             if !p.acked {
                 p.acked = true;
                 let rtt = now.saturating_duration_since(p.sent_at);
+                // Only the target's own answer measures the round trip to
+                // it (a relayed ack took four hops). Measured from the
+                // first ping even when the second one was answered (Karn's
+                // ambiguity): an overestimate only makes the timeout
+                // longer, and without it a round trip above the timeout
+                // would never be learned.
+                let direct = from == &p.target.addr;
                 self.record_rtt(rtt);
+                if direct {
+                    self.rtt.sample(rtt);
+                }
             }
             return AckFor::Probe;
         }
@@ -228,9 +443,18 @@ impl Swim {
         }
     }
 
-    /// Runs a relay for `requester`'s probe `their_seq` until `expires`;
-    /// returns the sequence number of the ping to send to the target.
-    pub(crate) fn relay(&mut self, requester: NodeAddr, their_seq: u64, expires: Instant) -> u64 {
+    /// Runs a relay for `requester`'s probe `their_seq` of `target`: a nack
+    /// at `nack_at` if no ack came by then, the relay forgotten at
+    /// `expires`; returns the sequence number of the ping to send to the
+    /// target.
+    pub(crate) fn relay(
+        &mut self,
+        requester: NodeAddr,
+        their_seq: u64,
+        target: NodeAddr,
+        nack_at: Instant,
+        expires: Instant,
+    ) -> u64 {
         let seq = self.next_seq();
         self.relays.insert(
             seq,
@@ -238,6 +462,8 @@ impl Swim {
                 requester,
                 their_seq,
                 expires,
+                target,
+                nack_at: Some(nack_at),
             },
         );
         seq
@@ -307,7 +533,8 @@ impl Swim {
 
     /// Starts suspecting `id` at `incarnation`, or, if already suspected at
     /// that incarnation, records `confirmer`'s independent suspicion (which
-    /// may bring the deadline closer).
+    /// may bring the deadline closer). True if `confirmer` is a new accuser
+    /// of this suspicion that counts (at most K confirmations do).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn suspect(
         &mut self,
@@ -318,19 +545,22 @@ impl Swim {
         min: Duration,
         max: Duration,
         k: u32,
-    ) {
+    ) -> bool {
         if let Some(s) = self.suspicions.get_mut(&id.addr)
             && s.generation == id.generation
             && s.incarnation == incarnation
         {
             let before = s.deadline();
-            s.confirmers.insert(confirmer);
+            // Past K confirmations the timeout is at its minimum: another
+            // accuser changes nothing and is not worth gossiping.
+            let counted = s.confirmers.len() <= s.k as usize;
+            let new = counted && s.confirmers.insert(confirmer);
             let after = s.deadline();
             if after != before {
                 self.deadlines.remove(&(before, id.addr.clone()));
                 self.deadlines.insert((after, id.addr.clone()));
             }
-            return;
+            return new;
         }
         self.clear_suspicion(&id.addr);
         let s = Suspicion {
@@ -344,6 +574,14 @@ impl Swim {
         };
         self.deadlines.insert((s.deadline(), id.addr.clone()));
         self.suspicions.insert(id.addr.clone(), s);
+        true
+    }
+
+    /// Whether `addr` is suspected here in `generation`.
+    pub(crate) fn is_suspected(&self, addr: &NodeAddr, generation: u64) -> bool {
+        self.suspicions
+            .get(addr)
+            .is_some_and(|s| s.generation == generation)
     }
 
     /// Ends the suspicion of `addr`, if any.

@@ -519,6 +519,7 @@ async fn bad_input_on_the_grpc_port_is_rejected_and_changes_nothing() {
             }),
             incarnation: 0,
             state: pb::MemberState::Alive as i32,
+            ..Default::default()
         }],
         body: Some(pb::envelope::Body::Gossip(pb::Gossip {})),
         ..Default::default()

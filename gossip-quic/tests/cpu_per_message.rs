@@ -39,6 +39,7 @@ fn envelope(from: &NodeAddr, seq: u64) -> Envelope {
         }),
         incarnation: i,
         state: pb::MemberState::Alive as i32,
+        ..Default::default()
     };
     Envelope {
         cluster_id: "bench-cluster".into(),

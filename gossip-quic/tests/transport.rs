@@ -784,6 +784,7 @@ fn padded(cluster: &str, from: &NodeAddr, seq: u64, n: u64) -> Envelope {
             }),
             incarnation: i,
             state: pb::MemberState::Alive as i32,
+            ..Default::default()
         })
         .collect();
     env

@@ -223,6 +223,7 @@ impl Simulation {
                     id: Some(self.id_of(i).to_pb()),
                     incarnation: 0,
                     state: pb::MemberState::Alive as i32,
+                    ..Default::default()
                 }),
                 ..Default::default()
             })

@@ -213,6 +213,7 @@ fn envelope(cluster: &str) -> Vec<u8> {
             }),
             incarnation: 0,
             state: pb::MemberState::Alive as i32,
+            ..Default::default()
         }],
         body: Some(pb::envelope::Body::Gossip(pb::Gossip {})),
         ..Default::default()

@@ -18,6 +18,8 @@
 mod probe;
 #[cfg(test)]
 mod rules;
+#[cfg(test)]
+mod rules_detector;
 mod sync;
 #[cfg(test)]
 mod tests;
@@ -47,6 +49,7 @@ use crate::kv::{ENTRY_OVERHEAD, KeyChange};
 use crate::members::{Fact, Node, Table, fact_from_pb, fact_to_pb};
 use crate::queue::TransmitQueue;
 use crate::swim::Swim;
+use probe::Rumor;
 use timer::{Timer, TimerTable};
 
 /// Bytes of each message given to piggybacked membership updates at most.
@@ -55,6 +58,10 @@ pub(crate) const UPDATE_BUDGET: usize = 1024;
 const META_ENTRY_OVERHEAD: usize = 8;
 /// Framing of the metadata and its owner delta, in bytes.
 const META_OVERHEAD: usize = 64;
+/// A timer that fires later than this after its deadline means this
+/// member was not running (a starved process, a stopped VM, a blocked
+/// loop): its SWIM deadlines are pushed back (issue #10, item 2).
+const STALL_TOLERANCE: Duration = Duration::from_millis(20);
 /// Peers a leave is announced to directly; the rest hear it by gossip.
 const LEAVE_FANOUT: usize = 64;
 
@@ -106,6 +113,8 @@ pub struct Machine {
     seeds: HashMap<NodeAddr, Seed>,
     bcast_version: u64,
     left: bool,
+    /// Wake-ups that came later than `STALL_TOLERANCE` after a deadline.
+    stalls: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
 }
@@ -154,6 +163,7 @@ impl Machine {
             seeds: HashMap::new(),
             bcast_version: 0,
             left: false,
+            stalls: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             id,
@@ -258,6 +268,14 @@ impl Machine {
     /// and timeout are stretched by this plus one.
     pub fn local_health(&self) -> u32 {
         self.swim.local_health()
+    }
+
+    /// How many times this member's timers fired more than 20 ms late (its
+    /// loop was not running: a starved process, a blocked thread); each
+    /// pushed its SWIM deadlines back instead of judging probes it could
+    /// not hear the answers to (issue #10, item 2).
+    pub fn stalls(&self) -> u64 {
+        self.stalls
     }
 
     /// Messages waiting in the dissemination queues (membership updates and
@@ -539,10 +557,21 @@ impl Machine {
             incarnation: msg.incarnation,
             state: MemberState::Alive,
         };
-        self.apply_update(now, sender, Some(&from.addr), true);
+        self.apply_update(now, sender, Some(&from.addr), true, &Rumor::default());
         self.table.heard(&from.addr, now);
-        for fact in msg.updates.iter().filter_map(fact_from_pb) {
-            self.apply_update(now, fact, Some(&from.addr), true);
+        // A message from a member this one suspects proves it runs: the
+        // suspicion here ends (an ack that comes late, after the probe
+        // period, included). Its state stays `suspect` until it refutes, and
+        // another member's verdict starts a new suspicion.
+        if self.swim.is_suspected(&from.addr, from.generation) {
+            debug!(member = %from, "suspicion cleared: the member answered");
+            self.swim.clear_suspicion(&from.addr);
+        }
+        for u in &msg.updates {
+            if let Some(fact) = fact_from_pb(u) {
+                let rumor = Rumor::of(u);
+                self.apply_update(now, fact, Some(&from.addr), true, &rumor);
+            }
         }
         for b in msg.broadcasts {
             self.receive_broadcast(now, b, Some(&from.addr));
@@ -556,6 +585,7 @@ impl Machine {
                 Body::SyncBuckets(b) => self.on_buckets(now, &from, b),
                 Body::SyncDigest(d) => self.on_digest(now, &from, d),
                 Body::Delta(d) => self.on_delta(now, &from, d),
+                Body::Nack(n) => self.on_nack(now, n),
                 Body::Gossip(_) => {}
             }
         }
@@ -588,6 +618,12 @@ impl Machine {
             return;
         }
         self.skip_idle_ticks(now, false);
+        if let Some(due) = self.timers.next().filter(|t| *t <= now) {
+            let late = now - due;
+            if late > STALL_TOLERANCE {
+                self.on_stall(now, late);
+            }
+        }
         for timer in Timer::ALL {
             if self.timers.take_due(timer, now) {
                 self.on_timer(now, timer);
@@ -606,6 +642,7 @@ impl Machine {
         match timer {
             Timer::IndirectProbe => self.probe_indirectly(now),
             Timer::ProbePeriod => self.end_probe_period(now),
+            Timer::RelayNack => self.send_due_nacks(now),
             Timer::Suspicion => self.expire_suspicions(now),
             Timer::SeedRetry => self.contact_seeds(now),
             Timer::KeyExpiry => self.expire_keys(now),
@@ -634,6 +671,8 @@ impl Machine {
             .set_opt(Timer::IndirectProbe, self.swim.indirect_deadline());
         self.timers
             .set_opt(Timer::Suspicion, self.swim.next_suspicion_deadline());
+        self.timers
+            .set_opt(Timer::RelayNack, self.swim.next_nack_deadline());
         let seed = self
             .seeds
             .values()

@@ -40,26 +40,26 @@ macro_rules! expect_transmit {
 
 /// Asserts that the machine has no transmit left.
 #[track_caller]
-fn expect_no_more_transmits(m: &mut Machine) {
+pub(super) fn expect_no_more_transmits(m: &mut Machine) {
     if let Some(t) = m.poll_transmit() {
         panic!("unexpected transmit to {}: {:?}", t.to, t.msg.body);
     }
 }
 
 /// Takes every event the machine raised.
-fn events(m: &mut Machine) -> Vec<Event> {
+pub(super) fn events(m: &mut Machine) -> Vec<Event> {
     std::iter::from_fn(|| m.poll_event()).collect()
 }
 
-fn addr(name: &str) -> NodeAddr {
+pub(super) fn addr(name: &str) -> NodeAddr {
     NodeAddr::parse(&format!("{name}:7000")).unwrap()
 }
 
-fn id(name: &str) -> NodeId {
+pub(super) fn id(name: &str) -> NodeId {
     NodeId::new(addr(name), 1)
 }
 
-fn update(id: &NodeId, incarnation: u64, state: MemberState) -> pb::MemberUpdate {
+pub(super) fn update(id: &NodeId, incarnation: u64, state: MemberState) -> pb::MemberUpdate {
     let state = match state {
         MemberState::Alive => pb::MemberState::Alive,
         MemberState::Suspect => pb::MemberState::Suspect,
@@ -70,11 +70,12 @@ fn update(id: &NodeId, incarnation: u64, state: MemberState) -> pb::MemberUpdate
         id: Some(id.to_pb()),
         incarnation,
         state: state as i32,
+        ..Default::default()
     }
 }
 
 /// An envelope from `from` (incarnation 0) with `body` and `updates`.
-fn envelope(from: &NodeId, updates: Vec<pb::MemberUpdate>, body: Body) -> pb::Envelope {
+pub(super) fn envelope(from: &NodeId, updates: Vec<pb::MemberUpdate>, body: Body) -> pb::Envelope {
     pb::Envelope {
         cluster_id: Config::default().cluster_id,
         from: Some(from.to_pb()),
@@ -85,14 +86,19 @@ fn envelope(from: &NodeId, updates: Vec<pb::MemberUpdate>, body: Body) -> pb::En
     }
 }
 
-fn gossip() -> Body {
+pub(super) fn gossip() -> Body {
     Body::Gossip(pb::Gossip {})
 }
 
 /// Machine `me`, which has learned `peers` (all alive, incarnation 0) from
 /// an anti-entropy delta of `peers[0]`, with its outputs drained.
 fn machine(me: &NodeId, peers: &[NodeId], now: Instant) -> Machine {
-    let mut m = Machine::new(me.clone(), Config::default(), 1, now).expect("valid config");
+    machine_with(Config::default(), me, peers, now)
+}
+
+/// [`machine`] with the protocol configuration `cfg`.
+pub(super) fn machine_with(cfg: Config, me: &NodeId, peers: &[NodeId], now: Instant) -> Machine {
+    let mut m = Machine::new(me.clone(), cfg, 1, now).expect("valid config");
     let owners = peers
         .iter()
         .map(|p| pb::OwnerDelta {
@@ -118,6 +124,15 @@ fn machine(me: &NodeId, peers: &[NodeId], now: Instant) -> Machine {
         .count();
     assert_eq!(joined, peers.len());
     m
+}
+
+/// Runs the machine's timers, each at its deadline, up to `until` (a
+/// driver that kept up: a late call would count as a stall of the member).
+pub(super) fn run_timers(m: &mut Machine, until: Instant) {
+    while let Some(t) = m.poll_timeout().filter(|t| *t <= until) {
+        m.handle_timeout(t);
+    }
+    m.handle_timeout(until);
 }
 
 // ------------------------------------------------------------ indirect probes
@@ -330,7 +345,7 @@ fn a_dead_member_is_not_revived_by_a_stale_alive() {
     );
     assert!(matches!(events(&mut m).as_slice(), [Event::Suspected(s)] if *s == x));
     let later = now + Config::default().suspicion_max(4) + Duration::from_secs(1);
-    m.handle_timeout(later);
+    run_timers(&mut m, later);
     while m.poll_transmit().is_some() {}
     let ev = events(&mut m);
     assert!(

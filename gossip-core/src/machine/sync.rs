@@ -29,7 +29,7 @@ use gossip_proto::v1 as pb;
 use gossip_proto::v1::envelope::Body;
 use rand::Rng;
 
-use super::{Machine, Timer};
+use super::{Machine, Rumor, Timer};
 use crate::config::ENVELOPE_OVERHEAD;
 use crate::digest::{
     differing_ranges, member_piece, owner_pieces, pack, range_digests, request_digests,
@@ -188,7 +188,13 @@ impl Machine {
             };
             mentioned.insert(theirs.id.addr.clone());
             let own = theirs.id.addr == from.addr;
-            self.apply_update(now, theirs.clone(), Some(&from.addr), own);
+            self.apply_update(
+                now,
+                theirs.clone(),
+                Some(&from.addr),
+                own,
+                &Rumor::default(),
+            );
             let Some(node) = self.table.get(&theirs.id.addr) else {
                 continue;
             };
@@ -244,7 +250,7 @@ impl Machine {
             let own = fact.id.addr == from.addr;
             let addr = fact.id.addr.clone();
             let generation = fact.id.generation;
-            self.apply_update(now, fact, Some(&from.addr), own);
+            self.apply_update(now, fact, Some(&from.addr), own, &Rumor::default());
             if addr == self.id.addr {
                 continue;
             }

@@ -25,6 +25,9 @@ pub(crate) enum Timer {
     /// End of a protocol period: judge the last probe, start the next
     /// (SWIM 4.1, 4.3); stretched by Lifeguard's local health (4.3).
     ProbePeriod,
+    /// A relay of an indirect probe got no ack in time: it sends the
+    /// requester a nack (Lifeguard IV-A).
+    RelayNack,
     /// The first deadline among the running suspicions (SWIM 4.2,
     /// Lifeguard 4.2).
     Suspicion,
@@ -44,13 +47,14 @@ pub(crate) enum Timer {
 }
 
 /// Number of [`Timer`] variants.
-const COUNT: usize = 8;
+const COUNT: usize = 9;
 
 impl Timer {
     /// Every timer, in the order `handle_timeout` runs them.
     pub(crate) const ALL: [Timer; COUNT] = [
         Timer::IndirectProbe,
         Timer::ProbePeriod,
+        Timer::RelayNack,
         Timer::Suspicion,
         Timer::SeedRetry,
         Timer::KeyExpiry,
