@@ -72,6 +72,9 @@ pub enum Stepped {
     Stale,
     /// The caller's task with this id is due: the caller runs it.
     Task(u32),
+    /// This member learned that a message it sent was refused (see
+    /// [`Harness::set_refusals`]).
+    Refused(usize),
 }
 
 /// Cumulative counters of the simulated network.
@@ -90,6 +93,9 @@ pub struct Traffic {
     pub dropped_down: u64,
     /// Messages to an address that is no member's.
     pub dropped_unknown: u64,
+    /// Messages to a crashed member answered with a refusal (see
+    /// [`Harness::set_refusals`]).
+    pub refused: u64,
 }
 
 impl Traffic {
@@ -122,6 +128,8 @@ enum What {
     Deliver { slot: u32 },
     /// The caller's task.
     Task { id: u32 },
+    /// Member `member`'s message to member `to` was refused.
+    Refused { member: u32, to: u32 },
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -195,6 +203,7 @@ pub struct Harness {
     order: SameInstant,
     wake_also: Option<WakeFn>,
     max_message_size: Option<usize>,
+    refusals: bool,
     traffic: Traffic,
     processed: u64,
     stalls: u64,
@@ -223,6 +232,7 @@ impl Harness {
             order: SameInstant::InsertionOrder,
             wake_also: None,
             max_message_size: None,
+            refusals: false,
             traffic: Traffic::default(),
             processed: 0,
             stalls: 0,
@@ -271,6 +281,16 @@ impl Harness {
     /// Panics if a machine sends a message larger than `max` bytes.
     pub fn set_max_message_size(&mut self, max: Option<usize>) {
         self.max_message_size = max;
+    }
+
+    /// Whether a message that arrives at a crashed member (gone, not
+    /// frozen, not across a partition) is answered with a refusal, as the
+    /// kernel of a host whose process died answers with a TCP reset or an
+    /// ICMP port unreachable: the sender's `handle_send_error(.., true)` is
+    /// called one latency later. Off by default (a crash is then silent, as
+    /// a host that lost power).
+    pub fn set_refusals(&mut self, on: bool) {
+        self.refusals = on;
     }
 
     /// Starts (`true`) or stops recording every message sent; see
@@ -549,10 +569,34 @@ impl Harness {
                         self.drain(to, false);
                         Stepped::Delivered(to)
                     }
+                    None if self.refusals => {
+                        self.traffic.refused += 1;
+                        let back = (self.latency)(&mut self.rng);
+                        let what = What::Refused {
+                            member: from as u32,
+                            to: to as u32,
+                        };
+                        self.push(self.now + back, what);
+                        Stepped::Dropped
+                    }
                     _ => {
                         self.traffic.dropped_down += 1;
                         Stepped::Dropped
                     }
+                }
+            }
+            What::Refused { member, to } => {
+                let i = member as usize;
+                let now = self.instant(self.now);
+                let addr = self.members[to as usize].addr.clone();
+                let s = &mut self.members[i];
+                match s.machine.as_mut() {
+                    Some(m) if !s.down => {
+                        m.handle_send_error(now, &addr, true);
+                        self.drain(i, false);
+                        Stepped::Refused(i)
+                    }
+                    _ => Stepped::Stale,
                 }
             }
             What::Task { id } => Stepped::Task(id),

@@ -46,6 +46,12 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 0.0, value_parser = parse_loss)]
     pub loss: f64,
 
+    /// A crashed member's address refuses messages (its process died, its
+    /// host did not: TCP reset, ICMP port unreachable), which the failure
+    /// detector's fast path uses. Default: a crash is silent.
+    #[arg(long)]
+    pub crash_refuses: bool,
+
     /// Peers contacted per gossip round.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub fanout: u16,
@@ -193,6 +199,7 @@ pub fn sim_config(args: &SimulateArgs) -> Result<SimConfig, SimulateError> {
     let mut cfg = SimConfig::new(args.nodes, args.seed);
     cfg.bootstrap.converged = args.start == StartKind::Converged;
     cfg.loss = args.loss;
+    cfg.refusals = args.crash_refuses;
     cfg.latency = args.latency.clone();
     cfg.protocol.fanout = usize::from(args.fanout);
     cfg.protocol.eager_push = !args.no_eager_push;
@@ -290,10 +297,11 @@ pub fn render(r: &Report, tty: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "simulated {} members (seed {}, loss {}, fanout {}, gossip every {} ms, probe every {} ms, eager push {}): {:.1} s of virtual time",
+        "simulated {} members (seed {}, loss {}{}, fanout {}, gossip every {} ms, probe every {} ms, eager push {}): {:.1} s of virtual time",
         r.nodes,
         r.seed,
         r.loss,
+        if r.refusals { ", a crash refuses" } else { "" },
         r.fanout,
         r.gossip_interval_ms,
         r.probe_interval_ms,

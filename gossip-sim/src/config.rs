@@ -57,6 +57,11 @@ pub struct SimConfig {
     pub duration: Duration,
     /// What happens during the measured period.
     pub scenario: Scenario,
+    /// A crashed member's address refuses messages (a TCP reset, an ICMP
+    /// port unreachable: its process died, its host did not), so senders
+    /// learn it through `Machine::handle_send_error`. Default false: a
+    /// crash is silent, as a host that lost power.
+    pub refusals: bool,
 }
 
 impl SimConfig {
@@ -79,6 +84,7 @@ impl SimConfig {
                 update_at: Duration::from_secs(5),
                 crash_at: Duration::from_secs(10),
             },
+            refusals: false,
         }
     }
 

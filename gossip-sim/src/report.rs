@@ -43,6 +43,9 @@ pub struct Report {
     pub seed: u64,
     /// Loss rate at the start.
     pub loss: f64,
+    /// Whether a crashed member's address refuses messages
+    /// ([`SimConfig::refusals`](crate::SimConfig::refusals)).
+    pub refusals: bool,
     /// Latency model.
     pub latency: LatencyModel,
     /// Protocol gossip interval.
@@ -445,6 +448,7 @@ impl Simulation {
             nodes: n,
             seed: self.cfg.seed,
             loss: self.cfg.loss,
+            refusals: self.cfg.refusals,
             latency: self.cfg.latency.clone(),
             gossip_interval_ms: ms(nanos(gossip.gossip_interval)),
             probe_interval_ms: ms(nanos(gossip.probe_interval)),

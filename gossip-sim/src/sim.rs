@@ -170,6 +170,7 @@ impl Simulation {
         let latency = cfg.latency.clone();
         h.set_latency(Box::new(move |rng| latency.sample_ns(rng)));
         h.set_loss(cfg.loss);
+        h.set_refusals(cfg.refusals);
         let mut nodes = Vec::with_capacity(n);
         for i in 0..n {
             h.add_member(member_addr(i));

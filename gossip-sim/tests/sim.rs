@@ -147,6 +147,37 @@ fn a_crash_is_detected_by_all_and_nobody_else_dies() {
     assert!(r.end.membership_converged);
 }
 
+/// Issue #10, the refusal fast path: when a crashed member's address
+/// refuses messages (its process died, its host did not), every member
+/// removes it within a few probe periods instead of a suspicion timeout,
+/// at 10 % loss too, and nobody live is declared dead.
+#[test]
+fn a_crash_that_refuses_is_removed_within_a_few_probe_periods() {
+    for loss in [0.0, 0.1] {
+        let mut cfg = config(80, 2, Scenario::Crash { at: SEC }, 30 * SEC);
+        cfg.loss = loss;
+        cfg.refusals = true;
+        let r = run(&cfg);
+        check_consistent(&r);
+        let c = &r.crashes[0];
+        let all = c.removed_by_all_after_ms.expect("removed by all");
+        assert!(
+            all <= 4.0 * r.probe_interval_ms,
+            "loss {loss}: removed by all after {all} ms"
+        );
+        assert_eq!(c.relisted, 0, "a tombstone was overturned");
+        assert_eq!(r.false_deaths, 0, "loss {loss}");
+        assert_eq!(r.end.false_deaths_total, 0, "loss {loss}");
+        assert!(r.end.membership_converged);
+    }
+    // Silent, the same crash takes the slow path.
+    let r = run(&config(80, 2, Scenario::Crash { at: SEC }, 30 * SEC));
+    let all = r.crashes[0]
+        .removed_by_all_after_ms
+        .expect("removed by all");
+    assert!(all > 4.0 * r.probe_interval_ms, "{all} ms");
+}
+
 /// A converged start installs every view at time zero through the machines'
 /// ordinary message handling: the warm-up is over at once, without a single
 /// message, and the protocol then behaves as after a cold start (the write
