@@ -641,13 +641,19 @@ async fn abandoned_send_drops_the_cached_connection() {
         .await
         .unwrap();
     // The caller gives up long before the connect timeout (as the member's
-    // driver does): the silent connection is dropped from the cache.
+    // driver does): the silent connection is dropped from the cache. On a
+    // busy machine the dead peer's endpoint may already have been noticed
+    // (a close or an ICMP error), so the send may also fail at once: either
+    // way it is not delivered, and the cached connection must go.
     let abandoned = tokio::time::timeout(
         Duration::from_millis(100),
         a.transport.send(&b, envelope("c", &a.addr(), 2)),
     )
     .await;
-    assert!(abandoned.is_err(), "the peer is gone");
+    assert!(
+        !matches!(abandoned, Ok(Ok(()))),
+        "the peer is gone: {abandoned:?}"
+    );
 
     let mut b2 = Node::start(
         "c",
