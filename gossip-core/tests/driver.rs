@@ -1,5 +1,6 @@
 //! The tokio driver over the in-memory transport: lifecycle and a whole
-//! cluster. Time is tokio's paused clock, so waits cost no real time.
+//! cluster. Time is tokio's paused clock, so waits cost no real time, except
+//! in the stall tests, which block a real thread and so run in real time.
 
 use std::time::Duration;
 
