@@ -11,6 +11,7 @@
 
 mod cluster;
 mod error;
+mod hog;
 mod ours;
 mod report;
 mod scenario;
@@ -100,6 +101,11 @@ struct Args {
     /// Also write every result to this JSON file.
     #[arg(long)]
     json: Option<String>,
+    /// Keeps every core busy while the benchmark runs: one busy-loop
+    /// thread per CPU, at normal priority, competing with the members (a
+    /// loaded host; issue #10).
+    #[arg(long)]
+    cpu_hog: bool,
 }
 
 /// The fanout both systems use: chitchat's is fixed.
@@ -190,6 +196,15 @@ async fn bench(args: Args) -> Result<(), BenchError> {
         env!("CARGO_PKG_VERSION"),
         theirs::CHITCHAT_VERSION
     );
+    // Runs until the end of `bench`.
+    let _hog = args.cpu_hog.then(|| {
+        let hog = hog::CpuHog::start();
+        println!(
+            "cpu hog: {} busy-loop threads at normal priority",
+            hog.threads()
+        );
+        hog
+    });
     let names: Vec<String> = args.systems.iter().map(|s| s.name().to_owned()).collect();
     let mut intervals = Vec::new();
     for &interval_ms in &args.interval_ms {
@@ -328,6 +343,8 @@ mod tests {
         ]);
         assert_eq!(args.nodes, vec![10, 50]);
         assert_eq!(args.systems, vec![System::OursGrpc, System::ChitchatV1]);
+        assert!(!args.cpu_hog);
+        assert!(Args::parse_from(["gossip-bench", "--cpu-hog"]).cpu_hog);
         assert!(check(&args).is_ok());
         let p = plan(&args, Duration::from_millis(1000));
         assert_eq!(p.rest_window, Duration::from_secs(10));

@@ -2,6 +2,15 @@
 //! [`Transport`]. One loop: wait for a frame, a timer or a command; call the
 //! matching `handle_*`; drain `poll_transmit` and `poll_event`; send; re-arm
 //! the timer from `poll_timeout`.
+//!
+//! Two inputs besides frames and timers (issue #10):
+//! - a batch the transport refused because nothing listens at the peer
+//!   comes back from the peer's sending task (`outbox.rs`) and is handed to
+//!   [`Machine::handle_send_error`], like an inbound message;
+//! - a timer that fires late (the process or its runtime was stalled) is
+//!   judged only after the transport's tasks have run and every frame
+//!   already received has been handled, so a member that was not running
+//!   does not take the acks waiting for it as missing.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,7 +20,7 @@ use bytes::Bytes;
 use gossip_proto::v1::Envelope;
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::{Instrument, info_span, trace, warn};
+use tracing::{Instrument, debug, info_span, trace, warn};
 use uuid::Uuid;
 
 use crate::config::Config;
@@ -20,7 +29,7 @@ use crate::event::{Event, KeyEntry, MemberInfo};
 use crate::id::{NodeAddr, NodeId};
 use crate::machine::{Machine, Transmit};
 use crate::membership::{BoxFuture, Membership};
-use crate::outbox::{Outbox, Sender};
+use crate::outbox::{Outbox, REFUSALS_QUEUE, Sender};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::transport::Transport;
 
@@ -31,6 +40,14 @@ const EVENT_CAPACITY: usize = 4096;
 const LEAVE_GRACE: Duration = Duration::from_millis(500);
 /// Frames handled per lock of the machine.
 const BATCH: usize = 64;
+/// A timer wake-up later than its deadline by more than this (or by more
+/// than a quarter of the probe timeout, if that is less) is a late one: the
+/// member was not running.
+const LATE: Duration = Duration::from_millis(5);
+/// Times the driver yields to the transport's tasks after a late wake-up,
+/// so that frames they hold reach the inbound queue before the timeout is
+/// judged.
+const LATE_YIELDS: usize = 4;
 
 /// Options of one member's life, beside the protocol [`Config`].
 #[derive(Clone, Debug, Default)]
@@ -192,11 +209,14 @@ async fn run<T: Transport>(
     mut rx: mpsc::Receiver<Envelope>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let (refusals, mut refused) = mpsc::channel(REFUSALS_QUEUE);
     let mut outbox = Outbox::new(Sender {
         transport: shared.transport.clone(),
         stats: shared.stats.clone(),
         send_timeout: shared.config.probe_timeout.max(Duration::from_millis(500)) * 2,
+        refusals,
     });
+    let late_bound = LATE.min(shared.config.probe_timeout / 4);
     loop {
         flush(&shared, &mut outbox);
         let deadline = lock(&shared.machine).poll_timeout();
@@ -224,7 +244,28 @@ async fn run<T: Transport>(
                     }
                 }
             }
-            () = sleep => lock(&shared.machine).handle_timeout(now()),
+            Some(to) = refused.recv() => {
+                let mut m = lock(&shared.machine);
+                let t = now();
+                handle_refused(&shared, &mut m, t, &to);
+                for _ in 0..BATCH {
+                    match refused.try_recv() {
+                        Ok(to) => handle_refused(&shared, &mut m, t, &to),
+                        Err(_) => break,
+                    }
+                }
+            }
+            () = sleep => {
+                let woke = now();
+                let lateness = deadline.map_or(Duration::ZERO, |d| woke.saturating_duration_since(d));
+                let late = lateness > late_bound;
+                shared.stats.record_wakeup_lateness(lateness, late);
+                if late {
+                    debug!(?lateness, "timer woke late: handling what was received first");
+                    catch_up(&shared, &mut rx, &mut refused, &mut outbox).await;
+                }
+                lock(&shared.machine).handle_timeout(now());
+            }
             () = shared.wake.notified() => {}
         }
     }
@@ -243,6 +284,49 @@ async fn run<T: Transport>(
         outbox.abort().await;
     }
     shared.transport.shutdown().await;
+}
+
+/// Hands one refusal to the machine and counts it.
+fn handle_refused<T>(shared: &Shared<T>, m: &mut Machine, now: std::time::Instant, to: &NodeAddr) {
+    trace!(%to, "refused: reporting to the failure detector");
+    shared.stats.record_send_refused();
+    m.handle_send_error(now, to, true);
+}
+
+/// After a late wake-up, before the timeout is judged: `LATE_YIELDS`
+/// times, hands the machine every frame and refusal already queued (at most
+/// what the queues hold, so a flood cannot hold the timeout back), sends
+/// what that produced (the acks peers wait for) and lets the transport's
+/// tasks and the peers' sending tasks run, so that answers on their way are
+/// in the inbound queue by the last pass.
+async fn catch_up<T: Transport>(
+    shared: &Arc<Shared<T>>,
+    rx: &mut mpsc::Receiver<Envelope>,
+    refused: &mut mpsc::Receiver<NodeAddr>,
+    outbox: &mut Outbox<T>,
+) {
+    for pass in 0..=LATE_YIELDS {
+        if pass > 0 {
+            tokio::task::yield_now().await;
+        }
+        {
+            let mut m = lock(&shared.machine);
+            let t = now();
+            for _ in 0..shared.config.inbound_queue.max(1) {
+                match rx.try_recv() {
+                    Ok(msg) => m.handle_message(t, msg),
+                    Err(_) => break,
+                }
+            }
+            for _ in 0..REFUSALS_QUEUE {
+                match refused.try_recv() {
+                    Ok(to) => handle_refused(shared, &mut m, t, &to),
+                    Err(_) => break,
+                }
+            }
+        }
+        flush(shared, outbox);
+    }
 }
 
 /// Drains the machine's outputs: events to subscribers, transmits to their

@@ -13,6 +13,13 @@
 //! A task with nothing to send for [`PEER_IDLE`] ends; the next message to
 //! that peer starts a new one, so the number of tasks follows the peers
 //! recently talked to, not the cluster size.
+//!
+//! A batch the transport refuses because nothing listens at the peer
+//! ([`TransportError::Refused`](crate::TransportError::Refused)) is reported
+//! to the driver's loop through [`Sender::refusals`], which passes it to
+//! [`Machine::handle_send_error`](crate::Machine::handle_send_error): a
+//! refused connection is evidence for the failure detector (issue #10). The
+//! success path is unchanged: no allocation or lock beyond the counters.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,7 +48,14 @@ pub(crate) struct Sender<T> {
     pub(crate) stats: Arc<Stats>,
     /// Longest time one batch may take.
     pub(crate) send_timeout: Duration,
+    /// Where refused batches are reported: the peer's address, read by the
+    /// driver's loop. Bounded; when full, a refusal is dropped (the next
+    /// send to that peer is refused again).
+    pub(crate) refusals: mpsc::Sender<NodeAddr>,
 }
+
+/// Refusals waiting for the driver's loop before further ones are dropped.
+pub(crate) const REFUSALS_QUEUE: usize = 256;
 
 /// The per-peer queues and their tasks.
 pub(crate) struct Outbox<T: Transport> {
@@ -155,6 +169,14 @@ async fn send<T: Transport>(sender: &Sender<T>, to: &NodeAddr, batch: Vec<Envelo
         Ok(Err(e)) => {
             sender.stats.record_send_failed(counts.len());
             debug!(%to, error = %e, messages = counts.len(), "send failed");
+            // Only a refusal tells the failure detector something: a
+            // timeout or a reset is no more than a lost message would be.
+            if e.is_refused()
+                && let Err(mpsc::error::TrySendError::Full(_)) =
+                    sender.refusals.try_send(to.clone())
+            {
+                trace!(%to, "refusal queue full; refusal dropped");
+            }
         }
         Err(_) => {
             sender.stats.record_send_failed(counts.len());
@@ -197,6 +219,17 @@ mod tests {
             if to.as_str() == "127.0.0.1:666" {
                 std::future::pending::<()>().await;
             }
+            if to.as_str() == "127.0.0.1:667" {
+                return Err(TransportError::Refused {
+                    addr: to.to_string(),
+                });
+            }
+            if to.as_str() == "127.0.0.1:668" {
+                return Err(TransportError::Unreachable {
+                    addr: to.to_string(),
+                    reason: "test".into(),
+                });
+            }
             self.delivered
                 .lock()
                 .unwrap()
@@ -217,10 +250,12 @@ mod tests {
     async fn a_stuck_peer_fills_only_its_own_queue() {
         let transport = Arc::new(StuckPeer::default());
         let stats = Arc::new(Stats::default());
+        let (refusals, _refused) = mpsc::channel(REFUSALS_QUEUE);
         let mut outbox = Outbox::new(Sender {
             transport: transport.clone(),
             stats: stats.clone(),
             send_timeout: Duration::from_secs(3600),
+            refusals,
         });
         let stuck = NodeAddr::parse("127.0.0.1:666").unwrap();
         let good = NodeAddr::parse("127.0.0.1:2").unwrap();
@@ -257,6 +292,43 @@ mod tests {
         assert!(
             dropped >= (PEER_QUEUE - MAX_BATCH) as u64 && dropped < (PEER_QUEUE * 2) as u64,
             "{dropped} dropped"
+        );
+        outbox.abort().await;
+    }
+
+    #[tokio::test]
+    async fn a_refused_batch_is_reported_other_failures_are_not() {
+        let transport = Arc::new(StuckPeer::default());
+        let stats = Arc::new(Stats::default());
+        let (refusals, mut refused) = mpsc::channel(REFUSALS_QUEUE);
+        let mut outbox = Outbox::new(Sender {
+            transport: transport.clone(),
+            stats: stats.clone(),
+            send_timeout: Duration::from_secs(3600),
+            refusals,
+        });
+        let closed = NodeAddr::parse("127.0.0.1:667").unwrap();
+        let unreachable = NodeAddr::parse("127.0.0.1:668").unwrap();
+        let good = NodeAddr::parse("127.0.0.1:2").unwrap();
+        outbox.push(unreachable.clone(), msg());
+        outbox.push(good.clone(), msg());
+        outbox.push(closed.clone(), msg());
+        let got = tokio::time::timeout(Duration::from_secs(10), refused.recv())
+            .await
+            .expect("no refusal reported");
+        assert_eq!(got, Some(closed));
+        // Every batch has been handed over by now: three failed or sent.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while {
+            let s = stats.snapshot();
+            s.send_failures < 2 || s.messages_sent < 1
+        } {
+            assert!(std::time::Instant::now() < deadline, "sends not done");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            refused.try_recv().is_err(),
+            "only the refusal is reported, not the unreachable peer"
         );
         outbox.abort().await;
     }

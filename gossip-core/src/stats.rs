@@ -235,6 +235,9 @@ pub struct Stats {
     bytes_received: AtomicU64,
     send_failures: AtomicU64,
     send_dropped: AtomicU64,
+    send_refused: AtomicU64,
+    late_wakeups: AtomicU64,
+    max_lateness_us: AtomicU64,
     rejected_by_peer: AtomicU64,
     connections: AtomicU64,
     connections_evicted: AtomicU64,
@@ -264,6 +267,20 @@ pub struct StatsSnapshot {
     /// Messages dropped before the transport saw them because the peer's
     /// outbound queue was full (a slow or unreachable peer; issue #9 item 4).
     pub send_dropped: u64,
+    /// Refusals the driver reported to the failure detector
+    /// ([`Machine::handle_send_error`](crate::Machine::handle_send_error)):
+    /// batches the transport could not deliver because nothing listens at
+    /// the peer ([`TransportError::Refused`](crate::TransportError::Refused);
+    /// their messages also count in `send_failures`).
+    pub send_refused: u64,
+    /// Timer wake-ups of the driver that came late, later than the
+    /// deadline by more than the lateness bound (the process or its runtime
+    /// was stalled: a pause, an overloaded CPU, a blocking task); before
+    /// judging such a timeout the driver first handles every frame already
+    /// received (issue #10).
+    pub late_wakeups: u64,
+    /// The longest lateness of a timer wake-up seen so far, µs.
+    pub max_lateness_us: u64,
     /// Frames a peer reported it rejected after they were sent (e.g. on a
     /// gRPC stream, where a rejection comes back asynchronously).
     pub rejected_by_peer: u64,
@@ -338,6 +355,24 @@ impl Stats {
         self.send_dropped.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// One batch refused because nothing listens at the peer, reported to
+    /// the failure detector ([`StatsSnapshot::send_refused`]).
+    pub fn record_send_refused(&self) {
+        self.send_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A timer wake-up of the driver `lateness` after its deadline: counted
+    /// in [`StatsSnapshot::late_wakeups`] if `late` (beyond the lateness
+    /// bound), and kept in [`StatsSnapshot::max_lateness_us`] if the
+    /// longest yet.
+    pub fn record_wakeup_lateness(&self, lateness: Duration, late: bool) {
+        if late {
+            self.late_wakeups.fetch_add(1, Ordering::Relaxed);
+        }
+        let us = u64::try_from(lateness.as_micros()).unwrap_or(u64::MAX);
+        self.max_lateness_us.fetch_max(us, Ordering::Relaxed);
+    }
+
     /// One frame a peer reported it rejected after it was sent
     /// ([`StatsSnapshot::rejected_by_peer`]).
     pub fn record_rejected_by_peer(&self) {
@@ -378,6 +413,9 @@ impl Stats {
             bytes_received: r(&self.bytes_received),
             send_failures: r(&self.send_failures),
             send_dropped: r(&self.send_dropped),
+            send_refused: r(&self.send_refused),
+            late_wakeups: r(&self.late_wakeups),
+            max_lateness_us: r(&self.max_lateness_us),
             rejected_by_peer: r(&self.rejected_by_peer),
             connections: r(&self.connections),
             connections_evicted: r(&self.connections_evicted),

@@ -38,6 +38,9 @@
 //! | `gossip_messages_received_total`, `gossip_bytes_received_total` | counter | `kind` |
 //! | `gossip_messages_rejected_total` | counter | `reason`: `oversized`, `malformed`, `foreign_cluster`, `overloaded` |
 //! | `gossip_send_failures_total` | counter | |
+//! | `gossip_send_refused_total` | counter | |
+//! | `gossip_driver_late_wakeups_total` | counter | |
+//! | `gossip_driver_max_lateness_seconds` | gauge | |
 //! | `gossip_members` | gauge | `state`: `alive`, `suspect`, `dead`, `left` |
 //! | `gossip_dissemination_queue_depth` | gauge | |
 //! | `gossip_probe_rtt_seconds` | histogram | buckets from 0.5 ms to 5 s |

@@ -142,6 +142,113 @@ pub async fn killed_member_is_removed_within_the_bound<K: Kind>(kind: K) {
     c.shutdown().await;
 }
 
+/// Fast protocol timing for the failure-detection scenarios (issue #10):
+/// probes every 100 ms with a 50 ms timeout, the other durations halved
+/// from [`crate::test_config`] likewise.
+pub fn fast_config() -> gossip_core::Config {
+    gossip_core::Config {
+        gossip_interval: Duration::from_millis(50),
+        probe_interval: Duration::from_millis(100),
+        probe_timeout: Duration::from_millis(50),
+        seed_retry_initial: Duration::from_millis(50),
+        seed_retry_max: Duration::from_millis(250),
+        ..crate::test_config()
+    }
+}
+
+/// A member stops abruptly (no leave; its transport stops listening, so
+/// sends to it are refused where the transport can tell): the others drop
+/// it within the detection bound. The fast target (at most 10 probe
+/// periods) is a benchmark figure, printed here, not asserted.
+pub async fn a_stopped_member_is_removed_fast<K: Kind>(kind: K) {
+    let mut c = Cluster::with_config(kind, fast_config());
+    c.chain(5).await;
+    let all: Vec<usize> = (0..5).collect();
+    c.wait_agree(JOIN, "join", &all).await;
+    // Timed from the stop, not from when `crash` returns (a transport may
+    // take a while to close).
+    let stopped_at = tokio::time::Instant::now();
+    c.members[3].crash().await;
+    let crash_took = stopped_at.elapsed();
+    let bound = c.config.detection_bound(5);
+    let rest = c.running(&[3]);
+    let left = bound.saturating_sub(stopped_at.elapsed());
+    c.wait_agree(left, "removal of the stopped member", &rest)
+        .await;
+    let took = stopped_at.elapsed();
+    let refused: u64 = rest
+        .iter()
+        .map(|i| c.members[*i].stats().send_refused)
+        .sum();
+    eprintln!(
+        "stopped member removed by all in {took:?} = {:.1} probe periods (bound {bound:?}; \
+         {refused} refusals reported; the stop itself took {crash_took:?})",
+        took.as_secs_f64() / c.config.probe_interval.as_secs_f64(),
+    );
+    c.shutdown().await;
+}
+
+/// One member is cut off: every message to and from it is lost (not
+/// refused). Nobody declares it dead before the minimum suspicion timeout
+/// has passed since the cut; everyone does within the detection bound; and
+/// after healing the views become one again.
+pub async fn a_partitioned_member_is_not_removed_before_its_time<K: Kind>(kind: K) {
+    const CUT: usize = 2;
+    let mut c = Cluster::new(kind);
+    c.chain(5).await;
+    let all: Vec<usize> = (0..5).collect();
+    c.wait_agree(JOIN, "join", &all).await;
+    let rest = c.running(&[CUT]);
+    let cut_addr = c.addr(CUT);
+    let mut subs: Vec<_> = rest.iter().map(|i| c.members[*i].subscribe()).collect();
+    let cut_at = tokio::time::Instant::now();
+    c.faults.partition(&[vec![cut_addr.clone()]]);
+    let earliest = c.config.suspicion_min(5);
+    let bound = c.config.detection_bound(5) + Duration::from_secs(2);
+    // When each of the others was first seen declaring the member dead;
+    // events are polled, so a time seen is no earlier than the event.
+    let mut failed_at: Vec<Option<Duration>> = vec![None; rest.len()];
+    let deadline = cut_at + bound;
+    while failed_at.iter().any(Option::is_none) {
+        for (j, sub) in subs.iter_mut().enumerate() {
+            while let Ok(e) = sub.try_recv() {
+                match e {
+                    Event::Failed(id) if id.addr == cut_addr => {
+                        failed_at[j].get_or_insert(cut_at.elapsed());
+                    }
+                    Event::Failed(id) => {
+                        panic!("member {} declared {id} dead, on the healthy side", rest[j])
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() <= deadline,
+            "not declared dead by all within {bound:?}: {failed_at:?}; views:{}",
+            c.views()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let first = failed_at
+        .iter()
+        .flatten()
+        .min()
+        .copied()
+        .unwrap_or_default();
+    assert!(
+        first >= earliest,
+        "declared dead {first:?} after the cut, before the minimum suspicion timeout \
+         {earliest:?}: {failed_at:?}"
+    );
+    eprintln!("partitioned member declared dead after {failed_at:?} (minimum {earliest:?})");
+    c.wait_agree(JOIN, "the others drop it", &rest).await;
+    c.faults.heal();
+    c.wait_agree(Duration::from_secs(20), "one view after healing", &all)
+        .await;
+    c.shutdown().await;
+}
+
 pub async fn leaving_member_is_removed_at_once<K: Kind>(kind: K) {
     let mut c = Cluster::new(kind);
     c.chain(5).await;

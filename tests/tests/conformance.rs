@@ -22,6 +22,8 @@ macro_rules! conformance {
                 bad_input_is_rejected_and_changes_nothing,
                 no_false_deaths_under_twenty_percent_loss,
                 partition_heals_to_one_view,
+                a_stopped_member_is_removed_fast,
+                a_partitioned_member_is_not_removed_before_its_time,
             );
         }
     };
@@ -51,6 +53,7 @@ mod grpc_unary {
         keys_set_delete_and_ttl_seen_by_all,
         large_value_seen_by_all,
         killed_member_is_removed_within_the_bound,
+        a_stopped_member_is_removed_fast,
         bad_input_is_rejected_and_changes_nothing,
     );
 }
@@ -71,6 +74,7 @@ macro_rules! conformance_mtls {
                 leaving_member_is_removed_at_once,
                 restart_with_a_new_generation_replaces_the_old,
                 partition_heals_to_one_view,
+                a_stopped_member_is_removed_fast,
                 mtls_refuses_a_peer_without_a_cluster_certificate,
             );
         }

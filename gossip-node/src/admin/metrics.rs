@@ -15,6 +15,9 @@
 //! | `gossip_messages_rejected_total` | counter | `reason`: `oversized`, `malformed`, `foreign_cluster`, `overloaded` |
 //! | `gossip_send_failures_total` | counter | |
 //! | `gossip_send_dropped_total` | counter | |
+//! | `gossip_send_refused_total` | counter | |
+//! | `gossip_driver_late_wakeups_total` | counter | |
+//! | `gossip_driver_max_lateness_seconds` | gauge | |
 //! | `gossip_messages_rejected_by_peer_total` | counter | |
 //! | `gossip_connections` | gauge | |
 //! | `gossip_connections_evicted_total` | counter | |
@@ -80,6 +83,18 @@ impl Metrics {
                 "Messages dropped because the peer's outbound queue was full."
             );
             describe_counter!(
+                "gossip_send_refused_total",
+                "Batches refused because nothing listens at the peer, reported to the failure detector."
+            );
+            describe_counter!(
+                "gossip_driver_late_wakeups_total",
+                "Timer wake-ups of the driver later than their deadline by more than the lateness bound."
+            );
+            describe_gauge!(
+                "gossip_driver_max_lateness_seconds",
+                "Longest lateness of a timer wake-up of the driver."
+            );
+            describe_counter!(
                 "gossip_messages_rejected_by_peer_total",
                 "Sent frames that the peer reported it rejected."
             );
@@ -126,6 +141,10 @@ impl Metrics {
             }
             counter!("gossip_send_failures_total").absolute(stats.send_failures);
             counter!("gossip_send_dropped_total").absolute(stats.send_dropped);
+            counter!("gossip_send_refused_total").absolute(stats.send_refused);
+            counter!("gossip_driver_late_wakeups_total").absolute(stats.late_wakeups);
+            gauge!("gossip_driver_max_lateness_seconds")
+                .set(stats.max_lateness_us as f64 / 1_000_000.0);
             counter!("gossip_messages_rejected_by_peer_total").absolute(stats.rejected_by_peer);
             gauge!("gossip_connections").set(stats.connections as f64);
             counter!("gossip_connections_evicted_total").absolute(stats.connections_evicted);

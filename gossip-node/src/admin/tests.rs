@@ -352,6 +352,9 @@ async fn metrics_name_every_family_with_its_labels() {
         );
     }
     value("gossip_send_failures_total");
+    value("gossip_send_refused_total");
+    value("gossip_driver_late_wakeups_total");
+    value("gossip_driver_max_lateness_seconds");
     value("gossip_dissemination_queue_depth");
     assert!(value("gossip_probe_rtt_seconds_count") >= before.probe_rtt.count as f64);
     assert!(value(r#"gossip_probe_rtt_seconds_bucket{le="+Inf"}"#) >= 1.0);
