@@ -252,7 +252,6 @@ async fn a_member_that_was_not_running_does_not_accuse() {
 /// received before it judges a late timer, but the verdict on a probe that
 /// had no time to be answered is the machine's stall rule.
 #[tokio::test(flavor = "current_thread")]
-#[ignore = "needs the machine's stall rule (issue #10)"]
 async fn a_member_that_was_not_running_does_not_accuse_over_a_slow_network() {
     stalls_accuse_nobody(Duration::from_millis(10)).await;
 }
