@@ -299,6 +299,17 @@ impl Clients {
         to: &NodeAddr,
         batch: Vec<Envelope>,
     ) -> Result<(), TransportError> {
+        match self.send_batch_once(to, batch).await {
+            Err(e @ TransportError::Unreachable { .. }) => Err(confirm_refusal(to, e).await),
+            r => r,
+        }
+    }
+
+    async fn send_batch_once(
+        self: &Arc<Self>,
+        to: &NodeAddr,
+        batch: Vec<Envelope>,
+    ) -> Result<(), TransportError> {
         let (cached, route) = self.stream(to)?;
         let (tx, opened) = match route {
             Route::Unary => {
@@ -556,6 +567,29 @@ impl Clients {
             }
         }
         error
+    }
+}
+
+/// How long a fresh TCP connect may take to tell a refusal (see
+/// [`confirm_refusal`]).
+const REFUSAL_CHECK: Duration = Duration::from_millis(500);
+
+/// A broken connection (a stream the peer closed, a reset) does not say
+/// whether the peer's process is gone; a fresh TCP connect does. If it is
+/// refused, nothing listens at `to` any more and the error becomes
+/// [`TransportError::Refused`] (the failure detector's fast path, issue
+/// #10 item 4); otherwise `error` stands. Only on the failure path: the
+/// batch is lost either way, and a successful send costs nothing more.
+async fn confirm_refusal(to: &NodeAddr, error: TransportError) -> TransportError {
+    let connect = tokio::net::TcpStream::connect(to.as_str());
+    match tokio::time::timeout(REFUSAL_CHECK, connect).await {
+        Ok(Err(io)) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            debug!(%to, %error, "a fresh connect is refused: nothing listens there");
+            TransportError::Refused {
+                addr: to.to_string(),
+            }
+        }
+        _ => error,
     }
 }
 
