@@ -308,16 +308,7 @@ impl Swim {
             }
             _ => false,
         };
-        let mut nacks: Vec<(NodeAddr, u64)> = self
-            .relays
-            .values_mut()
-            .filter(|r| r.target == *addr && r.nack_at.is_some())
-            .map(|r| {
-                r.nack_at = None;
-                (r.requester.clone(), r.their_seq)
-            })
-            .collect();
-        nacks.sort(); // HashMap order differs between processes.
+        let nacks = self.take_nacks(|r| r.target == *addr && r.nack_at.is_some());
         (mine, nacks)
     }
 
@@ -346,17 +337,24 @@ impl Swim {
     /// The relays whose nack fell due at `now` (no ack from the target in
     /// time): `(requester, their_seq)`, each once.
     pub(crate) fn due_nacks(&mut self, now: Instant) -> Vec<(NodeAddr, u64)> {
-        let mut due: Vec<(NodeAddr, u64)> = self
+        self.take_nacks(|r| r.nack_at.is_some_and(|t| t <= now))
+    }
+
+    /// The relays that `answer` selects, marked answered (no nack later):
+    /// `(requester, their_seq)`, sorted (HashMap order differs between
+    /// processes).
+    fn take_nacks(&mut self, answer: impl Fn(&Relay) -> bool) -> Vec<(NodeAddr, u64)> {
+        let mut nacks: Vec<(NodeAddr, u64)> = self
             .relays
             .values_mut()
-            .filter(|r| r.nack_at.is_some_and(|t| t <= now))
+            .filter(|r| answer(r))
             .map(|r| {
                 r.nack_at = None;
                 (r.requester.clone(), r.their_seq)
             })
             .collect();
-        due.sort();
-        due
+        nacks.sort();
+        nacks
     }
 
     /// The first nack deadline among the relays.

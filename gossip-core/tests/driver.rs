@@ -32,6 +32,16 @@ fn member(net: &MemNetwork, cfg: &Config) -> Member<MemTransport> {
     Member::new(cfg.clone(), net.transport(), MemberOptions::default()).unwrap()
 }
 
+/// Two started members with the default config, B seeded with A.
+async fn started_pair(net: &MemNetwork) -> (Member<MemTransport>, Member<MemTransport>) {
+    let cfg = Config::default();
+    let (a, b) = (member(net, &cfg), member(net, &cfg));
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+    b.add_seed(a.local_id().addr);
+    (a, b)
+}
+
 #[tokio::test(start_paused = true)]
 async fn construction_starts_no_task_and_shutdown_ends_them_all() {
     let net = MemNetwork::new();
@@ -145,12 +155,7 @@ async fn shutdown_right_after_start_returns() {
 #[tokio::test(start_paused = true)]
 async fn stats_count_messages_by_kind_and_probe_round_trips() {
     let net = MemNetwork::new();
-    let cfg = Config::default();
-    let a = member(&net, &cfg);
-    let b = member(&net, &cfg);
-    a.start().await.unwrap();
-    b.start().await.unwrap();
-    b.add_seed(a.local_id().addr);
+    let (a, b) = started_pair(&net).await;
     // A probed B and was answered, and B probed A and was answered.
     wait_until(Duration::from_secs(5), "probes both ways", || {
         let s = a.stats();
@@ -196,12 +201,7 @@ async fn stats_count_messages_by_kind_and_probe_round_trips() {
 #[tokio::test(start_paused = true)]
 async fn a_refused_send_is_reported_to_the_machine() {
     let net = MemNetwork::new();
-    let cfg = Config::default();
-    let a = member(&net, &cfg);
-    let b = member(&net, &cfg);
-    a.start().await.unwrap();
-    b.start().await.unwrap();
-    b.add_seed(a.local_id().addr);
+    let (a, b) = started_pair(&net).await;
     wait_until(Duration::from_secs(5), "join", || {
         a.members().len() == 2 && b.members().len() == 2
     })
@@ -209,9 +209,11 @@ async fn a_refused_send_is_reported_to_the_machine() {
     assert_eq!(a.stats().send_refused, 0, "nothing refused while b listens");
     // b stops listening without a word: a's probes to it are refused.
     b.crash().await;
-    wait_until(cfg.probe_interval * 4, "a refusal reported", || {
-        a.stats().send_refused > 0
-    })
+    wait_until(
+        Config::default().probe_interval * 4,
+        "a refusal reported",
+        || a.stats().send_refused > 0,
+    )
     .await;
     let s = a.stats();
     assert!(s.send_failures >= s.send_refused, "{s:?}");

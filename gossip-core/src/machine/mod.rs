@@ -856,15 +856,11 @@ impl Machine {
         if self.left || self.table.live_peers().len() > 0 {
             return;
         }
-        let mut any = false;
+        // The seed-retry timer follows in `rearm`, after the input.
         for s in self.seeds.values_mut().filter(|s| s.answered) {
             s.answered = false;
             s.next_attempt = now;
             s.backoff = self.cfg.seed_retry_initial;
-            any = true;
-        }
-        if any {
-            self.timers.set(Timer::SeedRetry, now);
         }
     }
 

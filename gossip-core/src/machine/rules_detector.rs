@@ -59,6 +59,22 @@ fn answer(m: &mut Machine, from: &NodeAddr, seq: u64, now: Instant) {
     m.handle_message(now, envelope(&from, vec![], Body::Ack(ack)));
 }
 
+/// Runs the timers, each at its deadline, up to `until`; every ping is
+/// answered at once, as live members do. Returns the last timer's time.
+fn run_answering(m: &mut Machine, until: Instant) -> Option<Instant> {
+    let mut last = None;
+    while let Some(t) = m.poll_timeout().filter(|t| *t <= until) {
+        m.handle_timeout(t);
+        for (to, b) in transmits(m) {
+            if let Some(Body::Ping(ping)) = b {
+                answer(m, &to, ping.seq, t);
+            }
+        }
+        last = Some(t);
+    }
+    last
+}
+
 /// Drains the transmits; returns `(to, body)` of each.
 fn transmits(m: &mut Machine) -> Vec<(NodeAddr, Option<Body>)> {
     std::iter::from_fn(|| m.poll_transmit())
@@ -140,16 +156,7 @@ fn a_late_answer_clears_the_suspicion_here() {
     // Past the longest suspicion timeout, answering every probe: X is not
     // declared dead here.
     let end = t0 + cfg().suspicion_max(3) + 1000 * MS;
-    let mut now = t0 + 10 * MS;
-    while let Some(t) = m.poll_timeout().filter(|t| *t <= end) {
-        m.handle_timeout(t);
-        for (to, b) in transmits(&mut m) {
-            if let Some(Body::Ping(ping)) = b {
-                answer(&mut m, &to, ping.seq, t);
-            }
-        }
-        now = t;
-    }
+    let now = run_answering(&mut m, end).unwrap_or(t0 + 10 * MS);
     let ev = events(&mut m);
     assert!(!failed(&ev, &x), "{ev:?}");
     assert_eq!(m.member(now, &x.addr).unwrap().state, MemberState::Suspect);
@@ -368,14 +375,7 @@ fn a_member_that_was_not_running_does_not_accuse() {
     assert_eq!(m.stalls(), 1);
     answer(&mut m, &x.addr, seq, woke + MS);
     // Then X answers every probe, as a live member does.
-    while let Some(t) = m.poll_timeout().filter(|t| *t <= woke + 3000 * MS) {
-        m.handle_timeout(t);
-        for (to, b) in transmits(&mut m) {
-            if let Some(Body::Ping(ping)) = b {
-                answer(&mut m, &to, ping.seq, t);
-            }
-        }
-    }
+    run_answering(&mut m, woke + 3000 * MS);
     let ev = events(&mut m);
     assert!(!suspected(&ev, &x), "{ev:?}");
 }
