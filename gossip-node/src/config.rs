@@ -42,45 +42,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 use gossip_core::{MAX_META_BYTES, MAX_META_ENTRIES, NodeAddr};
 use gossip_tls::{MtlsFiles, TlsConfig};
 use serde::Deserialize;
 
 use crate::error::ConfigError;
 use crate::transport::TransportKind;
-
-/// The command line of `gossip-node`.
-#[derive(Debug, Parser)]
-#[command(name = "gossip-node", version, about = "A member of a gossip cluster.")]
-pub struct Cli {
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// The subcommands of `gossip-node`.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run one member until SIGINT or SIGTERM, then leave gracefully.
-    Run(Box<RunArgs>),
-    /// Start a local cluster of `gossip-node run` processes and watch it
-    /// converge.
-    Demo(crate::demo::DemoArgs),
-    /// Write a development CA and node certificates for `--tls mtls`.
-    #[cfg(any(feature = "grpc", feature = "quic"))]
-    Certs(crate::certs::CertsArgs),
-    /// Print the members of a running node as a table (or JSON).
-    Members(crate::client::MembersArgs),
-    /// Read, set or delete keys through a running node's admin API.
-    Kv(crate::client::KvArgs),
-    /// Broadcast a message from a running node.
-    Broadcast(crate::client::BroadcastArgs),
-    /// Run the deterministic simulator: N members under virtual time.
-    Simulate(crate::simulate::SimulateArgs),
-    /// Start real processes on loopback and measure spread and detection.
-    Bench(crate::bench::BenchArgs),
-}
 
 /// Flags of `gossip-node run`. Each also has a TOML key; the flag wins.
 #[derive(Clone, Debug, Default, Args)]
@@ -356,7 +324,7 @@ impl FileConfig {
 /// A validated configuration of one member: what `gossip-node run` starts.
 ///
 /// Build it with [`NodeConfig::from_args`] (command line plus file) or
-/// [`NodeConfig::new`] and field updates; [`crate::run::start`] validates it
+/// [`NodeConfig::new`] and field updates; [`crate::node::start`] validates it
 /// again before starting.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -686,16 +654,19 @@ fn parse_meta(entry: &str) -> Result<(String, String), ConfigError> {
 mod tests {
     use super::*;
 
+    /// The flags of `gossip-node run`, alone.
+    #[derive(clap::Parser)]
+    struct Run {
+        #[command(flatten)]
+        args: RunArgs,
+    }
+
     fn args(argv: &[&str]) -> RunArgs {
-        let mut full = vec!["gossip-node", "run"];
+        let mut full = vec!["run"];
         full.extend_from_slice(argv);
-        match Cli::try_parse_from(full)
+        <Run as clap::Parser>::try_parse_from(full)
             .expect("valid command line")
-            .command
-        {
-            Command::Run(a) => *a,
-            _ => unreachable!(),
-        }
+            .args
     }
 
     fn file(text: &str) -> FileConfig {
@@ -1003,7 +974,7 @@ mod tests {
             .to_string();
         assert!(err.contains("unknown variant `tls`"), "{err}");
         assert!(err.contains("`none`, `self-signed`"), "{err}");
-        assert!(Cli::try_parse_from(["gossip-node", "run", "--tls", "selfsigned"]).is_err());
+        assert!(<Run as clap::Parser>::try_parse_from(["run", "--tls", "selfsigned"]).is_err());
     }
 
     #[track_caller]

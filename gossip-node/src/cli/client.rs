@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::admin::{ErrorBody, GossipAnswer, Health, KeyVersion};
-use crate::error::ClientError;
+use crate::cli::error::ClientError;
 
 /// The admin URL used without `--admin` or `GOSSIP_ADMIN`.
 pub const DEFAULT_ADMIN: &str = "http://127.0.0.1:8001";

@@ -1,5 +1,5 @@
-//! Starting a member and its admin endpoint from a [`NodeConfig`], and the
-//! body of `gossip-node run`.
+//! Starting a member and its admin endpoint from a [`NodeConfig`]: the
+//! node an application embeds, and what `gossip-node run` starts.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -9,10 +9,10 @@ use std::time::Duration;
 use gossip_core::{Membership, NodeAddr};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::admin::Admin;
-use crate::config::{NodeConfig, TlsKind};
+use crate::config::NodeConfig;
 use crate::error::NodeError;
 use crate::transport::start_member;
 
@@ -148,84 +148,6 @@ pub async fn start(config: &NodeConfig) -> Result<NodeHandle, NodeError> {
         admin,
         endpoint,
     })
-}
-
-/// The body of `gossip-node run`: starts the member, logs one line with its
-/// addresses, transport and TLS mode (never certificate or key contents),
-/// waits for SIGINT or SIGTERM, then leaves gracefully.
-///
-/// # Errors
-/// As [`start`], and [`NodeError::Signal`] if the signal handlers cannot be
-/// installed (checked before the member starts).
-pub async fn run_until_signal(config: NodeConfig) -> Result<(), NodeError> {
-    let mut signals = Signals::new().map_err(NodeError::Signal)?;
-    let node = start(&config).await?;
-    let admin = node
-        .admin_addr()
-        .map_or_else(|| "none".to_owned(), |a| a.to_string());
-    info!(
-        listen = %node.listen_addr(),
-        advertise = %node.advertise_addr(),
-        admin = %admin,
-        transport = %config.transport,
-        tls = %TlsKind::of(&config.tls),
-        cluster_id = %config.protocol.cluster_id,
-        seeds = config.seeds.len(),
-        "gossip-node started: listening on {} ({}, TLS {}), admin on {admin}",
-        node.listen_addr(),
-        config.transport,
-        TlsKind::of(&config.tls),
-    );
-    let signal = signals.recv().await;
-    info!(signal, "leaving the cluster");
-    node.shutdown().await;
-    info!("gossip-node stopped");
-    Ok(())
-}
-
-/// SIGINT and SIGTERM (Ctrl-C only, off Unix).
-pub(crate) struct Signals {
-    #[cfg(unix)]
-    term: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    /// Installs the handlers; from now on the signals no longer kill the
-    /// process.
-    pub(crate) fn new() -> std::io::Result<Self> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Ok(Self {
-                term: signal(SignalKind::terminate())?,
-                int: signal(SignalKind::interrupt())?,
-            })
-        }
-        #[cfg(not(unix))]
-        {
-            Ok(Self {})
-        }
-    }
-
-    /// Waits for the next signal and returns its name.
-    pub(crate) async fn recv(&mut self) -> &'static str {
-        #[cfg(unix)]
-        {
-            tokio::select! {
-                _ = self.term.recv() => "SIGTERM",
-                _ = self.int.recv() => "SIGINT",
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            match tokio::signal::ctrl_c().await {
-                Ok(()) => "Ctrl-C",
-                Err(_) => std::future::pending().await,
-            }
-        }
-    }
 }
 
 #[cfg(all(test, any(feature = "grpc", feature = "quic")))]
