@@ -13,6 +13,7 @@
 //! | `demo` | [`demo`] ([`demo_books`]: its `books` case) |
 //! | `certs` | `certs` (with either transport feature) |
 //! | `members`, `kv`, `broadcast` | [`client`] |
+//! | `join`, `meta`, `leave` | [`join`], [`meta`], [`leave`] |
 //! | `simulate` | [`simulate`] |
 //! | `bench` | [`bench`] |
 
@@ -27,7 +28,10 @@ pub mod client;
 pub mod demo;
 pub mod demo_books;
 pub mod error;
+pub mod join;
+pub mod leave;
 pub mod logging;
+pub mod meta;
 pub mod procs;
 pub mod run;
 pub(crate) mod signals;
@@ -60,6 +64,12 @@ pub enum Command {
     Kv(client::KvArgs),
     /// Broadcast a message from a running node.
     Broadcast(client::BroadcastArgs),
+    /// Make a running node join through these addresses now.
+    Join(join::JoinArgs),
+    /// Show or edit a running node's metadata.
+    Meta(meta::MetaArgs),
+    /// Make a running node leave the cluster gracefully and stop.
+    Leave(leave::LeaveArgs),
     /// Run the deterministic simulator: N members under virtual time.
     Simulate(simulate::SimulateArgs),
     /// Start real processes on loopback and measure spread and detection.

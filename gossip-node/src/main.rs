@@ -74,6 +74,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Members(args) => cli::client::members(args).await?,
         Command::Kv(args) => cli::client::kv(args).await?,
         Command::Broadcast(args) => cli::client::broadcast(args).await?,
+        Command::Join(args) => cli::join::run(args).await?,
+        Command::Meta(args) => cli::meta::run(args).await?,
+        Command::Leave(args) => cli::leave::run(args).await?,
         Command::Simulate(args) => cli::simulate::run(args)?,
         Command::Bench(args) => {
             logging::init(LogFormat::Text, "warn");

@@ -64,6 +64,20 @@ impl NodeHandle {
         self.admin_addr
     }
 
+    /// Resolves once the admin API's `POST /leave` has made the member leave
+    /// the cluster; the caller then calls [`NodeHandle::shutdown`] to stop
+    /// the rest, as it does on SIGTERM. Never resolves without an admin
+    /// endpoint.
+    pub fn leave_requested(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let left = self.endpoint.as_ref().map(Admin::leave_requested);
+        async move {
+            match left {
+                Some(left) => left.await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
     /// Leaves the cluster gracefully while the admin endpoint stops taking
     /// new requests (`GET /healthz` answers 503 to those in flight), and
     /// returns once every task of the member and of the endpoint has ended.

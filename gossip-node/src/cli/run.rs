@@ -11,7 +11,8 @@ use crate::node::start;
 
 /// The body of `gossip-node run`: starts the member, logs one line with its
 /// addresses, transport and TLS mode (never certificate or key contents),
-/// waits for SIGINT or SIGTERM, then leaves gracefully.
+/// waits for SIGINT or SIGTERM, then leaves gracefully; or stops once
+/// `POST /leave` has left the cluster.
 ///
 /// # Errors
 /// As [`crate::node::start`], and [`NodeError::Signal`] if the signal handlers cannot be
@@ -35,8 +36,11 @@ pub async fn run_until_signal(config: NodeConfig) -> Result<(), NodeError> {
         config.transport,
         TlsKind::of(&config.tls),
     );
-    let signal = signals.recv().await;
-    info!(signal, "leaving the cluster");
+    let left = node.leave_requested();
+    tokio::select! {
+        signal = signals.recv() => info!(signal, "leaving the cluster"),
+        () = left => info!("left the cluster (POST /leave); stopping"),
+    }
     node.shutdown().await;
     info!("gossip-node stopped");
     Ok(())
