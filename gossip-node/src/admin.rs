@@ -49,6 +49,8 @@
 //! | `gossip_members` | gauge | `state`: `alive`, `suspect`, `dead`, `left` |
 //! | `gossip_dissemination_queue_depth` | gauge | |
 //! | `gossip_probe_rtt_seconds` | histogram | buckets from 0.5 ms to 5 s |
+//! | `gossip_handler_runs_total` | counter | `handler`, `result`: `ok`, `failed`, `timeout` |
+//! | `gossip_handler_dropped_total` | counter | `handler` |
 //!
 //! `kind` is the message kind: `ping`, `ack`, `ping_req`, `sync_request`,
 //! `sync_digest`, `delta`, `gossip` (piggybacked updates and broadcasts
@@ -74,6 +76,8 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 use uuid::Uuid;
 
+use crate::handlers::HandlerStats;
+
 mod messages;
 mod metrics;
 mod ops;
@@ -92,6 +96,8 @@ pub struct AdminState {
     messages: Arc<MessageLog>,
     metrics: Arc<metrics::Metrics>,
     stopping: Arc<AtomicBool>,
+    /// The event handlers' counters, if the member has handlers.
+    handlers: Option<Arc<HandlerStats>>,
     /// Serializes metadata edits (`PUT` and `PATCH /meta`).
     meta_lock: Arc<tokio::sync::Mutex<()>>,
     /// Set to `true` once `POST /leave` has left the cluster.
@@ -132,6 +138,15 @@ impl Admin {
     /// # Panics
     /// Outside a tokio runtime.
     pub fn start(member: Arc<dyn Membership>) -> Self {
+        Self::with_handlers(member, None)
+    }
+
+    /// As [`Admin::start`], and `GET /metrics` also serves the counters of
+    /// the member's event handlers.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn with_handlers(member: Arc<dyn Membership>, handlers: Option<Arc<HandlerStats>>) -> Self {
         let messages = Arc::new(MessageLog::default());
         let (stop_log, stopped) = watch::channel(false);
         let log_task = messages::spawn_recorder(member.as_ref(), messages.clone(), stopped);
@@ -140,6 +155,7 @@ impl Admin {
                 member,
                 messages,
                 metrics: Arc::new(metrics::Metrics::new()),
+                handlers,
                 stopping: Arc::new(AtomicBool::new(false)),
                 meta_lock: Arc::new(tokio::sync::Mutex::new(())),
                 leave: Arc::new(watch::channel(false).0),
@@ -351,9 +367,11 @@ async fn messages(State(state): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
-    let text = state
-        .metrics
-        .render(&state.member.stats(), &state.member.all_members());
+    let text = state.metrics.render(
+        &state.member.stats(),
+        &state.member.all_members(),
+        state.handlers.as_deref(),
+    );
     (
         [(
             header::CONTENT_TYPE,
@@ -475,4 +493,4 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod ops_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -56,6 +56,11 @@ pub enum ConfigError {
     /// limits.
     #[error("invalid metadata: {0}")]
     BadMeta(String),
+    /// An event handler that cannot be used: an unknown event, no event, an
+    /// empty command, a `--handler` value that is not `EVENTS=COMMAND`, or
+    /// a zero timeout or queue.
+    #[error("invalid event handler: {0}")]
+    BadHandler(String),
     /// `tls = "mtls"` without one of its PEM files.
     #[error("tls = \"mtls\" needs `{key}` (or {flag} FILE): the PEM file of {what}")]
     MissingTlsFile {

@@ -12,6 +12,8 @@
 //!   and returns a [`NodeHandle`].
 //! - [`admin`]: the JSON-over-HTTP admin API and its Prometheus metrics, an
 //!   axum router over any `Arc<dyn Membership>`.
+//! - [`handlers`]: event handlers, shell commands run on the member's
+//!   events.
 //! - [`dashboard`]: the live web page the admin endpoint serves at `GET /`.
 //! - [`error`]: the typed errors of the above.
 //!
@@ -37,6 +39,7 @@ pub mod cli;
 pub mod config;
 pub mod dashboard;
 pub mod error;
+pub mod handlers;
 pub mod node;
 pub mod transport;
 

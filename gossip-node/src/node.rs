@@ -14,6 +14,7 @@ use tracing::warn;
 use crate::admin::Admin;
 use crate::config::NodeConfig;
 use crate::error::NodeError;
+use crate::handlers::{HandlerEnv, Handlers};
 use crate::transport::start_member;
 
 /// How long in-flight admin requests may take to finish at shutdown (the
@@ -31,6 +32,8 @@ pub struct NodeHandle {
     admin: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
     /// The admin endpoint's state and its message log task.
     endpoint: Option<Admin>,
+    /// The event handlers' tasks.
+    handlers: Handlers,
 }
 
 impl fmt::Debug for NodeHandle {
@@ -104,6 +107,7 @@ impl NodeHandle {
         if let Some(endpoint) = self.endpoint.take() {
             endpoint.stop().await;
         }
+        self.handlers.stop().await;
     }
 }
 
@@ -133,12 +137,20 @@ pub async fn start(config: &NodeConfig) -> Result<NodeHandle, NodeError> {
     };
     let started = start_member(config).await?;
     let member = started.member;
+    let handlers = Handlers::start(
+        started.events,
+        config.handlers.clone(),
+        HandlerEnv {
+            self_addr: member.local_id().addr.to_string(),
+            cluster_id: config.protocol.cluster_id.clone(),
+        },
+    );
     let mut admin_addr = None;
     let mut admin = None;
     let mut endpoint = None;
     if let Some((listener, addr)) = admin_listener {
         let (stop, stopped) = oneshot::channel::<()>();
-        let started = Admin::start(member.clone());
+        let started = Admin::with_handlers(member.clone(), Some(handlers.stats().clone()));
         let app = started.router();
         endpoint = Some(started);
         let task = tokio::spawn(async move {
@@ -155,13 +167,29 @@ pub async fn start(config: &NodeConfig) -> Result<NodeHandle, NodeError> {
         admin_addr = Some(addr);
         admin = Some((stop, task));
     }
+    // Last, once everything that watches the member is ready.
+    add_seeds(member.as_ref(), &config.seeds);
     Ok(NodeHandle {
         member,
         listen_addr: started.listen_addr,
         admin_addr,
         admin,
         endpoint,
+        handlers,
     })
+}
+
+/// Records `seeds` to join through; a seed equal to the member's own
+/// address is skipped.
+fn add_seeds(member: &dyn Membership, seeds: &[NodeAddr]) {
+    let me = member.local_id().addr;
+    for seed in seeds {
+        if *seed == me {
+            tracing::debug!(%seed, "skipping a seed that is this member's own address");
+        } else {
+            member.add_seed(seed.clone());
+        }
+    }
 }
 
 #[cfg(all(test, any(feature = "grpc", feature = "quic")))]

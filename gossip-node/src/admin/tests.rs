@@ -9,7 +9,7 @@ use std::future::Future;
 
 use tower::ServiceExt;
 
-pub(super) async fn member() -> Arc<dyn Membership> {
+pub(crate) async fn member() -> Arc<dyn Membership> {
     let net = MemNetwork::new();
     let m = CoreMember::new(Config::default(), net.transport(), MemberOptions::default()).unwrap();
     m.start().await.unwrap();
