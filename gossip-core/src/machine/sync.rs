@@ -282,9 +282,10 @@ impl Machine {
                 self.events.push_back(Event::Updated(info));
             }
             if d.push && applied.news && self.cfg.eager_push {
-                let peers =
-                    self.table
-                        .random_live(&mut self.rng, self.cfg.fanout, &[&from.addr, &addr]);
+                let k = self.cfg.eager_push_fanout(self.table.live_count());
+                let peers = self
+                    .table
+                    .random_live(&mut self.rng, k, &[&from.addr, &addr]);
                 for p in peers {
                     let fwd = pb::Delta {
                         owners: vec![od.clone()],
@@ -306,7 +307,8 @@ impl Machine {
         let me = self.table.me();
         let pieces = me.owner.delta(now, &fact_to_pb(&me.fact), since, budget);
         let deltas = pack(pieces, budget, true);
-        let peers = self.table.random_live(&mut self.rng, self.cfg.fanout, &[]);
+        let k = self.cfg.eager_push_fanout(self.table.live_count());
+        let peers = self.table.random_live(&mut self.rng, k, &[]);
         for p in &peers {
             for d in &deltas {
                 self.send(p, Body::Delta(d.clone()));
