@@ -194,24 +194,27 @@ impl Inner {
             env.encoded_len() <= MAX_MESSAGE_SIZE,
             "an oversized envelope"
         );
-        let channel = {
-            let mut channels = lock(&self.channels);
-            let Some(channel) = channels.get(to).cloned().or_else(|| {
-                let ch = Endpoint::from_shared(format!("http://{to}"))
-                    .ok()?
-                    .connect_timeout(Duration::from_secs(1))
-                    .timeout(CALL_TIMEOUT)
-                    .connect_lazy();
-                channels.insert(to.to_owned(), ch.clone());
-                Some(ch)
-            }) else {
-                return;
-            };
-            channel
+        let Some(channel) = self.channel(to) else {
+            return;
         };
         tokio::spawn(async move {
             let _ = GossipServiceClient::new(channel).send(env).await;
         });
+    }
+
+    /// The cached channel to `to`, or a new one that connects lazily.
+    fn channel(&self, to: &str) -> Option<Channel> {
+        let mut channels = lock(&self.channels);
+        if let Some(channel) = channels.get(to) {
+            return Some(channel.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{to}"))
+            .ok()?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(CALL_TIMEOUT)
+            .connect_lazy();
+        channels.insert(to.to_owned(), channel.clone());
+        Some(channel)
     }
 
     fn next_seq(&self) -> u64 {
