@@ -2,7 +2,8 @@
 //! generated protobuf types, tonic and xxh3, nothing of `gossip-core`)
 //! joins a cluster of three real members over gRPC, stays alive in it,
 //! receives a key, agrees with them on the digest fingerprint, refutes a
-//! suspicion, and is removed by all of them once it stops (issue #11: "a
+//! suspicion, is declared dead while it hangs and comes back by refuting
+//! the verdict, and is removed by all of them once it stops (issue #11: "a
 //! gRPC client that follows only PROTOCOL.md must be able to join, stay
 //! alive, receive keys and be detected when it stops").
 
@@ -172,9 +173,35 @@ async fn a_member_written_from_the_spec_joins_stays_receives_keys_and_is_detecte
     })
     .await;
 
+    // Hangs (its port stays open, nothing is answered): every real member
+    // declares it dead by the slow path (suspicion, then timeout).
+    spec.set_silent(true);
+    let bound = cfg.detection_bound(4) * 2;
+    let declared = wait_until(
+        bound,
+        "every member declares the hung spec member dead",
+        || {
+            seen(&cluster, &addr)
+                .iter()
+                .all(|i| i.as_ref().is_some_and(|i| i.state == MemberState::Dead))
+        },
+    )
+    .await;
+
+    // Works again: contacted as a dead member, it learns the verdict and
+    // refutes it, and every real member holds it alive again.
+    let before = spec.view(|v| v.me().fact.incarnation);
+    spec.set_silent(false);
+    let back = wait_until(Duration::from_secs(15), "the spec member is back", || {
+        seen(&cluster, &addr).iter().all(|i| {
+            i.as_ref()
+                .is_some_and(|i| i.state == MemberState::Alive && i.incarnation > before)
+        })
+    })
+    .await;
+
     // Stops without a word: every real member removes it.
     spec.stop();
-    let bound = cfg.detection_bound(4) * 2;
     let removed = wait_until(
         bound,
         "every member removes the stopped spec member",
@@ -187,7 +214,8 @@ async fn a_member_written_from_the_spec_joins_stays_receives_keys_and_is_detecte
     .await;
     eprintln!(
         "spec member: joined in {joined:?}, key received in {spread:?}, \
-         {refuted_before} refutation(s) before the injected suspicion, removed by all in {removed:?}"
+         {refuted_before} refutation(s) before the injected suspicion, declared dead when hung in \
+         {declared:?}, back in {back:?}, removed by all once stopped in {removed:?}"
     );
     cluster.shutdown().await;
 }

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -62,6 +62,9 @@ struct Inner {
     /// The last `Ping.digest_hash` received from each member, for the
     /// test's check of the fingerprint.
     ping_hashes: Mutex<HashMap<String, u64>>,
+    /// Hung: envelopes are accepted and then ignored, nothing is answered
+    /// (a process that stopped working while its port stays open).
+    silent: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -100,6 +103,7 @@ impl SpecMember {
             seq: AtomicU64::new(0),
             heard: Mutex::new(HashMap::new()),
             ping_hashes: Mutex::new(HashMap::new()),
+            silent: AtomicBool::new(false),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -162,6 +166,13 @@ impl SpecMember {
     /// The last fingerprint a ping from `addr` carried.
     pub(crate) fn ping_hash(&self, addr: &str) -> Option<u64> {
         lock(&self.inner.ping_hashes).get(addr).copied()
+    }
+
+    /// Hangs (`true`): every envelope is accepted and ignored, as by a
+    /// process that stopped working but whose port stays open; or works
+    /// again (`false`).
+    pub(crate) fn set_silent(&self, silent: bool) {
+        self.inner.silent.store(silent, Ordering::Relaxed);
     }
 
     /// Stops at once, as a killed process: no leave, every socket closed.
@@ -241,6 +252,9 @@ impl Inner {
     /// Checks and handles one envelope (sections 4.1 and 4.2).
     fn receive(self: &Arc<Self>, env: pb::Envelope) -> Result<(), Status> {
         self.check(&env)?;
+        if self.silent.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         let (Some(from), Some(body)) = (env.from, env.body) else {
             return Ok(());
         };
