@@ -9,12 +9,13 @@ use std::time::Duration;
 use gossip_core::{Membership, NodeAddr};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::admin::Admin;
 use crate::config::NodeConfig;
 use crate::error::NodeError;
 use crate::handlers::{HandlerEnv, Handlers};
+use crate::snapshot::{SNAPSHOT_INTERVAL, SnapshotStore, SnapshotWriter, unix_ms};
 use crate::transport::start_member;
 
 /// How long in-flight admin requests may take to finish at shutdown (the
@@ -34,6 +35,10 @@ pub struct NodeHandle {
     endpoint: Option<Admin>,
     /// The event handlers' tasks.
     handlers: Handlers,
+    /// The snapshot's store and writer task, with a data directory.
+    snapshot: Option<(SnapshotStore, SnapshotWriter)>,
+    /// The cluster id, for the last snapshot.
+    cluster_id: String,
 }
 
 impl fmt::Debug for NodeHandle {
@@ -85,6 +90,12 @@ impl NodeHandle {
     /// new requests (`GET /healthz` answers 503 to those in flight), and
     /// returns once every task of the member and of the endpoint has ended.
     pub async fn shutdown(mut self) {
+        // The last snapshot while the member's view is whole.
+        if let Some((store, writer)) = self.snapshot.take() {
+            writer
+                .stop(&store, self.member.as_ref(), &self.cluster_id)
+                .await;
+        }
         if let Some(endpoint) = &self.endpoint {
             endpoint.set_stopping();
         }
@@ -135,7 +146,34 @@ pub async fn start(config: &NodeConfig) -> Result<NodeHandle, NodeError> {
         }
         None => None,
     };
-    let started = start_member(config).await?;
+    let cluster_id = config.protocol.cluster_id.clone();
+    let store = config
+        .data_dir
+        .as_deref()
+        .map(SnapshotStore::open)
+        .transpose()?;
+    let snapshot = store.as_ref().and_then(|s| s.load(&cluster_id));
+    let mut config = config.clone();
+    let mut generation = None;
+    if let Some(s) = &snapshot {
+        if s.meta != config.meta {
+            info!(
+                entries = s.meta.len(),
+                "the snapshot's metadata replaces the configured metadata"
+            );
+            config.meta = s.meta.clone();
+        }
+        generation = Some(s.next_generation(unix_ms()));
+        config.seeds.extend(s.seeds());
+        info!(
+            members = s.members.len(),
+            keys = s.keys.len(),
+            previous_generation = s.generation,
+            "rejoining from the snapshot"
+        );
+    }
+    let config = &config;
+    let started = start_member(config, generation).await?;
     let member = started.member;
     let handlers = Handlers::start(
         started.events,
@@ -167,6 +205,18 @@ pub async fn start(config: &NodeConfig) -> Result<NodeHandle, NodeError> {
         admin_addr = Some(addr);
         admin = Some((stop, task));
     }
+    if let Some(s) = &snapshot {
+        s.republish(member.as_ref(), unix_ms());
+    }
+    let snapshot = store.map(|store| {
+        let writer = SnapshotWriter::start(
+            store.clone(),
+            member.clone(),
+            cluster_id.clone(),
+            SNAPSHOT_INTERVAL,
+        );
+        (store, writer)
+    });
     // Last, once everything that watches the member is ready.
     add_seeds(member.as_ref(), &config.seeds);
     Ok(NodeHandle {
@@ -176,14 +226,20 @@ pub async fn start(config: &NodeConfig) -> Result<NodeHandle, NodeError> {
         admin,
         endpoint,
         handlers,
+        snapshot,
+        cluster_id,
     })
 }
 
 /// Records `seeds` to join through; a seed equal to the member's own
-/// address is skipped.
+/// address, or given twice, is skipped.
 fn add_seeds(member: &dyn Membership, seeds: &[NodeAddr]) {
     let me = member.local_id().addr;
+    let mut seen = std::collections::BTreeSet::new();
     for seed in seeds {
+        if !seen.insert(seed) {
+            continue;
+        }
         if *seed == me {
             tracing::debug!(%seed, "skipping a seed that is this member's own address");
         } else {
