@@ -15,6 +15,7 @@ use crate::admin::Admin;
 use crate::config::NodeConfig;
 use crate::error::NodeError;
 use crate::handlers::{HandlerEnv, Handlers};
+use crate::seeds::{Backoff, Resolve, SeedResolution, SystemResolver};
 use crate::snapshot::{SNAPSHOT_INTERVAL, SnapshotStore, SnapshotWriter, unix_ms};
 use crate::transport::start_member;
 
@@ -39,6 +40,8 @@ pub struct NodeHandle {
     snapshot: Option<(SnapshotStore, SnapshotWriter)>,
     /// The cluster id, for the last snapshot.
     cluster_id: String,
+    /// The tasks re-resolving seed names.
+    seeds: SeedResolution,
 }
 
 impl fmt::Debug for NodeHandle {
@@ -90,6 +93,7 @@ impl NodeHandle {
     /// new requests (`GET /healthz` answers 503 to those in flight), and
     /// returns once every task of the member and of the endpoint has ended.
     pub async fn shutdown(mut self) {
+        self.seeds.stop().await;
         // The last snapshot while the member's view is whole.
         if let Some((store, writer)) = self.snapshot.take() {
             writer
@@ -131,6 +135,20 @@ impl NodeHandle {
 /// [`NodeError::AdminBind`], [`NodeError::Transport`] or
 /// [`NodeError::Member`] if a part cannot start; nothing is left running.
 pub async fn start(config: &NodeConfig) -> Result<NodeHandle, NodeError> {
+    start_with(config, Arc::new(SystemResolver)).await
+}
+
+/// As [`start`], resolving seed names (`name:port`, in the configuration,
+/// the snapshot and `POST /join`) through `resolver` instead of the
+/// system's resolver: for tests, or a service-discovery lookup of the
+/// application's.
+///
+/// # Errors
+/// As [`start`].
+pub async fn start_with(
+    config: &NodeConfig,
+    resolver: Arc<dyn Resolve>,
+) -> Result<NodeHandle, NodeError> {
     config.validate()?;
     let admin_listener = match config.admin {
         Some(addr) => {
@@ -188,7 +206,8 @@ pub async fn start(config: &NodeConfig) -> Result<NodeHandle, NodeError> {
     let mut endpoint = None;
     if let Some((listener, addr)) = admin_listener {
         let (stop, stopped) = oneshot::channel::<()>();
-        let started = Admin::with_handlers(member.clone(), Some(handlers.stats().clone()));
+        let started = Admin::with_handlers(member.clone(), Some(handlers.stats().clone()))
+            .with_resolver(resolver.clone());
         let app = started.router();
         endpoint = Some(started);
         let task = tokio::spawn(async move {
@@ -218,7 +237,15 @@ pub async fn start(config: &NodeConfig) -> Result<NodeHandle, NodeError> {
         (store, writer)
     });
     // Last, once everything that watches the member is ready.
-    add_seeds(member.as_ref(), &config.seeds);
+    let seeds = SeedResolution::start(
+        member.clone(),
+        &config.seeds,
+        resolver,
+        Backoff {
+            initial: config.protocol.seed_retry_initial,
+            max: config.protocol.seed_retry_max,
+        },
+    );
     Ok(NodeHandle {
         member,
         listen_addr: started.listen_addr,
@@ -228,24 +255,8 @@ pub async fn start(config: &NodeConfig) -> Result<NodeHandle, NodeError> {
         handlers,
         snapshot,
         cluster_id,
+        seeds,
     })
-}
-
-/// Records `seeds` to join through; a seed equal to the member's own
-/// address, or given twice, is skipped.
-fn add_seeds(member: &dyn Membership, seeds: &[NodeAddr]) {
-    let me = member.local_id().addr;
-    let mut seen = std::collections::BTreeSet::new();
-    for seed in seeds {
-        if !seen.insert(seed) {
-            continue;
-        }
-        if *seed == me {
-            tracing::debug!(%seed, "skipping a seed that is this member's own address");
-        } else {
-            member.add_seed(seed.clone());
-        }
-    }
 }
 
 #[cfg(all(test, any(feature = "grpc", feature = "quic")))]
