@@ -7,7 +7,7 @@
 //! `seeds`; `--meta name=value` overrides the file's `[meta]` entry of that
 //! name and keeps the others. Durations are integers in milliseconds, with
 //! the `_ms` suffix. Unknown keys are errors. Relative file paths in the
-//! config file (`tls_ca`, `tls_cert`, `tls_key`) are relative to the file's
+//! config file (`tls_ca`, `tls_cert`, `tls_key`, `data_dir`) are relative to the file's
 //! directory; on the command line, to the working directory.
 //!
 //! ```toml
@@ -32,6 +32,8 @@
 //! tombstone_ttl_ms = 60000
 //! max_message_size = 65536
 //! max_connections = 256            # cached outgoing connections (LRU)
+//!
+//! data_dir = "/var/lib/gossip"     # optional: snapshot for rejoining
 //!
 //! [meta]
 //! name = "alpha"
@@ -104,6 +106,12 @@ pub struct RunArgs {
     /// filter comes from RUST_LOG (default info). TOML: `log_format`.
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+
+    /// Directory where the member keeps its snapshot (known members, own
+    /// keys and metadata, generation) to rejoin after a restart. Default:
+    /// none. TOML: `data_dir`.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 
     /// Event handler EVENTS=COMMAND, e.g.
     /// `member-join,member-leave=./on-change.sh`: COMMAND runs by `sh -c`
@@ -293,6 +301,8 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     /// `[[handlers]]`: event handlers.
     pub handlers: Option<Vec<FileHandler>>,
+    /// `data_dir`: the snapshot's directory.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// One `[[handlers]]` table of the config file.
@@ -342,12 +352,17 @@ impl FileConfig {
         Ok(file)
     }
 
-    /// Joins every relative file path (`tls_ca`, `tls_cert`, `tls_key`) onto
-    /// `dir`.
+    /// Joins every relative file path (`tls_ca`, `tls_cert`, `tls_key`,
+    /// `data_dir`) onto `dir`.
     pub fn resolve_paths(&mut self, dir: &Path) {
-        for path in [&mut self.tls_ca, &mut self.tls_cert, &mut self.tls_key]
-            .into_iter()
-            .flatten()
+        for path in [
+            &mut self.tls_ca,
+            &mut self.tls_cert,
+            &mut self.tls_key,
+            &mut self.data_dir,
+        ]
+        .into_iter()
+        .flatten()
         {
             if path.is_relative() {
                 *path = dir.join(&*path);
@@ -387,6 +402,8 @@ pub struct NodeConfig {
     pub max_connections: usize,
     /// Event handlers (issue #11), in order.
     pub handlers: Vec<HandlerConfig>,
+    /// Where the snapshot is kept ([`crate::snapshot`]); `None`: nowhere.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Default [`NodeConfig::max_connections`]: 256, for the peers a member of
@@ -409,6 +426,7 @@ impl NodeConfig {
             protocol: gossip_core::Config::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             handlers: Vec::new(),
+            data_dir: None,
         }
     }
 
@@ -529,6 +547,7 @@ impl NodeConfig {
             .unwrap_or(DEFAULT_MAX_CONNECTIONS);
 
         let handlers = handler_configs(&args.handlers, file.handlers.unwrap_or_default())?;
+        let data_dir = args.data_dir.clone().or(file.data_dir);
 
         Ok(Self {
             listen,
@@ -542,6 +561,7 @@ impl NodeConfig {
             protocol,
             max_connections,
             handlers,
+            data_dir,
         })
     }
 

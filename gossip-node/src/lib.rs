@@ -14,6 +14,10 @@
 //!   axum router over any `Arc<dyn Membership>`.
 //! - [`handlers`]: event handlers, shell commands run on the member's
 //!   events.
+//! - [`seeds`]: seeds given by name (`name:port`), resolved through a
+//!   [`seeds::Resolve`] hook and again at each retry.
+//! - [`snapshot`]: what a member persists in its `data_dir` to rejoin
+//!   after a restart.
 //! - [`dashboard`]: the live web page the admin endpoint serves at `GET /`.
 //! - [`error`]: the typed errors of the above.
 //!
@@ -41,6 +45,8 @@ pub mod dashboard;
 pub mod error;
 pub mod handlers;
 pub mod node;
+pub mod seeds;
+pub mod snapshot;
 pub mod transport;
 
 pub use config::{LogFormat, NodeConfig, RunArgs, TlsKind};

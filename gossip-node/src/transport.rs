@@ -142,13 +142,19 @@ impl fmt::Debug for StartedMember {
 /// Binds the configured transport with the configured TLS, builds the
 /// member over it and starts it. The seeds are not contacted yet: that is
 /// [`crate::node::start`]'s, once whatever watches the events is ready.
+/// `generation`: the life's generation (default: the clock, in ms).
 ///
 /// # Errors
 /// [`NodeError::Config`] if the transport is not compiled in or refuses the
 /// TLS mode, [`NodeError::Transport`] if it cannot bind, load its TLS files
 /// or serve, [`NodeError::Member`] if the member refuses its metadata.
-pub async fn start_member(config: &NodeConfig) -> Result<StartedMember, NodeError> {
+pub async fn start_member(
+    config: &NodeConfig,
+    generation: Option<u64>,
+) -> Result<StartedMember, NodeError> {
     config.validate()?;
+    #[cfg(not(any(feature = "grpc", feature = "quic")))]
+    let _ = generation;
     let kind = config.transport;
     match kind {
         #[cfg(feature = "grpc")]
@@ -163,7 +169,7 @@ pub async fn start_member(config: &NodeConfig) -> Result<StartedMember, NodeErro
             .await
             .map_err(|source| transport_error(config, source))?;
             let listen_addr = grpc.listen_addr();
-            start_over(config, grpc, listen_addr).await
+            start_over(config, grpc, listen_addr, generation).await
         }
         #[cfg(feature = "quic")]
         TransportKind::Quic => {
@@ -177,7 +183,7 @@ pub async fn start_member(config: &NodeConfig) -> Result<StartedMember, NodeErro
             .await
             .map_err(|source| transport_error(config, source))?;
             let listen_addr = quic.listen_addr();
-            start_over(config, quic, listen_addr).await
+            start_over(config, quic, listen_addr, generation).await
         }
         // Every transport this build includes has an arm above.
         #[cfg(not(all(feature = "grpc", feature = "quic")))]
@@ -205,12 +211,14 @@ async fn start_over<T: gossip_core::Transport>(
     config: &NodeConfig,
     transport: T,
     listen_addr: SocketAddr,
+    generation: Option<u64>,
 ) -> Result<StartedMember, NodeError> {
     let member = gossip_core::Member::new(
         config.protocol.clone(),
         transport,
         gossip_core::MemberOptions {
             meta: config.meta.clone(),
+            generation,
             ..Default::default()
         },
     )?;
