@@ -219,6 +219,7 @@ async fn run<T: Transport>(
     let mut checks = Checks {
         tasks: JoinSet::new(),
         refusals: refusals.clone(),
+        asked: Vec::new(),
     };
     let mut outbox = Outbox::new(Sender {
         transport: shared.transport.clone(),
@@ -228,7 +229,7 @@ async fn run<T: Transport>(
     });
     let late_bound = LATE.min(shared.config.probe_timeout / 4);
     loop {
-        flush(&shared, &mut outbox);
+        flush(&shared, &mut outbox, &mut checks.asked);
         checks.start(&shared);
         let deadline = lock(&shared.machine).poll_timeout();
         let sleep = async {
@@ -273,7 +274,7 @@ async fn run<T: Transport>(
                 shared.stats.record_wakeup_lateness(lateness, late);
                 if late {
                     debug!(?lateness, "timer woke late: handling what was received first");
-                    catch_up(&shared, &mut rx, &mut refused, &mut outbox).await;
+                    catch_up(&shared, &mut rx, &mut refused, &mut outbox, &mut checks.asked).await;
                 }
                 lock(&shared.machine).handle_timeout(now());
             }
@@ -283,7 +284,7 @@ async fn run<T: Transport>(
     // Graceful leave: announce, give the announcements a moment, then stop.
     if shared.announce.load(std::sync::atomic::Ordering::SeqCst) {
         lock(&shared.machine).leave(now());
-        flush(&shared, &mut outbox);
+        flush(&shared, &mut outbox, &mut Vec::new());
         outbox.close(LEAVE_GRACE).await;
     } else {
         // Mark the machine stopped so commands are refused, but send nothing.
@@ -304,19 +305,19 @@ async fn run<T: Transport>(
 struct Checks {
     tasks: JoinSet<()>,
     refusals: mpsc::Sender<NodeAddr>,
+    /// Asked for by the machine, not started yet.
+    asked: Vec<NodeAddr>,
 }
 
 impl Checks {
-    /// Starts the checks the machine asked for since the last call, at most
-    /// [`MAX_CHECKS`] at a time (more are dropped: the failure detector's
-    /// slow path still decides).
+    /// Starts the checks the machine asked for (`asked`, filled by
+    /// [`flush`]), at most [`MAX_CHECKS`] at a time (more are dropped: the
+    /// failure detector's slow path still decides).
     fn start<T: Transport>(&mut self, shared: &Arc<Shared<T>>) {
-        while self.tasks.try_join_next().is_some() {}
-        let addrs: Vec<NodeAddr> = {
-            let mut m = lock(&shared.machine);
-            std::iter::from_fn(|| m.poll_refusal_check()).collect()
-        };
-        for to in addrs {
+        if !self.tasks.is_empty() {
+            while self.tasks.try_join_next().is_some() {}
+        }
+        for to in self.asked.drain(..) {
             if self.tasks.len() >= MAX_CHECKS {
                 trace!(%to, "too many listener checks running; skipped");
                 continue;
@@ -355,6 +356,7 @@ async fn catch_up<T: Transport>(
     rx: &mut mpsc::Receiver<Envelope>,
     refused: &mut mpsc::Receiver<NodeAddr>,
     outbox: &mut Outbox<T>,
+    asked: &mut Vec<NodeAddr>,
 ) {
     for pass in 0..=LATE_YIELDS {
         if pass > 0 {
@@ -376,13 +378,14 @@ async fn catch_up<T: Transport>(
                 }
             }
         }
-        flush(shared, outbox);
+        flush(shared, outbox, asked);
     }
 }
 
 /// Drains the machine's outputs: events to subscribers, transmits to their
-/// peers' outbound queues.
-fn flush<T: Transport>(shared: &Arc<Shared<T>>, outbox: &mut Outbox<T>) {
+/// peers' outbound queues; the listener checks it asked for
+/// ([`Machine::poll_refusal_check`], usually none) to `asked`.
+fn flush<T: Transport>(shared: &Arc<Shared<T>>, outbox: &mut Outbox<T>, asked: &mut Vec<NodeAddr>) {
     let (transmits, events) = {
         let mut m = lock(&shared.machine);
         let mut t = Vec::new();
@@ -397,6 +400,7 @@ fn flush<T: Transport>(shared: &Arc<Shared<T>>, outbox: &mut Outbox<T>) {
             shared.stats.record_probe_rtt(rtt);
         }
         shared.stats.set_queue_depth(m.queue_depth());
+        asked.extend(std::iter::from_fn(|| m.poll_refusal_check()));
         (t, e)
     };
     for e in events {
