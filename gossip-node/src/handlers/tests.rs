@@ -42,12 +42,13 @@ fn wait_until(what: &str, timeout: Duration, cond: impl Fn() -> bool) -> impl Fu
 
 use std::future::Future;
 
+/// The complete lines of `path`: a handler still writing its last line
+/// (the script writes the prefix and the JSON in two writes) has not
+/// written it yet.
 fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete.lines().map(str::to_owned).collect()
 }
 
 fn handler(name: &str, events: &[&str], command: String) -> HandlerConfig {
@@ -205,6 +206,11 @@ async fn a_recording_handler_gets_every_event_in_the_clusters_order() {
         app_expected.into_iter().cloned().collect::<Vec<_>>()
     );
     let counters = &handlers.stats().handlers;
+    // A run counts once its process has exited, after its last write.
+    wait_until("the runs are counted", t, || {
+        counters[0].ok.load(Ordering::Relaxed) >= expected.len() as u64
+    })
+    .await;
     assert_eq!(
         counters[0].ok.load(Ordering::Relaxed),
         expected.len() as u64
