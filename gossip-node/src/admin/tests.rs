@@ -311,9 +311,14 @@ async fn metrics_name_every_family_with_its_labels() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
+    // The gate counts a frame just after queueing it, so the driver may
+    // record a probe's round trip before its ack is counted: wait for both.
     wait_until("a probe answered, and one received", || {
         let s = a.stats();
-        s.probe_rtt.count > 0 && s.received_by_kind.messages(gossip_core::MessageKind::Ping) > 0
+        let received = |k| s.received_by_kind.messages(k) > 0;
+        s.probe_rtt.count > 0
+            && received(gossip_core::MessageKind::Ping)
+            && received(gossip_core::MessageKind::Ack)
     })
     .await;
     // Counters only grow: the scrape shows at least what was counted before.
