@@ -746,7 +746,7 @@ mod tests {
             &["--members", "8", "--stable", "4"][..],
             &["--stable", "0"],
             &["--transport", "carrier-pigeon"],
-            &["--max-rss-growth-pct", "-1"],
+            &["--max-rss-growth-pct=-1"],
         ] {
             assert!(parse(bad).unwrap().validate().is_err(), "{bad:?} accepted");
         }
