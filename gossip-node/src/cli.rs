@@ -36,6 +36,7 @@ pub mod procs;
 pub mod run;
 pub(crate) mod signals;
 pub mod simulate;
+pub mod soak;
 mod term;
 
 /// The command line of `gossip-node`.
@@ -74,4 +75,6 @@ pub enum Command {
     Simulate(simulate::SimulateArgs),
     /// Start real processes on loopback and measure spread and detection.
     Bench(bench::BenchArgs),
+    /// Churn real processes for a while, then check nothing was lost.
+    Soak(soak::SoakArgs),
 }

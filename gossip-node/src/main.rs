@@ -82,6 +82,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             logging::init(LogFormat::Text, "warn");
             cli::bench::run(args).await?;
         }
+        Command::Soak(args) => {
+            logging::init(LogFormat::Text, "warn");
+            cli::soak::run(args).await?;
+        }
     }
     Ok(())
 }

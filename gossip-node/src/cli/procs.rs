@@ -170,6 +170,10 @@ pub struct ProcessCluster {
     /// How long the last stop took, from the SIGTERMs to the last exit of
     /// a process that was running (`None`: never stopped, or none ran).
     stop_took: Option<Duration>,
+    /// What the nodes were started with, to restart one.
+    spec: ClusterSpec,
+    /// The gossip addresses, by position.
+    addrs: Vec<String>,
 }
 
 impl ProcessCluster {
@@ -196,28 +200,15 @@ impl ProcessCluster {
             startup_timeout: spec.startup_timeout,
             stop_grace: spec.stop_grace,
             stop_took: None,
+            spec: spec.clone(),
+            addrs: addrs.clone(),
         };
         for (i, addr) in addrs.iter().enumerate() {
             let index = i + 1;
             let admin = SocketAddr::from(([127, 0, 0, 1], ports[2 * i + 1]));
             let log = spec.log_dir.join(format!("node-{index}.log"));
-            let spawn = || -> std::io::Result<Child> {
-                let file = File::create(&log)?;
-                let mut cmd = std::process::Command::new(&spec.exe);
-                cmd.arg("run")
-                    .args(["--listen", addr])
-                    .args(["--admin", &admin.to_string()])
-                    .args(&spec.args)
-                    .args(spec.node_args.get(i).into_iter().flatten())
-                    .stdin(Stdio::null())
-                    .stdout(file.try_clone()?)
-                    .stderr(file);
-                for seed in spec.seeding.seeds_of(i) {
-                    cmd.args(["--seed", &addrs[seed]]);
-                }
-                cmd.spawn()
-            };
-            let child = spawn().map_err(|source| ProcsError::Spawn { index, source })?;
+            let child = start_node(spec, &addrs, i, admin, &log, false)
+                .map_err(|source| ProcsError::Spawn { index, source })?;
             cluster.nodes.push(NodeProc {
                 index,
                 addr: addr.clone(),
@@ -301,6 +292,32 @@ impl ProcessCluster {
         true
     }
 
+    /// Starts the node at position `i` (from 0) again, after it exited (or
+    /// was killed): the same executable, flags, seeds, gossip address and
+    /// admin endpoint, its output appended to the same log. Returns false
+    /// (and starts nothing) if there is no such node or it is still running.
+    ///
+    /// # Errors
+    /// [`ProcsError::Spawn`] if the process cannot be started.
+    pub fn restart(&mut self, i: usize) -> Result<bool, ProcsError> {
+        let Some(node) = self.nodes.get_mut(i) else {
+            return Ok(false);
+        };
+        if node.poll_exit().is_none() {
+            return Ok(false);
+        }
+        let child = start_node(&self.spec, &self.addrs, i, node.admin, &node.log, true).map_err(
+            |source| ProcsError::Spawn {
+                index: node.index,
+                source,
+            },
+        )?;
+        node.pid = child.id();
+        node.child = child;
+        node.status = None;
+        Ok(true)
+    }
+
     /// Stops every process still running: SIGTERM, up to the stop grace to
     /// leave, then SIGKILL. Idempotent. Blocks (see
     /// [`ProcessCluster::shutdown`] in async code).
@@ -362,6 +379,36 @@ impl Drop for ProcessCluster {
     fn drop(&mut self) {
         self.stop_all();
     }
+}
+
+/// Starts the node at position `i` of `spec`, logging to `log` (appended
+/// to if `append`, else truncated).
+fn start_node(
+    spec: &ClusterSpec,
+    addrs: &[String],
+    i: usize,
+    admin: SocketAddr,
+    log: &Path,
+    append: bool,
+) -> std::io::Result<Child> {
+    let file = if append {
+        File::options().create(true).append(true).open(log)?
+    } else {
+        File::create(log)?
+    };
+    let mut cmd = std::process::Command::new(&spec.exe);
+    cmd.arg("run")
+        .args(["--listen", &addrs[i]])
+        .args(["--admin", &admin.to_string()])
+        .args(&spec.args)
+        .args(spec.node_args.get(i).into_iter().flatten())
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file);
+    for seed in spec.seeding.seeds_of(i) {
+        cmd.args(["--seed", &addrs[seed]]);
+    }
+    cmd.spawn()
 }
 
 /// Asks a child to leave gracefully (SIGTERM); off Unix, kills it.
