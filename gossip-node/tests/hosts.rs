@@ -246,9 +246,11 @@ fn suspicion_timeout(p: &gossip_core::Config, n: usize, accusers: usize) -> Dura
 }
 
 /// `GET /members` on `admin` over plain HTTP/1.0 (the calling thread must
-/// be in the node's namespace): the addresses listed.
+/// be in the node's namespace): the addresses listed. A node's admin API
+/// shares its one thread with the member, so on a loaded machine (100
+/// processes on two cores) an answer may take seconds.
 fn get_members(admin: SocketAddr) -> Result<BTreeSet<String>, String> {
-    let timeout = Duration::from_secs(2);
+    let timeout = Duration::from_secs(5);
     let mut stream =
         TcpStream::connect_timeout(&admin, timeout).map_err(|e| format!("{admin}: {e}"))?;
     stream
