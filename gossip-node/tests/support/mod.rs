@@ -32,13 +32,26 @@ impl Node {
     /// Starts `gossip-node run` on free loopback ports with `extra` flags and
     /// waits for its start line.
     pub(crate) fn spawn(extra: &[&str]) -> Node {
-        Self::spawn_at("127.0.0.1:0", extra)
+        Node::spawn_with(Command::new(BIN), "127.0.0.1:0", "127.0.0.1:0", extra)
     }
 
     /// As [`Node::spawn`], listening for gossip on `listen`.
     pub(crate) fn spawn_at(listen: &str, extra: &[&str]) -> Node {
-        let mut child = Command::new(BIN)
-            .args(["run", "--listen", listen, "--admin", "127.0.0.1:0"])
+        Node::spawn_with(Command::new(BIN), listen, "127.0.0.1:0", extra)
+    }
+
+    /// Starts `program run --listen listen --admin admin` with `extra` flags
+    /// and waits for its start line. `program` is the binary under test, or
+    /// a command that execs it (such as `ip netns exec NS BIN`), so that the
+    /// child's pid is the node's.
+    pub(crate) fn spawn_with(
+        mut program: Command,
+        listen: &str,
+        admin: &str,
+        extra: &[&str],
+    ) -> Node {
+        let mut child = program
+            .args(["run", "--listen", listen, "--admin", admin])
             .args(["--log-format", "json"])
             .args(extra)
             .env("RUST_LOG", "info")
