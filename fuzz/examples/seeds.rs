@@ -21,7 +21,7 @@ const MEMBERS: u16 = 4;
 /// Simulated time step, ms.
 const STEP_MS: u64 = 20;
 /// Largest machine script, bytes.
-const MAX_SCRIPT: usize = 2000;
+const MAX_SCRIPT: usize = 600;
 
 fn addr(i: u16) -> NodeAddr {
     NodeAddr::from(SocketAddr::from(([127, 0, 0, 1], 7000 + i)))
