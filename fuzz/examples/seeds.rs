@@ -191,6 +191,16 @@ fn main() {
         write(Target::Grpc, &format!("stream-{name}"), &grpc(0, &batch));
         write(Target::Grpc, &format!("send-{name}"), &grpc(1, bytes));
     }
+    for (name, reply) in [
+        ("answer-one", &b"\x0a\x09malformed\x12\x04nope\x18\x01"[..]),
+        ("answer-empty", &b""[..]),
+    ] {
+        let mut out = vec![2u8, 0];
+        out.extend_from_slice(&(reply.len() as u32).to_be_bytes());
+        out.extend_from_slice(reply);
+        out.extend_from_within(1..);
+        write(Target::Grpc, name, &out);
+    }
     for (name, hello) in [
         ("hello-v2a", &b"fuzz"[..]),
         ("hello-addr", &b"fuzz\xff127.0.0.1:7001"[..]),

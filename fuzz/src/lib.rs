@@ -35,9 +35,9 @@ pub enum Target {
     /// stream of frames, a `gossip/1` request stream, or a reply as the
     /// client reads it; the rest is what the peer sent.
     Quic,
-    /// The gRPC server's request bodies: tonic's gRPC framing and prost
-    /// decoding, then our handling of a `Gossip` stream's batches or a
-    /// unary `Send` (first byte picks which).
+    /// The gRPC bodies: tonic's gRPC framing and prost decoding, then our
+    /// handling of a `Gossip` stream's batches, a unary `Send`, or the
+    /// answers to a `Gossip` stream we opened (first byte picks which).
     Grpc,
     /// The TOML config file of `gossip-node run`: parsed, merged, validated;
     /// a configuration that passes must start a `Machine` that runs.

@@ -9,7 +9,9 @@
 //! `Send`). These entry points take the request body's bytes (the payload
 //! of the HTTP/2 DATA frames) and run tonic's decoding, set up as the
 //! server sets it up, and then exactly the code the server runs on what it
-//! yields. HTTP/2 itself (h2) is not ours and not fuzzed here.
+//! yields. The other direction too: the answers a peer's server sends on
+//! a `Gossip` stream we opened, as our client reads them. HTTP/2 itself
+//! (h2) is not ours and not fuzzed here.
 
 use std::future::Future;
 use std::pin::{Pin, pin};
@@ -17,11 +19,12 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use gossip_core::Inbound;
-use gossip_proto::v1::{Batch, Envelope};
+use gossip_proto::v1::{Batch, Envelope, StreamReply};
 use http_body::Frame;
 use tonic::{Status, Streaming};
 use tonic_prost::ProstDecoder;
 
+use crate::client::count_reply;
 use crate::server::{accept_unary, count_refused, next_reply};
 
 /// A request body that holds all its bytes at once.
@@ -105,4 +108,24 @@ pub fn unary_send(inbound: &Inbound, body: &[u8]) -> Result<(), Status> {
             Err(status)
         }
     }
+}
+
+/// The body of the answer stream of a `Gossip` call we opened: each
+/// `StreamReply` is counted as the client counts it, to the end of the
+/// body or the first error (which ends the client's stream). The client
+/// keeps tonic's default decoding limit. Returns the answers read.
+pub fn gossip_answers(inbound: &Inbound, body: &[u8]) -> usize {
+    let mut replies = Streaming::<StreamReply>::new_response(
+        ProstDecoder::<StreamReply>::default(),
+        SliceBody(Some(Bytes::copy_from_slice(body))),
+        tonic::codegen::http::StatusCode::OK,
+        None,
+        None,
+    );
+    let mut answers = 0;
+    while let Ok(Some(reply)) = run(replies.message()) {
+        count_reply(inbound, &reply);
+        answers += 1;
+    }
+    answers
 }
