@@ -46,6 +46,8 @@ mod mem;
 mod members;
 mod membership;
 mod outbox;
+#[cfg(test)]
+mod protocol_example;
 mod queue;
 mod stats;
 mod swim;

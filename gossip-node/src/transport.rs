@@ -126,6 +126,8 @@ pub struct StartedMember {
     /// The address the transport is bound to (the real port if the
     /// configuration asked for port 0).
     pub listen_addr: SocketAddr,
+    /// The member's events from before it started: nothing is missed.
+    pub events: tokio::sync::broadcast::Receiver<gossip_core::Event>,
 }
 
 impl fmt::Debug for StartedMember {
@@ -138,15 +140,21 @@ impl fmt::Debug for StartedMember {
 }
 
 /// Binds the configured transport with the configured TLS, builds the
-/// member over it, starts it and records the seeds (a seed equal to the
-/// member's own address is skipped).
+/// member over it and starts it. The seeds are not contacted yet: that is
+/// [`crate::node::start`]'s, once whatever watches the events is ready.
+/// `generation`: the life's generation (default: the clock, in ms).
 ///
 /// # Errors
 /// [`NodeError::Config`] if the transport is not compiled in or refuses the
 /// TLS mode, [`NodeError::Transport`] if it cannot bind, load its TLS files
 /// or serve, [`NodeError::Member`] if the member refuses its metadata.
-pub async fn start_member(config: &NodeConfig) -> Result<StartedMember, NodeError> {
+pub async fn start_member(
+    config: &NodeConfig,
+    generation: Option<u64>,
+) -> Result<StartedMember, NodeError> {
     config.validate()?;
+    #[cfg(not(any(feature = "grpc", feature = "quic")))]
+    let _ = generation;
     let kind = config.transport;
     match kind {
         #[cfg(feature = "grpc")]
@@ -161,7 +169,7 @@ pub async fn start_member(config: &NodeConfig) -> Result<StartedMember, NodeErro
             .await
             .map_err(|source| transport_error(config, source))?;
             let listen_addr = grpc.listen_addr();
-            start_over(config, grpc, listen_addr).await
+            start_over(config, grpc, listen_addr, generation).await
         }
         #[cfg(feature = "quic")]
         TransportKind::Quic => {
@@ -175,7 +183,7 @@ pub async fn start_member(config: &NodeConfig) -> Result<StartedMember, NodeErro
             .await
             .map_err(|source| transport_error(config, source))?;
             let listen_addr = quic.listen_addr();
-            start_over(config, quic, listen_addr).await
+            start_over(config, quic, listen_addr, generation).await
         }
         // Every transport this build includes has an arm above.
         #[cfg(not(all(feature = "grpc", feature = "quic")))]
@@ -197,43 +205,34 @@ fn transport_error(config: &NodeConfig, source: gossip_core::TransportError) -> 
 }
 
 /// The part of [`start_member`] common to every transport: the member over
-/// `transport`, started, with its seeds.
+/// `transport`, subscribed to, started.
 #[cfg(any(feature = "grpc", feature = "quic"))]
 async fn start_over<T: gossip_core::Transport>(
     config: &NodeConfig,
     transport: T,
     listen_addr: SocketAddr,
+    generation: Option<u64>,
 ) -> Result<StartedMember, NodeError> {
     let member = gossip_core::Member::new(
         config.protocol.clone(),
         transport,
         gossip_core::MemberOptions {
             meta: config.meta.clone(),
+            generation,
             ..Default::default()
         },
     )?;
+    let events = member.subscribe();
     member
         .start()
         .await
         .map_err(|source| transport_error(config, source))?;
     let member: Arc<dyn Membership> = Arc::new(member);
-    add_seeds(member.as_ref(), config);
     Ok(StartedMember {
         member,
         listen_addr,
+        events,
     })
-}
-
-#[cfg(any(feature = "grpc", feature = "quic"))]
-fn add_seeds(member: &dyn Membership, config: &NodeConfig) {
-    let me = member.local_id().addr;
-    for seed in &config.seeds {
-        if *seed == me {
-            tracing::debug!(%seed, "skipping a seed that is this member's own address");
-        } else {
-            member.add_seed(seed.clone());
-        }
-    }
 }
 
 #[cfg(test)]

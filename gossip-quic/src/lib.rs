@@ -110,6 +110,7 @@ mod frames;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod raw;
+mod refusal;
 mod resume;
 mod server;
 mod transport;

@@ -34,7 +34,7 @@ use gossip_proto::v1::envelope::Body;
 use prost::Message;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tracing::{debug, trace};
+use tracing::{debug, trace, warn};
 use uuid::Uuid;
 
 use crate::anti_entropy::AntiEntropy;
@@ -117,6 +117,9 @@ pub struct Machine {
     stalls: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
+    /// Addresses whose listener the driver should check
+    /// ([`Machine::poll_refusal_check`]).
+    refusal_checks: VecDeque<NodeAddr>,
 }
 
 impl Machine {
@@ -166,6 +169,7 @@ impl Machine {
             stalls: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            refusal_checks: VecDeque::new(),
             id,
             cfg: config,
             rng,
@@ -714,6 +718,24 @@ impl Machine {
         pop_shrinking(&mut self.events)
     }
 
+    /// The next address whose listener the caller should check: is anything
+    /// still listening there? The driver asks its transport
+    /// ([`Transport::check_refused`](crate::Transport::check_refused)) and,
+    /// if the answer is "refused", reports it as a refused send,
+    /// [`Machine::handle_send_error`]`(now, addr, true)`; any other answer
+    /// (something listens, no answer in time, the transport cannot tell) is
+    /// not reported.
+    ///
+    /// Asked only on the failure path, so a healthy cluster pays nothing: by
+    /// a prober whose direct probe went unanswered for its probe timeout,
+    /// and by a relay asked to probe a member indirectly. It serves
+    /// transports whose sends succeed although nothing listens (QUIC over
+    /// an unconnected UDP socket, a message lost in a stale stream): the
+    /// refusal fast path (issue #10, item 4) then works on them too.
+    pub fn poll_refusal_check(&mut self) -> Option<NodeAddr> {
+        pop_shrinking(&mut self.refusal_checks)
+    }
+
     // ---------------------------------------------------------------- helpers
 
     /// Room for a message body: the maximum size less the envelope and the
@@ -759,7 +781,15 @@ impl Machine {
         msg.broadcasts = self
             .bcasts
             .take(room.saturating_sub(used_updates), limit, None);
-        debug_assert!(msg.encoded_len() <= self.cfg.max_message_size);
+        let size = msg.encoded_len();
+        if size > self.cfg.max_message_size {
+            // Only a record this member did not build can do this (a peer's
+            // metadata or key near the size limit, forwarded as it came):
+            // peers would reject the message, so it is not sent, and
+            // anti-entropy carries the record in bounded pieces instead.
+            warn!(%to, size, max = self.cfg.max_message_size, "message over max_message_size not sent");
+            return;
+        }
         self.transmits.push_back(Transmit {
             to: to.clone(),
             msg,

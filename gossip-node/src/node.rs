@@ -1,5 +1,5 @@
-//! Starting a member and its admin endpoint from a [`NodeConfig`], and the
-//! body of `gossip-node run`.
+//! Starting a member and its admin endpoint from a [`NodeConfig`]: the
+//! node an application embeds, and what `gossip-node run` starts.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -12,8 +12,11 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::admin::Admin;
-use crate::config::{NodeConfig, TlsKind};
+use crate::config::NodeConfig;
 use crate::error::NodeError;
+use crate::handlers::{HandlerEnv, Handlers};
+use crate::seeds::{Backoff, Resolve, SeedResolution, SystemResolver};
+use crate::snapshot::{SNAPSHOT_INTERVAL, SnapshotStore, SnapshotWriter, unix_ms};
 use crate::transport::start_member;
 
 /// How long in-flight admin requests may take to finish at shutdown (the
@@ -31,6 +34,14 @@ pub struct NodeHandle {
     admin: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
     /// The admin endpoint's state and its message log task.
     endpoint: Option<Admin>,
+    /// The event handlers' tasks.
+    handlers: Handlers,
+    /// The snapshot's store and writer task, with a data directory.
+    snapshot: Option<(SnapshotStore, SnapshotWriter)>,
+    /// The cluster id, for the last snapshot.
+    cluster_id: String,
+    /// The tasks re-resolving seed names.
+    seeds: SeedResolution,
 }
 
 impl fmt::Debug for NodeHandle {
@@ -64,10 +75,31 @@ impl NodeHandle {
         self.admin_addr
     }
 
+    /// Resolves once the admin API's `POST /leave` has made the member leave
+    /// the cluster; the caller then calls [`NodeHandle::shutdown`] to stop
+    /// the rest, as it does on SIGTERM. Never resolves without an admin
+    /// endpoint.
+    pub fn leave_requested(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let left = self.endpoint.as_ref().map(Admin::leave_requested);
+        async move {
+            match left {
+                Some(left) => left.await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
     /// Leaves the cluster gracefully while the admin endpoint stops taking
     /// new requests (`GET /healthz` answers 503 to those in flight), and
     /// returns once every task of the member and of the endpoint has ended.
     pub async fn shutdown(mut self) {
+        self.seeds.stop().await;
+        // The last snapshot while the member's view is whole.
+        if let Some((store, writer)) = self.snapshot.take() {
+            writer
+                .stop(&store, self.member.as_ref(), &self.cluster_id)
+                .await;
+        }
         if let Some(endpoint) = &self.endpoint {
             endpoint.set_stopping();
         }
@@ -90,6 +122,7 @@ impl NodeHandle {
         if let Some(endpoint) = self.endpoint.take() {
             endpoint.stop().await;
         }
+        self.handlers.stop().await;
     }
 }
 
@@ -102,6 +135,20 @@ impl NodeHandle {
 /// [`NodeError::AdminBind`], [`NodeError::Transport`] or
 /// [`NodeError::Member`] if a part cannot start; nothing is left running.
 pub async fn start(config: &NodeConfig) -> Result<NodeHandle, NodeError> {
+    start_with(config, Arc::new(SystemResolver)).await
+}
+
+/// As [`start`], resolving seed names (`name:port`, in the configuration,
+/// the snapshot and `POST /join`) through `resolver` instead of the
+/// system's resolver: for tests, or a service-discovery lookup of the
+/// application's.
+///
+/// # Errors
+/// As [`start`].
+pub async fn start_with(
+    config: &NodeConfig,
+    resolver: Arc<dyn Resolve>,
+) -> Result<NodeHandle, NodeError> {
     config.validate()?;
     let admin_listener = match config.admin {
         Some(addr) => {
@@ -117,14 +164,50 @@ pub async fn start(config: &NodeConfig) -> Result<NodeHandle, NodeError> {
         }
         None => None,
     };
-    let started = start_member(config).await?;
+    let cluster_id = config.protocol.cluster_id.clone();
+    let store = config
+        .data_dir
+        .as_deref()
+        .map(SnapshotStore::open)
+        .transpose()?;
+    let snapshot = store.as_ref().and_then(|s| s.load(&cluster_id));
+    let mut config = config.clone();
+    let mut generation = None;
+    if let Some(s) = &snapshot {
+        if s.meta != config.meta {
+            info!(
+                entries = s.meta.len(),
+                "the snapshot's metadata replaces the configured metadata"
+            );
+            config.meta = s.meta.clone();
+        }
+        generation = Some(s.next_generation(unix_ms()));
+        config.seeds.extend(s.seeds());
+        info!(
+            members = s.members.len(),
+            keys = s.keys.len(),
+            previous_generation = s.generation,
+            "rejoining from the snapshot"
+        );
+    }
+    let config = &config;
+    let started = start_member(config, generation).await?;
     let member = started.member;
+    let handlers = Handlers::start(
+        started.events,
+        config.handlers.clone(),
+        HandlerEnv {
+            self_addr: member.local_id().addr.to_string(),
+            cluster_id: config.protocol.cluster_id.clone(),
+        },
+    );
     let mut admin_addr = None;
     let mut admin = None;
     let mut endpoint = None;
     if let Some((listener, addr)) = admin_listener {
         let (stop, stopped) = oneshot::channel::<()>();
-        let started = Admin::start(member.clone());
+        let started = Admin::with_handlers(member.clone(), Some(handlers.stats().clone()))
+            .with_resolver(resolver.clone());
         let app = started.router();
         endpoint = Some(started);
         let task = tokio::spawn(async move {
@@ -141,91 +224,39 @@ pub async fn start(config: &NodeConfig) -> Result<NodeHandle, NodeError> {
         admin_addr = Some(addr);
         admin = Some((stop, task));
     }
+    if let Some(s) = &snapshot {
+        s.republish(member.as_ref(), unix_ms());
+    }
+    let snapshot = store.map(|store| {
+        let writer = SnapshotWriter::start(
+            store.clone(),
+            member.clone(),
+            cluster_id.clone(),
+            SNAPSHOT_INTERVAL,
+        );
+        (store, writer)
+    });
+    // Last, once everything that watches the member is ready.
+    let seeds = SeedResolution::start(
+        member.clone(),
+        &config.seeds,
+        resolver,
+        Backoff {
+            initial: config.protocol.seed_retry_initial,
+            max: config.protocol.seed_retry_max,
+        },
+    );
     Ok(NodeHandle {
         member,
         listen_addr: started.listen_addr,
         admin_addr,
         admin,
         endpoint,
+        handlers,
+        snapshot,
+        cluster_id,
+        seeds,
     })
-}
-
-/// The body of `gossip-node run`: starts the member, logs one line with its
-/// addresses, transport and TLS mode (never certificate or key contents),
-/// waits for SIGINT or SIGTERM, then leaves gracefully.
-///
-/// # Errors
-/// As [`start`], and [`NodeError::Signal`] if the signal handlers cannot be
-/// installed (checked before the member starts).
-pub async fn run_until_signal(config: NodeConfig) -> Result<(), NodeError> {
-    let mut signals = Signals::new().map_err(NodeError::Signal)?;
-    let node = start(&config).await?;
-    let admin = node
-        .admin_addr()
-        .map_or_else(|| "none".to_owned(), |a| a.to_string());
-    info!(
-        listen = %node.listen_addr(),
-        advertise = %node.advertise_addr(),
-        admin = %admin,
-        transport = %config.transport,
-        tls = %TlsKind::of(&config.tls),
-        cluster_id = %config.protocol.cluster_id,
-        seeds = config.seeds.len(),
-        "gossip-node started: listening on {} ({}, TLS {}), admin on {admin}",
-        node.listen_addr(),
-        config.transport,
-        TlsKind::of(&config.tls),
-    );
-    let signal = signals.recv().await;
-    info!(signal, "leaving the cluster");
-    node.shutdown().await;
-    info!("gossip-node stopped");
-    Ok(())
-}
-
-/// SIGINT and SIGTERM (Ctrl-C only, off Unix).
-pub(crate) struct Signals {
-    #[cfg(unix)]
-    term: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    /// Installs the handlers; from now on the signals no longer kill the
-    /// process.
-    pub(crate) fn new() -> std::io::Result<Self> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Ok(Self {
-                term: signal(SignalKind::terminate())?,
-                int: signal(SignalKind::interrupt())?,
-            })
-        }
-        #[cfg(not(unix))]
-        {
-            Ok(Self {})
-        }
-    }
-
-    /// Waits for the next signal and returns its name.
-    pub(crate) async fn recv(&mut self) -> &'static str {
-        #[cfg(unix)]
-        {
-            tokio::select! {
-                _ = self.term.recv() => "SIGTERM",
-                _ = self.int.recv() => "SIGINT",
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            match tokio::signal::ctrl_c().await {
-                Ok(()) => "Ctrl-C",
-                Err(_) => std::future::pending().await,
-            }
-        }
-    }
 }
 
 #[cfg(all(test, any(feature = "grpc", feature = "quic")))]
