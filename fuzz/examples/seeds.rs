@@ -236,6 +236,36 @@ fn main() {
           gossip_interval_ms = 1\nsuspicion_mult = 1\nmax_message_size = 2048\nfanout = 1\n[meta]\na = \"b\"\n",
     );
 
+    let snapshot = br#"{"format": 1, "cluster_id": "fuzz", "addr": "127.0.0.1:7000",
+ "generation": 1764460800123, "members": ["127.0.0.1:7001", "node-2.example:7001", "bad"],
+ "meta": {"role": "db"},
+ "keys": {"app/x": {"value": [49], "expires_at_ms": null},
+          "t": {"value": [], "expires_at_ms": 18446744073709551615},
+          "old": {"value": [0, 255], "expires_at_ms": 1}}}"#;
+    write(Target::Snapshot, "full", snapshot);
+    write(
+        Target::Snapshot,
+        "empty",
+        br#"{"format":1,"cluster_id":"fuzz","addr":"","generation":0,"members":[],"meta":{},"keys":{}}"#,
+    );
+    write(Target::Snapshot, "format-2", br#"{"format": 2}"#);
+    write(
+        Target::Admin,
+        "join",
+        b"\x02/join\n{\"seeds\": [\"127.0.0.1:7001\", \"node-2:7001\"], \"timeout_ms\": 100}",
+    );
+    write(Target::Admin, "meta-get", b"\x00/meta");
+    write(
+        Target::Admin,
+        "meta-put",
+        b"\x01/meta\n{\"role\": \"db\", \"zone\": \"eu\"}",
+    );
+    write(
+        Target::Admin,
+        "meta-patch",
+        b"\x04/meta\n{\"set\": {\"a\": \"b\"}, \"unset\": [\"zone\"]}",
+    );
+    write(Target::Admin, "leave", b"\x02/leave");
     for (name, request) in [
         ("members", &b"\x00/members?all=true"[..]),
         ("kv", b"\x00/kv"),

@@ -14,6 +14,7 @@ mod envelope;
 mod grpc;
 mod machine;
 mod quic;
+mod snapshot;
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -46,17 +47,23 @@ pub enum Target {
     /// axum router of a running member; every refusal must be a JSON
     /// error body.
     Admin,
+    /// The snapshot file a member with a data directory reads at start:
+    /// parsed as `SnapshotStore::load` parses it, then used as
+    /// `node::start` uses it (metadata, generation, seeds, keys
+    /// republished on a running member).
+    Snapshot,
 }
 
 impl Target {
     /// Every target, in the order FUZZING.md lists them.
-    pub const ALL: [Target; 6] = [
+    pub const ALL: [Target; 7] = [
         Target::Envelope,
         Target::Machine,
         Target::Quic,
         Target::Grpc,
         Target::Config,
         Target::Admin,
+        Target::Snapshot,
     ];
 
     /// The target's name: its corpus directory and AFL argument.
@@ -68,6 +75,7 @@ impl Target {
             Target::Grpc => "grpc",
             Target::Config => "config",
             Target::Admin => "admin",
+            Target::Snapshot => "snapshot",
         }
     }
 
@@ -106,6 +114,7 @@ pub fn run(target: Target, data: &[u8]) {
         Target::Grpc => grpc::run(data),
         Target::Config => config::run(data),
         Target::Admin => admin::run(data),
+        Target::Snapshot => snapshot::run(data),
     }
 }
 

@@ -72,6 +72,11 @@ fn admin_corpus() {
 }
 
 #[test]
+fn snapshot_corpus() {
+    replay(Target::Snapshot);
+}
+
+#[test]
 fn every_target_is_replayed_and_named_once() {
     for (i, t) in Target::ALL.iter().enumerate() {
         assert_eq!(t.name().parse::<Target>(), Ok(*t));
