@@ -94,7 +94,14 @@ impl Inbound {
     /// sending side of a rejection that travels back asynchronously, e.g. on
     /// a gRPC stream), so that a refusal shows on both sides.
     pub fn count_peer_rejection(&self) {
-        self.stats.record_rejected_by_peer();
+        self.count_peer_rejections(1);
+    }
+
+    /// Counts `n` rejections a peer reported at once (a gRPC stream's
+    /// answer about the envelopes of one batch): one addition, whatever `n`
+    /// the peer claims.
+    pub fn count_peer_rejections(&self, n: u64) {
+        self.stats.record_rejected_by_peer(n);
     }
 
     /// Records how many outgoing connections the transport holds now, for

@@ -350,8 +350,13 @@ impl Table {
         k: usize,
         exclude: &[&NodeAddr],
     ) -> Vec<NodeAddr> {
-        let mut out: Vec<NodeAddr> = Vec::with_capacity(k);
         let n = self.live.len();
+        // `k` comes from the configuration (`fanout`, `indirect_probes`),
+        // which may be any number: never more than the live members, so
+        // neither the allocation nor the bounds below can overflow (found
+        // by fuzzing the config file, issue #12).
+        let k = k.min(n);
+        let mut out: Vec<NodeAddr> = Vec::with_capacity(k);
         if n == 0 || k == 0 {
             return out;
         }
@@ -594,6 +599,40 @@ mod tests {
         assert_eq!(t.apply(fact(1, 0, MemberState::Alive), now), Change::None);
         t.remove(&NodeAddr::parse("a:1").unwrap());
         assert_eq!(t.len(), 1);
+    }
+
+    /// Regression (issue #12, fuzzing the config file): `fanout =
+    /// 18446744073709551615` made the first write allocate a vector of that
+    /// capacity and panic; any count beyond the live members means all of
+    /// them.
+    #[test]
+    fn random_live_takes_any_count() {
+        use rand::SeedableRng;
+        let now = Instant::now();
+        let mut t = table(now);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        assert!(t.random_live(&mut rng, usize::MAX, &[]).is_empty());
+        for i in 0..3 {
+            let id = NodeId::new(NodeAddr::parse(&format!("m{i}:1")).unwrap(), 1);
+            t.apply(
+                Fact {
+                    id,
+                    incarnation: 0,
+                    state: MemberState::Alive,
+                },
+                now,
+            );
+        }
+        let excluded = NodeAddr::parse("m0:1").unwrap();
+        for k in [4, 1 << 40, usize::MAX] {
+            let mut got = t.random_live(&mut rng, k, &[&excluded]);
+            got.sort();
+            let expected: Vec<NodeAddr> = ["m1:1", "m2:1"]
+                .iter()
+                .map(|a| NodeAddr::parse(a).unwrap())
+                .collect();
+            assert_eq!(got, expected, "k = {k}");
+        }
     }
 
     impl Table {

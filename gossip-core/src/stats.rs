@@ -383,10 +383,10 @@ impl Stats {
         self.max_lateness_us.fetch_max(us, Ordering::Relaxed);
     }
 
-    /// One frame a peer reported it rejected after it was sent
+    /// `n` frames a peer reported it rejected after they were sent
     /// ([`StatsSnapshot::rejected_by_peer`]).
-    pub fn record_rejected_by_peer(&self) {
-        self.rejected_by_peer.fetch_add(1, Ordering::Relaxed);
+    pub fn record_rejected_by_peer(&self, n: u64) {
+        self.rejected_by_peer.fetch_add(n, Ordering::Relaxed);
     }
 
     /// The transport now holds `open` outgoing connections

@@ -531,13 +531,20 @@ async fn run_stream(
     }
 }
 
+/// Counts a peer's answer about a batch it partly rejected: its
+/// `rejected` envelopes (at least one), added at once. The number is the
+/// peer's word: an answer saying `u32::MAX` once kept the task reading
+/// the answers busy for billions of single increments (found while writing
+/// the `grpc` fuzz target's answer mode, issue #12).
+pub(crate) fn count_reply(inbound: &Inbound, reply: &StreamReply) {
+    inbound.count_peer_rejections(u64::from(reply.rejected.max(1)));
+}
+
 impl Clients {
     /// A peer's answer about a batch it partly rejected.
     fn peer_rejected(&self, to: &NodeAddr, reply: &StreamReply) {
         if let Some(inbound) = self.inbound.get() {
-            for _ in 0..reply.rejected.max(1) {
-                inbound.count_peer_rejection();
-            }
+            count_reply(inbound, reply);
         }
         debug!(%to, reason = %reply.reason, message = %reply.message, rejected = reply.rejected,
             "peer rejected envelopes");
@@ -678,6 +685,23 @@ mod tests {
 
     fn addr() -> NodeAddr {
         NodeAddr::parse("127.0.0.1:7001").unwrap()
+    }
+
+    /// Regression (issue #12): a peer's answer claiming `u32::MAX`
+    /// rejected envelopes is counted at once, not by one increment each.
+    #[test]
+    fn a_peer_answer_is_counted_in_one_addition() {
+        let stats = std::sync::Arc::new(gossip_core::Stats::default());
+        let (inbound, _rx) = gossip_core::inbound_channel("c", 4096, 1, stats.clone());
+        let answer = |rejected| StreamReply {
+            rejected,
+            ..Default::default()
+        };
+        count_reply(&inbound, &answer(u32::MAX));
+        assert_eq!(stats.snapshot().rejected_by_peer, u64::from(u32::MAX));
+        // An answer names at least one.
+        count_reply(&inbound, &answer(0));
+        assert_eq!(stats.snapshot().rejected_by_peer, u64::from(u32::MAX) + 1);
     }
 
     #[test]

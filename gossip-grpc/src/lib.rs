@@ -69,6 +69,8 @@
 
 mod client;
 mod conn;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod raw;
 mod server;
 mod tls;

@@ -79,7 +79,7 @@ type ReplyStream = Pin<Box<dyn Stream<Item = Result<StreamReply, Status>> + Send
 /// Reads the next batch of `incoming` and accepts its envelopes; `Some`
 /// with a reply when some were rejected, `None` when the stream ended.
 /// Accepted batches produce no answer.
-async fn next_reply(
+pub(crate) async fn next_reply(
     incoming: &mut Streaming<Batch>,
     inbound: &Inbound,
 ) -> Option<Result<StreamReply, Status>> {
@@ -158,15 +158,26 @@ impl GossipService for GossipServer {
 
     async fn send(&self, request: Request<Envelope>) -> Result<Response<SendReply>, Status> {
         let peer = request.remote_addr();
-        match self.inbound.accept(request.into_inner()) {
-            Ok(()) => {
-                trace!(?peer, "frame accepted");
-                Ok(Response::new(SendReply {}))
-            }
-            Err(rejection) => {
-                debug!(?peer, reason = rejection.label(), %rejection, "frame rejected");
-                Err(rejection_status(&rejection))
-            }
+        accept_unary(&self.inbound, request.into_inner(), peer)
+            .map(|()| Response::new(SendReply {}))
+    }
+}
+
+/// Hands the envelope of a unary `Send` from `peer` to `inbound`; a
+/// rejection becomes the caller's status.
+pub(crate) fn accept_unary(
+    inbound: &Inbound,
+    env: Envelope,
+    peer: Option<SocketAddr>,
+) -> Result<(), Status> {
+    match inbound.accept(env) {
+        Ok(()) => {
+            trace!(?peer, "frame accepted");
+            Ok(())
+        }
+        Err(rejection) => {
+            debug!(?peer, reason = rejection.label(), %rejection, "frame rejected");
+            Err(rejection_status(&rejection))
         }
     }
 }

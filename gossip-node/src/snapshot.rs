@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use gossip_core::{Membership, NodeAddr};
+use gossip_core::{MAX_META_BYTES, MAX_META_ENTRIES, Membership, NodeAddr};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -129,6 +129,32 @@ impl Snapshot {
         })
     }
 
+    /// Parses a snapshot file's bytes: JSON of this format, with metadata
+    /// within the limits a member accepts (the snapshot's metadata replaces
+    /// the configured one at start, and a member refuses to start with
+    /// metadata over the limits: such a file is unusable, not a reason not
+    /// to start; found by fuzzing the snapshot file, issue #12).
+    ///
+    /// # Errors
+    /// Why the file is unusable: invalid JSON, another format, metadata
+    /// over [`MAX_META_ENTRIES`] entries or [`MAX_META_BYTES`] bytes.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
+        let s =
+            serde_json::from_slice::<Snapshot>(bytes).map_err(|e| format!("invalid JSON: {e}"))?;
+        if s.format != FORMAT {
+            return Err(format!("unknown format {}", s.format));
+        }
+        let bytes: usize = s.meta.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if s.meta.len() > MAX_META_ENTRIES || bytes > MAX_META_BYTES {
+            return Err(format!(
+                "metadata of {} entries and {bytes} bytes, over the limits ({MAX_META_ENTRIES}, \
+                 {MAX_META_BYTES})",
+                s.meta.len()
+            ));
+        }
+        Ok(s)
+    }
+
     /// The generation for the next life: above this one's and at least
     /// `now_ms`.
     pub fn next_generation(&self, now_ms: u64) -> u64 {
@@ -203,14 +229,10 @@ impl SnapshotStore {
                 return None;
             }
         };
-        let snapshot = match serde_json::from_slice::<Snapshot>(&text) {
-            Ok(s) if s.format == FORMAT => s,
-            Ok(s) => {
-                self.move_aside(&format!("unknown format {}", s.format));
-                return None;
-            }
-            Err(e) => {
-                self.move_aside(&format!("invalid JSON: {e}"));
+        let snapshot = match Snapshot::from_json(&text) {
+            Ok(s) => s,
+            Err(why) => {
+                self.move_aside(&why);
                 return None;
             }
         };

@@ -106,6 +106,9 @@
 mod client;
 mod config;
 mod failure;
+mod frames;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod raw;
 mod refusal;
 mod resume;

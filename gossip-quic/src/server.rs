@@ -7,10 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use gossip_core::pb::Batch;
-use gossip_core::{Inbound, NodeAddr, Rejection};
+use gossip_core::{Inbound, NodeAddr};
 use gossip_tls::TlsMode;
-use prost::Message;
 use quinn::{Connection, Endpoint, Incoming, RecvStream, SendStream, VarInt};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::sync::mpsc;
@@ -20,7 +18,7 @@ use tracing::{Instrument, debug, debug_span, trace, warn};
 use crate::client::negotiated;
 use crate::failure::is_tls_failure;
 use crate::transport::Inner;
-use crate::wire;
+use crate::{frames, wire};
 
 /// Accepts connections until the endpoint closes; each connection runs in a
 /// task of `connections`, all awaited (or aborted, when this future is
@@ -112,17 +110,7 @@ async fn hello(inner: &Inner, conn: &Connection, inbound: &Inbound) -> Result<()
         .read_to_end(wire::MAX_HELLO)
         .await
         .map_err(|e| Hello::Protocol(format!("cannot read the hello: {e}")))?;
-    let hello = wire::parse_hello(&hello);
-    let verdict = if hello.cluster == inbound.cluster_id() {
-        Ok(())
-    } else {
-        Err(inbound
-            .reject(Rejection::ForeignCluster {
-                expected: inbound.cluster_id().to_owned(),
-                got: hello.cluster.chars().take(128).collect(),
-            })
-            .to_string())
-    };
+    let (hello, verdict) = frames::hello_verdict(inbound, &hello);
     if verdict.is_ok() {
         match hello.addr {
             // The first format: the client reads nothing; we dial it.
@@ -231,7 +219,7 @@ pub(crate) async fn receive_v2(inner: &Inner, conn: Connection, inbound: Inbound
             datagram = conn.read_datagram() => match datagram {
                 Ok(bytes) => {
                     inner.counters.datagrams_received.fetch_add(1, Ordering::Relaxed);
-                    accept_batch(&inbound, &bytes, "datagram");
+                    frames::accept_batch(&inbound, &bytes, "datagram");
                 }
                 Err(e) => {
                     inner.count_failure(&e);
@@ -267,74 +255,10 @@ pub(crate) async fn receive_v2(inner: &Inner, conn: Connection, inbound: Inbound
     while streams.join_next().await.is_some() {}
 }
 
-/// Hands every envelope of an encoded `Batch` to `inbound`; a batch that
-/// does not decode, or holds nothing, is counted as malformed.
-fn accept_batch(inbound: &Inbound, bytes: &[u8], what: &str) {
-    match Batch::decode(bytes) {
-        Ok(batch) if batch.envelopes.is_empty() => {
-            let r = inbound.reject(Rejection::Malformed(format!("a {what} without envelopes")));
-            debug!(reason = %r, "rejected a {what}");
-        }
-        Ok(batch) => {
-            for env in batch.envelopes {
-                if let Err(r) = inbound.accept(env) {
-                    debug!(reason = %r, "rejected an envelope");
-                }
-            }
-            trace!(bytes = bytes.len(), "accepted a {what}");
-        }
-        Err(e) => {
-            let r = inbound.reject(Rejection::Malformed(format!("undecodable {what}: {e}")));
-            debug!(reason = %r, "rejected a {what}");
-        }
-    }
-}
-
-/// Reads the frames of one `gossip/2` one-way stream until its end. A
-/// length over `max_frame` is refused before anything is allocated, and the
-/// stream stopped. The whole stream is bounded by `deadline`.
+/// Reads the frames of one `gossip/2` one-way stream until its end
+/// ([`frames::read_uni_frames`]), within `deadline`.
 async fn serve_uni(mut recv: RecvStream, inbound: Inbound, max_frame: usize, deadline: Duration) {
-    let read = async {
-        loop {
-            let mut len = [0u8; wire::LEN_PREFIX];
-            match recv.read_exact(&mut len).await {
-                Ok(()) => {}
-                Err(quinn::ReadExactError::FinishedEarly(0)) => return,
-                Err(quinn::ReadExactError::FinishedEarly(_)) => {
-                    inbound.reject(Rejection::Malformed(
-                        "stream ended inside a frame length".to_owned(),
-                    ));
-                    return;
-                }
-                Err(e) => {
-                    debug!(error = %e, "stream failed");
-                    return;
-                }
-            }
-            let len = u32::from_be_bytes(len) as usize;
-            if len > max_frame {
-                // Counted as oversized (the frame is larger than any message).
-                let r = inbound.check_len(len).err();
-                let _ = recv.stop(VarInt::from_u32(wire::STOP_OVERSIZED));
-                debug!(reason = ?r, "refused a stream frame from its length");
-                return;
-            }
-            let mut buf = vec![0u8; len];
-            match recv.read_exact(&mut buf).await {
-                Ok(()) => accept_batch(&inbound, &buf, "stream frame"),
-                Err(quinn::ReadExactError::FinishedEarly(got)) => {
-                    inbound.reject(Rejection::Malformed(format!(
-                        "stream frame truncated, {got} of the announced {len} bytes arrived"
-                    )));
-                    return;
-                }
-                Err(e) => {
-                    debug!(error = %e, "stream failed while reading a frame");
-                    return;
-                }
-            }
-        }
-    };
+    let read = frames::read_uni_frames(&mut recv, &inbound, max_frame);
     if tokio::time::timeout(deadline, read).await.is_err() {
         debug!(?deadline, "stream timed out");
     }
@@ -371,35 +295,13 @@ async fn serve_stream(
     deadline: Duration,
 ) {
     let exchange = async {
-        let mut len = [0u8; wire::LEN_PREFIX];
-        if let Err(e) = recv.read_exact(&mut len).await {
-            debug!(error = %e, "stream ended before a frame length");
+        let Some(verdict) = frames::read_v1_frame(&mut recv, &inbound).await else {
             return;
-        }
-        let len = u32::from_be_bytes(len) as usize;
-        let verdict = if let Err(r) = inbound.check_len(len) {
-            // Refuse before allocating or reading the body.
-            let _ = recv.stop(VarInt::from_u32(wire::STOP_OVERSIZED));
-            Err(r.to_string())
-        } else {
-            let mut buf = vec![0u8; len];
-            match recv.read_exact(&mut buf).await {
-                Ok(()) => inbound.accept_bytes(&buf).map_err(|r| r.to_string()),
-                Err(quinn::ReadExactError::FinishedEarly(got)) => Err(inbound
-                    .reject(Rejection::Malformed(format!(
-                        "frame truncated, {got} of the announced {len} bytes arrived"
-                    )))
-                    .to_string()),
-                Err(e) => {
-                    debug!(error = %e, "stream failed while reading a frame");
-                    return;
-                }
-            }
         };
         if let Err(reason) = &verdict {
             debug!(%reason, "rejected a frame");
         } else {
-            trace!(bytes = len, "accepted a frame");
+            trace!("accepted a frame");
         }
         if let Err(e) = send.write_all(&wire::reply(verdict)).await {
             debug!(error = %e, "cannot send the verdict");

@@ -79,6 +79,36 @@ fn a_corrupt_snapshot_is_moved_aside_and_ignored() {
     }
 }
 
+/// Regression (issue #12, fuzzing the snapshot file): metadata over the
+/// limits a member accepts made `node::start` fail (the snapshot's
+/// metadata replaces the configured one, then the configuration is
+/// validated); such a file is unusable, moved aside, and the member starts.
+#[test]
+fn a_snapshot_with_metadata_over_the_limits_is_unusable() {
+    let mut s = sample();
+    s.meta = (0..=MAX_META_ENTRIES)
+        .map(|i| (format!("k{i}"), String::new()))
+        .collect();
+    let text = serde_json::to_vec(&s).unwrap();
+    let err = Snapshot::from_json(&text).unwrap_err();
+    assert!(err.contains("metadata"), "{err}");
+    s.meta = [("big".to_owned(), "x".repeat(MAX_META_BYTES))].into();
+    assert!(Snapshot::from_json(&serde_json::to_vec(&s).unwrap()).is_err());
+    s.meta = (0..MAX_META_ENTRIES)
+        .map(|i| (format!("k{i}"), String::new()))
+        .collect();
+    assert_eq!(
+        Snapshot::from_json(&serde_json::to_vec(&s).unwrap()),
+        Ok(s.clone())
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(dir.path()).unwrap();
+    std::fs::write(store.path(), &text).unwrap();
+    assert_eq!(store.load("c"), None);
+    assert!(!store.path().exists(), "moved aside");
+}
+
 #[test]
 fn a_snapshot_of_another_cluster_is_ignored_but_kept() {
     let dir = tempfile::tempdir().unwrap();
