@@ -16,6 +16,7 @@
 //! protocol. Requests and answers never reach the machine.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -117,6 +118,9 @@ pub(crate) struct KeyService {
     pub(crate) sealer: Option<Sealer>,
     pending: Mutex<HashMap<u64, Pending>>,
     outgoing: Mutex<Vec<Transmit>>,
+    /// Whether `outgoing` may hold something: the driver's loop reads it
+    /// after every input, and takes no lock while it is false.
+    has_outgoing: AtomicBool,
 }
 
 fn lock<M>(m: &Mutex<M>) -> MutexGuard<'_, M> {
@@ -142,7 +146,16 @@ impl KeyService {
     /// Envelopes to send now (answers, requests); the driver's loop sends
     /// them with the machine's.
     pub(crate) fn take_outgoing(&self) -> Vec<Transmit> {
+        if !self.has_outgoing.swap(false, Ordering::Acquire) {
+            return Vec::new();
+        }
         std::mem::take(&mut *lock(&self.outgoing))
+    }
+
+    /// Queues envelopes for [`KeyService::take_outgoing`].
+    fn push_outgoing(&self, transmits: impl IntoIterator<Item = Transmit>) {
+        lock(&self.outgoing).extend(transmits);
+        self.has_outgoing.store(true, Ordering::Release);
     }
 
     /// Applies `op` to this member's own keyring.
@@ -184,10 +197,10 @@ impl KeyService {
                         }
                     }
                 };
-                lock(&self.outgoing).push(Transmit {
+                self.push_outgoing([Transmit {
                     to: from.addr,
                     msg: envelope(local, cluster_id, Body::KeyringAnswer(answer)),
-                });
+                }]);
             }
             Some(Body::KeyringAnswer(answer)) => {
                 let mut pending = lock(&self.pending);
@@ -283,15 +296,10 @@ impl KeyService {
             if waiting.is_empty() || tokio::time::Instant::now() >= deadline {
                 break;
             }
-            {
-                let mut out = lock(&self.outgoing);
-                for to in waiting {
-                    out.push(Transmit {
-                        to,
-                        msg: envelope(local, cluster_id, request.clone()),
-                    });
-                }
-            }
+            self.push_outgoing(waiting.into_iter().map(|to| Transmit {
+                to,
+                msg: envelope(local, cluster_id, request.clone()),
+            }));
             wake.notify_one();
             let next = (tokio::time::Instant::now() + resend).min(deadline);
             let _ = tokio::time::timeout_at(next, done.notified()).await;
