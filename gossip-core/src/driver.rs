@@ -12,7 +12,7 @@
 //!   already received has been handled, so a member that was not running
 //!   does not take the acks waiting for it as missing.
 //!
-//! A member that encrypts (a [`Keyring`] in [`MemberOptions`]) seals what
+//! A member that encrypts (a [`Sealer`] in [`MemberOptions`]) seals what
 //! it sends in its peers' sending tasks and opens what it receives in the
 //! [`Inbound`](crate::Inbound) gate; keyring requests and answers from
 //! peers are handled here, beside the machine (`keyops.rs`).
@@ -33,7 +33,7 @@ use crate::error::{GossipError, TransportError};
 use crate::event::{Event, KeyEntry, MemberInfo};
 use crate::id::{NodeAddr, NodeId};
 use crate::keyops::{self, KeyService, KeyringReport};
-use crate::keyring::{Keyring, KeyringOp};
+use crate::keyring::KeyringOp;
 use crate::machine::{Machine, Transmit};
 use crate::membership::{BoxFuture, Membership};
 use crate::outbox::{Outbox, REFUSALS_QUEUE, Sender};
@@ -67,10 +67,12 @@ pub struct MemberOptions {
     pub rng_seed: Option<u64>,
     /// Initial metadata.
     pub meta: BTreeMap<String, String>,
-    /// The shared keys to seal and open every envelope with (issue #12);
-    /// `None`: the member does not encrypt, and refuses sealed envelopes.
-    /// Members of one cluster either all encrypt or none do.
-    pub keyring: Option<Keyring>,
+    /// The keyring to seal and open every envelope with (issue #12),
+    /// e.g. `Sealer::new(Keyring::new(key))`; keep a clone to read or
+    /// persist the keyring as it changes. `None`: the member does not
+    /// encrypt, and refuses sealed envelopes. Members of one cluster either
+    /// all encrypt or none do.
+    pub keyring: Option<Sealer>,
 }
 
 struct Shared<T> {
@@ -134,7 +136,7 @@ impl<T: Transport> Member<T> {
                 stats,
                 stop,
                 announce: std::sync::atomic::AtomicBool::new(true),
-                keys: KeyService::new(options.keyring.map(Sealer::new)),
+                keys: KeyService::new(options.keyring),
             }),
             task: tokio::sync::Mutex::new(None),
         })

@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use gossip_core::{
     Config, FaultController, FaultyTransport, Keyring, Member, MemberOptions, Membership, NodeAddr,
-    Transport,
+    Sealer, Transport,
 };
 
 /// A transport under test: how to bind one, and how to push raw bytes at a
@@ -119,7 +119,7 @@ impl<K: Kind> Cluster<K> {
         self.generation += 1000;
         let opts = MemberOptions {
             generation: Some(self.generation),
-            keyring,
+            keyring: keyring.map(Sealer::new),
             ..MemberOptions::default()
         };
         let m = Member::new(config, t, opts).unwrap();
