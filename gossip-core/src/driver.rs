@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use gossip_proto::v1::Envelope;
 use tokio::sync::{Notify, broadcast, mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tracing::{Instrument, debug, info_span, trace, warn};
 use uuid::Uuid;
 
@@ -56,6 +56,12 @@ const LATE: Duration = Duration::from_millis(5);
 /// so that frames they hold reach the inbound queue before the timeout is
 /// judged.
 const LATE_YIELDS: usize = 4;
+
+/// Listener checks ([`Transport::check_refused`]) running at once, at most.
+const MAX_CHECKS: usize = 16;
+
+/// A listener check that has not answered by then counts as "not refused".
+const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Options of one member's life, beside the protocol [`Config`].
 #[derive(Clone, Debug, Default)]
@@ -283,6 +289,10 @@ async fn run<T: Transport>(
     mut stop: watch::Receiver<bool>,
 ) {
     let (refusals, mut refused) = mpsc::channel(REFUSALS_QUEUE);
+    let mut checks = Checks {
+        tasks: JoinSet::new(),
+        refusals: refusals.clone(),
+    };
     let mut outbox = Outbox::new(Sender {
         transport: shared.transport.clone(),
         stats: shared.stats.clone(),
@@ -293,6 +303,7 @@ async fn run<T: Transport>(
     let late_bound = LATE.min(shared.config.probe_timeout / 4);
     loop {
         flush(&shared, &mut outbox);
+        checks.start(&shared);
         let deadline = lock(&shared.machine).poll_timeout();
         let sleep = async {
             match deadline {
@@ -357,6 +368,7 @@ async fn run<T: Transport>(
         }
         outbox.abort().await;
     }
+    checks.tasks.shutdown().await;
     shared.transport.shutdown().await;
 }
 
@@ -369,6 +381,45 @@ fn deliver<T>(shared: &Shared<T>, m: &mut Machine, now: std::time::Instant, msg:
             .on_message(m.local_id(), &shared.config.cluster_id, msg);
     } else {
         m.handle_message(now, msg);
+    }
+}
+
+/// The listener checks the machine asked for
+/// ([`Machine::poll_refusal_check`]), each a task that asks the transport
+/// and reports a refusal through the same channel as a refused send.
+struct Checks {
+    tasks: JoinSet<()>,
+    refusals: mpsc::Sender<NodeAddr>,
+}
+
+impl Checks {
+    /// Starts the checks the machine asked for since the last call, at most
+    /// [`MAX_CHECKS`] at a time (more are dropped: the failure detector's
+    /// slow path still decides).
+    fn start<T: Transport>(&mut self, shared: &Arc<Shared<T>>) {
+        while self.tasks.try_join_next().is_some() {}
+        let addrs: Vec<NodeAddr> = {
+            let mut m = lock(&shared.machine);
+            std::iter::from_fn(|| m.poll_refusal_check()).collect()
+        };
+        for to in addrs {
+            if self.tasks.len() >= MAX_CHECKS {
+                trace!(%to, "too many listener checks running; skipped");
+                continue;
+            }
+            shared.stats.record_refusal_check();
+            let transport = shared.transport.clone();
+            let refusals = self.refusals.clone();
+            self.tasks.spawn(async move {
+                let refused = tokio::time::timeout(CHECK_TIMEOUT, transport.check_refused(&to))
+                    .await
+                    .unwrap_or(false);
+                trace!(%to, refused, "listener checked");
+                if refused {
+                    let _ = refusals.try_send(to);
+                }
+            });
+        }
     }
 }
 

@@ -159,6 +159,15 @@ impl<T: Transport> Transport for FaultyTransport<T> {
         self.inner.send_batch(to, kept).await
     }
 
+    /// False across a partition (a cut link drops, it does not refuse);
+    /// otherwise the inner transport's answer.
+    async fn check_refused(&self, to: &NodeAddr) -> bool {
+        if self.ctl.verdict(&self.inner.local_addr(), to).is_err() {
+            return false;
+        }
+        self.inner.check_refused(to).await
+    }
+
     async fn shutdown(&self) {
         self.inner.shutdown().await;
     }

@@ -58,6 +58,23 @@ pub enum SameInstant {
     MessagesFirst,
 }
 
+/// What the host of a crashed member answers (its process is gone, the
+/// host is up): [`Harness::set_refusal_model`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Refusals {
+    /// Nothing: a crash is silent, as a host that lost power (the default).
+    #[default]
+    Silent,
+    /// Every message to it and every listener check of it is refused, one
+    /// latency (a check: a round trip) later: TCP (a reset, a refused
+    /// connection).
+    OnSend,
+    /// Only listener checks are refused; messages vanish: QUIC, whose
+    /// datagrams go out on an unconnected UDP socket that never sees the
+    /// ICMP port unreachable.
+    OnCheck,
+}
+
 /// What one [`Harness::step`] processed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stepped {
@@ -203,7 +220,7 @@ pub struct Harness {
     order: SameInstant,
     wake_also: Option<WakeFn>,
     max_message_size: Option<usize>,
-    refusals: bool,
+    refusals: Refusals,
     traffic: Traffic,
     processed: u64,
     stalls: u64,
@@ -232,7 +249,7 @@ impl Harness {
             order: SameInstant::InsertionOrder,
             wake_also: None,
             max_message_size: None,
-            refusals: false,
+            refusals: Refusals::Silent,
             traffic: Traffic::default(),
             processed: 0,
             stalls: 0,
@@ -289,8 +306,22 @@ impl Harness {
     /// ICMP port unreachable: the sender's `handle_send_error(.., true)` is
     /// called one latency later. Off by default (a crash is then silent, as
     /// a host that lost power).
+    ///
+    /// On, a listener check ([`Machine::poll_refusal_check`]) of a crashed
+    /// member is answered the same way, a round trip later. See
+    /// [`Harness::set_refusal_model`] for a transport whose sends never
+    /// fail.
     pub fn set_refusals(&mut self, on: bool) {
-        self.refusals = on;
+        self.refusals = if on {
+            Refusals::OnSend
+        } else {
+            Refusals::Silent
+        };
+    }
+
+    /// What a crashed member's host answers; see [`Refusals`].
+    pub fn set_refusal_model(&mut self, model: Refusals) {
+        self.refusals = model;
     }
 
     /// Starts (`true`) or stops recording every message sent; see
@@ -569,7 +600,7 @@ impl Harness {
                         self.drain(to, false);
                         Stepped::Delivered(to)
                     }
-                    None if self.refusals => {
+                    None if self.refusals == Refusals::OnSend => {
                         self.traffic.refused += 1;
                         let back = (self.latency)(&mut self.rng);
                         let what = What::Refused {
@@ -698,7 +729,37 @@ impl Harness {
             self.route(i, t);
         }
         self.batch = batch;
+        self.answer_checks(i);
         self.reschedule(i, if down { None } else { deadline }, from_timer);
+    }
+
+    /// Answers member `i`'s listener checks: a crashed member's address
+    /// refuses one round trip later, if the model says so; anything else
+    /// (alive, frozen, across a partition, unknown) gets no answer.
+    fn answer_checks(&mut self, i: usize) {
+        let Some(m) = self.members[i].machine.as_mut() else {
+            return;
+        };
+        let addrs: Vec<NodeAddr> = std::iter::from_fn(|| m.poll_refusal_check()).collect();
+        if self.refusals == Refusals::Silent {
+            return;
+        }
+        for addr in addrs {
+            let Some(&to) = self.index.get(&addr) else {
+                continue;
+            };
+            let t = &self.members[to as usize];
+            if t.machine.is_some() || t.group != self.members[i].group {
+                continue;
+            }
+            self.traffic.refused += 1;
+            let back = (self.latency)(&mut self.rng) + (self.latency)(&mut self.rng);
+            let what = What::Refused {
+                member: i as u32,
+                to,
+            };
+            self.push(self.now + back, what);
+        }
     }
 
     fn route(&mut self, from: usize, t: Transmit) {

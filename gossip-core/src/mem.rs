@@ -140,6 +140,13 @@ impl Transport for MemTransport {
             })
     }
 
+    /// True if no transport is started at `to` (what a send there would
+    /// report as [`TransportError::Refused`]); false across a cut link.
+    async fn check_refused(&self, to: &NodeAddr) -> bool {
+        let net = self.net.lock();
+        !net.cut.contains(&(self.addr.clone(), to.clone())) && !net.nodes.contains_key(to)
+    }
+
     async fn shutdown(&self) {
         self.net.lock().nodes.remove(&self.addr);
     }

@@ -241,6 +241,7 @@ pub struct Stats {
     send_failures: AtomicU64,
     send_dropped: AtomicU64,
     send_refused: AtomicU64,
+    refusal_checks: AtomicU64,
     late_wakeups: AtomicU64,
     max_lateness_us: AtomicU64,
     rejected_by_peer: AtomicU64,
@@ -279,6 +280,10 @@ pub struct StatsSnapshot {
     /// the peer ([`TransportError::Refused`](crate::TransportError::Refused);
     /// their messages also count in `send_failures`).
     pub send_refused: u64,
+    /// Listener checks the driver ran for the failure detector
+    /// ([`Machine::poll_refusal_check`](crate::Machine::poll_refusal_check));
+    /// those that found the port refusing also count in `send_refused`.
+    pub refusal_checks: u64,
     /// Timer wake-ups of the driver that came late, later than the
     /// deadline by more than the lateness bound (the process or its runtime
     /// was stalled: a pause, an overloaded CPU, a blocking task); before
@@ -372,6 +377,11 @@ impl Stats {
         self.send_refused.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// One listener check started ([`StatsSnapshot::refusal_checks`]).
+    pub fn record_refusal_check(&self) {
+        self.refusal_checks.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A timer wake-up of the driver `lateness` after its deadline: counted
     /// in [`StatsSnapshot::late_wakeups`] if `late` (beyond the lateness
     /// bound), and kept in [`StatsSnapshot::max_lateness_us`] if the
@@ -425,6 +435,7 @@ impl Stats {
             send_failures: r(&self.send_failures),
             send_dropped: r(&self.send_dropped),
             send_refused: r(&self.send_refused),
+            refusal_checks: r(&self.refusal_checks),
             late_wakeups: r(&self.late_wakeups),
             max_lateness_us: r(&self.max_lateness_us),
             rejected_by_peer: r(&self.rejected_by_peer),

@@ -512,6 +512,22 @@ impl Swim {
         }
     }
 
+    /// Makes `addr` the next member probed (a message to it was refused, so
+    /// its probe will likely be refused too and take the fast path). O(1):
+    /// the member whose turn it was moves to the end of the pass; `addr`
+    /// keeps its own later turn too.
+    pub(crate) fn probe_next(&mut self, addr: &NodeAddr) {
+        match self.order.get(self.next) {
+            Some(a) if a == addr => {}
+            Some(a) => {
+                let displaced = a.clone();
+                self.order[self.next] = addr.clone();
+                self.order.push(displaced);
+            }
+            None => self.order.push(addr.clone()),
+        }
+    }
+
     /// Inserts a new member at a random place in the rest of the current
     /// pass, so it is probed within one pass (SWIM 4.3). O(1): the member
     /// it lands on moves to the end of the pass (an insertion in the middle

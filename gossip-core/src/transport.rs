@@ -75,6 +75,27 @@ pub trait Transport: Send + Sync + 'static {
         }
     }
 
+    /// Whether nothing listens at `to` any more: `true` only on a definitive
+    /// answer from `to`'s host (a TCP connection refused, an ICMP port
+    /// unreachable); `false` if something answers, if nothing answers in
+    /// time (a partition, a host that lost power: the slow path decides
+    /// those), or if the transport cannot tell (the default).
+    ///
+    /// The driver calls it for the addresses the machine names in
+    /// [`Machine::poll_refusal_check`](crate::Machine::poll_refusal_check),
+    /// only on the failure path (a probe that went unanswered, an indirect
+    /// probe to relay), and gives up on it after one second. It serves
+    /// transports whose sends succeed although the peer's process is gone
+    /// (QUIC: datagrams on an unconnected UDP socket never see the ICMP
+    /// answer), so that the refusal fast path (issue #10, item 4) removes a
+    /// killed member as quickly on them as on TCP. It must cost nothing
+    /// that a peer which still listens would notice beyond one small
+    /// message it discards.
+    fn check_refused(&self, to: &NodeAddr) -> impl Future<Output = bool> + Send {
+        let _ = to;
+        async { false }
+    }
+
     /// Stops serving and closes connections; returns when every task of the
     /// transport has ended.
     fn shutdown(&self) -> impl Future<Output = ()> + Send;

@@ -581,16 +581,25 @@ const REFUSAL_CHECK: Duration = Duration::from_millis(500);
 /// #10 item 4); otherwise `error` stands. Only on the failure path: the
 /// batch is lost either way, and a successful send costs nothing more.
 async fn confirm_refusal(to: &NodeAddr, error: TransportError) -> TransportError {
-    let connect = tokio::net::TcpStream::connect(to.as_str());
-    match tokio::time::timeout(REFUSAL_CHECK, connect).await {
-        Ok(Err(io)) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-            debug!(%to, %error, "a fresh connect is refused: nothing listens there");
-            TransportError::Refused {
-                addr: to.to_string(),
-            }
+    if connect_refused(to).await {
+        debug!(%to, %error, "a fresh connect is refused: nothing listens there");
+        TransportError::Refused {
+            addr: to.to_string(),
         }
-        _ => error,
+    } else {
+        error
     }
+}
+
+/// True if a fresh TCP connect to `to` is refused within [`REFUSAL_CHECK`]
+/// (nothing listens there); false if it connects, fails otherwise, or
+/// takes longer.
+pub(crate) async fn connect_refused(to: &NodeAddr) -> bool {
+    let connect = tokio::net::TcpStream::connect(to.as_str());
+    matches!(
+        tokio::time::timeout(REFUSAL_CHECK, connect).await,
+        Ok(Err(io)) if io.kind() == std::io::ErrorKind::ConnectionRefused
+    )
 }
 
 /// Classifies a failed call (see the crate documentation): a TCP connection

@@ -414,6 +414,12 @@ impl Transport for GrpcTransport {
         self.clients.send_batch(to, batch).await
     }
 
+    /// A fresh TCP connect to `to`: true if it is refused (nothing listens
+    /// there), false if it connects or does not answer within 500 ms.
+    async fn check_refused(&self, to: &NodeAddr) -> bool {
+        client::connect_refused(to).await
+    }
+
     async fn shutdown(&self) {
         // New sends fail from now on; in-flight ones finish on their own.
         self.clients.close();

@@ -11,6 +11,11 @@
 //! | `POST /gossip` | broadcasts `{"payload": <any JSON>, "ttl": hops?, "uuid": "..."?}` from this member; `{"uuid", "duplicate"}` |
 //! | `GET /messages` | the last 1000 broadcasts this member delivered, its own included, newest first: `[{"uuid", "origin", "origin_generation", "version", "ttl", "payload", "encoding", "received_at_ms"}]` |
 //! | `GET /metrics` | Prometheus text format (see the `metrics` table below) |
+//! | `POST /join` | joins through `{"seeds": ["host:port", ...], "timeout_ms": N?}` now; `{"answered": [...], "unanswered": [...]}` after at most `timeout_ms` (default 5000) |
+//! | `GET /meta` | this member's metadata: `{"name": "value", ...}` |
+//! | `PUT /meta` | replaces this member's metadata with the body, `{"name": "value", ...}`; the new metadata |
+//! | `PATCH /meta` | edits it: `{"set": {"name": "value", ...}?, "unset": ["name", ...]?}`; the new metadata |
+//! | `POST /leave` | leaves gracefully and stops, as SIGTERM does; `{"status": "left", "addr"}` once the leave is announced |
 //! | `GET /healthz` | `{"status": "ok", "addr", "generation", "members"}`, or 503 with `"status": "stopping"` once shutting down |
 //!
 //! `POST /gossip` puts the JSON text of `payload` on the wire, so every
@@ -44,6 +49,8 @@
 //! | `gossip_members` | gauge | `state`: `alive`, `suspect`, `dead`, `left` |
 //! | `gossip_dissemination_queue_depth` | gauge | |
 //! | `gossip_probe_rtt_seconds` | histogram | buckets from 0.5 ms to 5 s |
+//! | `gossip_handler_runs_total` | counter | `handler`, `result`: `ok`, `failed`, `timeout` |
+//! | `gossip_handler_dropped_total` | counter | `handler` |
 //!
 //! `kind` is the message kind: `ping`, `ack`, `ping_req`, `sync_request`,
 //! `sync_digest`, `delta`, `gossip` (piggybacked updates and broadcasts
@@ -69,10 +76,14 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 use uuid::Uuid;
 
+use crate::handlers::HandlerStats;
+
 mod messages;
 mod metrics;
+mod ops;
 
 pub use messages::{DeliveredMessage, MESSAGE_LOG_CAPACITY, MessageLog};
+pub use ops::{DEFAULT_JOIN_TIMEOUT, JoinAnswer, LeaveAnswer, MAX_JOIN_SEEDS, MAX_JOIN_TIMEOUT};
 
 /// Largest `ttl` (hops) `POST /gossip` accepts.
 pub const MAX_BROADCAST_TTL: u32 = 64;
@@ -85,6 +96,12 @@ pub struct AdminState {
     messages: Arc<MessageLog>,
     metrics: Arc<metrics::Metrics>,
     stopping: Arc<AtomicBool>,
+    /// The event handlers' counters, if the member has handlers.
+    handlers: Option<Arc<HandlerStats>>,
+    /// Serializes metadata edits (`PUT` and `PATCH /meta`).
+    meta_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Set to `true` once `POST /leave` has left the cluster.
+    leave: Arc<watch::Sender<bool>>,
     /// Stops the message log's task: on `true`, or once every clone of the
     /// state is gone.
     stop_log: Arc<watch::Sender<bool>>,
@@ -121,6 +138,15 @@ impl Admin {
     /// # Panics
     /// Outside a tokio runtime.
     pub fn start(member: Arc<dyn Membership>) -> Self {
+        Self::with_handlers(member, None)
+    }
+
+    /// As [`Admin::start`], and `GET /metrics` also serves the counters of
+    /// the member's event handlers.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn with_handlers(member: Arc<dyn Membership>, handlers: Option<Arc<HandlerStats>>) -> Self {
         let messages = Arc::new(MessageLog::default());
         let (stop_log, stopped) = watch::channel(false);
         let log_task = messages::spawn_recorder(member.as_ref(), messages.clone(), stopped);
@@ -129,7 +155,10 @@ impl Admin {
                 member,
                 messages,
                 metrics: Arc::new(metrics::Metrics::new()),
+                handlers,
                 stopping: Arc::new(AtomicBool::new(false)),
+                meta_lock: Arc::new(tokio::sync::Mutex::new(())),
+                leave: Arc::new(watch::channel(false).0),
                 stop_log: Arc::new(stop_log),
             },
             log_task,
@@ -149,6 +178,18 @@ impl Admin {
     /// From now on `GET /healthz` answers 503: the member is shutting down.
     pub fn set_stopping(&self) {
         self.state.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Resolves once `POST /leave` has left the cluster: the member has
+    /// announced its leave and stopped, and whoever runs it should stop the
+    /// rest (as on SIGTERM). Never resolves otherwise.
+    pub fn leave_requested(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut left = self.state.leave.subscribe();
+        async move {
+            if left.wait_for(|left| *left).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// Marks the endpoint stopping, stops the message log's task and
@@ -186,6 +227,12 @@ fn routes(state: AdminState) -> Router {
         .route("/messages", get(messages))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/join", post(ops::join))
+        .route(
+            "/meta",
+            get(ops::get_meta).put(ops::put_meta).patch(ops::patch_meta),
+        )
+        .route("/leave", post(ops::leave))
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
@@ -320,9 +367,11 @@ async fn messages(State(state): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
-    let text = state
-        .metrics
-        .render(&state.member.stats(), &state.member.all_members());
+    let text = state.metrics.render(
+        &state.member.stats(),
+        &state.member.all_members(),
+        state.handlers.as_deref(),
+    );
     (
         [(
             header::CONTENT_TYPE,
@@ -442,4 +491,6 @@ impl IntoResponse for ApiError {
 }
 
 #[cfg(test)]
-mod tests;
+mod ops_tests;
+#[cfg(test)]
+pub(crate) mod tests;

@@ -35,6 +35,13 @@
 //!
 //! [meta]
 //! name = "alpha"
+//!
+//! [[handlers]]                     # repeat for several; see crate::handlers
+//! events = ["member-join", "member-leave", "key-change:app/"]
+//! command = "./on-change.sh"       # run by sh -c, event JSON on stdin
+//! name = "on-change"               # optional; default handler-N
+//! timeout_ms = 30000               # optional; killed after it
+//! queue = 256                      # optional; events beyond it are dropped
 //! ```
 
 use std::collections::BTreeMap;
@@ -42,45 +49,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 use gossip_core::{MAX_META_BYTES, MAX_META_ENTRIES, NodeAddr};
 use gossip_tls::{MtlsFiles, TlsConfig};
 use serde::Deserialize;
 
 use crate::error::ConfigError;
+use crate::handlers::HandlerConfig;
 use crate::transport::TransportKind;
-
-/// The command line of `gossip-node`.
-#[derive(Debug, Parser)]
-#[command(name = "gossip-node", version, about = "A member of a gossip cluster.")]
-pub struct Cli {
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// The subcommands of `gossip-node`.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run one member until SIGINT or SIGTERM, then leave gracefully.
-    Run(Box<RunArgs>),
-    /// Start a local cluster of `gossip-node run` processes and watch it
-    /// converge.
-    Demo(crate::demo::DemoArgs),
-    /// Write a development CA and node certificates for `--tls mtls`.
-    #[cfg(any(feature = "grpc", feature = "quic"))]
-    Certs(crate::certs::CertsArgs),
-    /// Print the members of a running node as a table (or JSON).
-    Members(crate::client::MembersArgs),
-    /// Read, set or delete keys through a running node's admin API.
-    Kv(crate::client::KvArgs),
-    /// Broadcast a message from a running node.
-    Broadcast(crate::client::BroadcastArgs),
-    /// Run the deterministic simulator: N members under virtual time.
-    Simulate(crate::simulate::SimulateArgs),
-    /// Start real processes on loopback and measure spread and detection.
-    Bench(crate::bench::BenchArgs),
-}
 
 /// Flags of `gossip-node run`. Each also has a TOML key; the flag wins.
 #[derive(Clone, Debug, Default, Args)]
@@ -128,6 +104,15 @@ pub struct RunArgs {
     /// filter comes from RUST_LOG (default info). TOML: `log_format`.
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+
+    /// Event handler EVENTS=COMMAND, e.g.
+    /// `member-join,member-leave=./on-change.sh`: COMMAND runs by `sh -c`
+    /// with the event as JSON on stdin and its kind in GOSSIP_EVENT. Repeat
+    /// for several; replaces the file's `[[handlers]]`. Events:
+    /// member-join, member-update, member-suspect, member-failed,
+    /// member-leave, key-change, key-change:PREFIX, broadcast, *.
+    #[arg(long = "handler", value_name = "EVENTS=COMMAND")]
+    pub handlers: Vec<String>,
 
     /// Transport security.
     #[command(flatten)]
@@ -306,6 +291,24 @@ pub struct FileConfig {
     pub max_message_size: Option<usize>,
     /// `max_connections`.
     pub max_connections: Option<usize>,
+    /// `[[handlers]]`: event handlers.
+    pub handlers: Option<Vec<FileHandler>>,
+}
+
+/// One `[[handlers]]` table of the config file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHandler {
+    /// `name`: in logs and metrics; default `handler-N`.
+    pub name: Option<String>,
+    /// `events`: filters, e.g. `["member-join", "key-change:app/"]`.
+    pub events: Vec<String>,
+    /// `command`: the shell command.
+    pub command: String,
+    /// `timeout_ms`: longest run (default 30000).
+    pub timeout_ms: Option<u64>,
+    /// `queue`: most events waiting (default 256).
+    pub queue: Option<usize>,
 }
 
 impl FileConfig {
@@ -356,7 +359,7 @@ impl FileConfig {
 /// A validated configuration of one member: what `gossip-node run` starts.
 ///
 /// Build it with [`NodeConfig::from_args`] (command line plus file) or
-/// [`NodeConfig::new`] and field updates; [`crate::run::start`] validates it
+/// [`NodeConfig::new`] and field updates; [`crate::node::start`] validates it
 /// again before starting.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -382,6 +385,8 @@ pub struct NodeConfig {
     /// used closed first (issue #9 item 5). Default
     /// [`DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: usize,
+    /// Event handlers (issue #11), in order.
+    pub handlers: Vec<HandlerConfig>,
 }
 
 /// Default [`NodeConfig::max_connections`]: 256, for the peers a member of
@@ -403,6 +408,7 @@ impl NodeConfig {
             log_format: LogFormat::default(),
             protocol: gossip_core::Config::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            handlers: Vec::new(),
         }
     }
 
@@ -522,6 +528,8 @@ impl NodeConfig {
             .or(file.max_connections)
             .unwrap_or(DEFAULT_MAX_CONNECTIONS);
 
+        let handlers = handler_configs(&args.handlers, file.handlers.unwrap_or_default())?;
+
         Ok(Self {
             listen,
             advertise,
@@ -533,6 +541,7 @@ impl NodeConfig {
             log_format,
             protocol,
             max_connections,
+            handlers,
         })
     }
 
@@ -557,6 +566,14 @@ impl NodeConfig {
             return Err(ConfigError::BadMeta(format!(
                 "{bytes} bytes, more than the limit of {MAX_META_BYTES}"
             )));
+        }
+        for h in &self.handlers {
+            if h.timeout.is_zero() || h.queue == 0 {
+                return Err(ConfigError::BadHandler(format!(
+                    "{}: timeout_ms and queue must be positive",
+                    h.name
+                )));
+            }
         }
         if self.max_connections == 0 {
             return Err(ConfigError::Invalid {
@@ -652,6 +669,36 @@ fn tls_config(flags: &TlsArgs, file: TlsArgs) -> Result<TlsConfig, ConfigError> 
     }))
 }
 
+/// The handlers of the `--handler` flags if any, else of the file's
+/// `[[handlers]]`.
+fn handler_configs(
+    flags: &[String],
+    file: Vec<FileHandler>,
+) -> Result<Vec<HandlerConfig>, ConfigError> {
+    let name = |i: usize| format!("handler-{}", i + 1);
+    if !flags.is_empty() {
+        return flags
+            .iter()
+            .enumerate()
+            .map(|(i, f)| HandlerConfig::parse_flag(name(i), f))
+            .collect();
+    }
+    file.into_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let events: Vec<&str> = f.events.iter().map(String::as_str).collect();
+            let mut h = HandlerConfig::new(f.name.unwrap_or_else(|| name(i)), &events, &f.command)?;
+            if let Some(ms) = f.timeout_ms {
+                h.timeout = Duration::from_millis(ms);
+            }
+            if let Some(q) = f.queue {
+                h.queue = q;
+            }
+            Ok(h)
+        })
+        .collect()
+}
+
 fn truncate(s: &str) -> String {
     s.chars().take(64).collect()
 }
@@ -685,17 +732,21 @@ fn parse_meta(entry: &str) -> Result<(String, String), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::handlers::{DEFAULT_HANDLER_TIMEOUT, EventFilter, EventKind};
+
+    /// The flags of `gossip-node run`, alone.
+    #[derive(clap::Parser)]
+    struct Run {
+        #[command(flatten)]
+        args: RunArgs,
+    }
 
     fn args(argv: &[&str]) -> RunArgs {
-        let mut full = vec!["gossip-node", "run"];
+        let mut full = vec!["run"];
         full.extend_from_slice(argv);
-        match Cli::try_parse_from(full)
+        <Run as clap::Parser>::try_parse_from(full)
             .expect("valid command line")
-            .command
-        {
-            Command::Run(a) => *a,
-            _ => unreachable!(),
-        }
+            .args
     }
 
     fn file(text: &str) -> FileConfig {
@@ -1003,7 +1054,7 @@ mod tests {
             .to_string();
         assert!(err.contains("unknown variant `tls`"), "{err}");
         assert!(err.contains("`none`, `self-signed`"), "{err}");
-        assert!(Cli::try_parse_from(["gossip-node", "run", "--tls", "selfsigned"]).is_err());
+        assert!(<Run as clap::Parser>::try_parse_from(["run", "--tls", "selfsigned"]).is_err());
     }
 
     #[track_caller]
@@ -1248,5 +1299,76 @@ mod tests {
                 "transport 'grpc' is not available in this build (enable the `grpc` feature)"
             );
         }
+    }
+
+    #[test]
+    fn handlers_from_the_file_or_the_flags() {
+        let toml = r#"
+            listen = "127.0.0.1:1"
+            [[handlers]]
+            events = ["member-join", "key-change:app/"]
+            command = "./on-join.sh"
+            timeout_ms = 500
+            queue = 8
+            [[handlers]]
+            name = "audit"
+            events = ["*"]
+            command = "logger -t gossip"
+        "#;
+        let c = NodeConfig::combine(&args(&[]), file(toml)).unwrap();
+        assert_eq!(c.handlers.len(), 2);
+        let h = &c.handlers[0];
+        assert_eq!(h.name, "handler-1");
+        assert_eq!(h.command, "./on-join.sh");
+        assert_eq!(h.timeout, Duration::from_millis(500));
+        assert_eq!(h.queue, 8);
+        assert_eq!(
+            h.events,
+            vec![
+                EventFilter::Kind(EventKind::MemberJoin),
+                EventFilter::KeyPrefix("app/".to_owned())
+            ]
+        );
+        assert_eq!(c.handlers[1].name, "audit");
+        assert_eq!(c.handlers[1].timeout, DEFAULT_HANDLER_TIMEOUT);
+        // The flags replace the file's handlers.
+        let c = NodeConfig::combine(
+            &args(&["--handler", "member-leave,member-failed=./gone.sh"]),
+            file(toml),
+        )
+        .unwrap();
+        assert_eq!(c.handlers.len(), 1);
+        assert_eq!(c.handlers[0].command, "./gone.sh");
+        assert_eq!(c.handlers[0].events.len(), 2);
+
+        let bad = |argv: &[&str], toml: &str| {
+            let mut full = vec!["--listen", "127.0.0.1:1"];
+            full.extend_from_slice(argv);
+            NodeConfig::merge(&args(&full), file(toml))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            bad(&["--handler", "./x.sh"], ""),
+            "invalid event handler: \"./x.sh\" is not EVENTS=COMMAND"
+        );
+        assert!(
+            bad(&[], "[[handlers]]\nevents = [\"join\"]\ncommand = \"x\"")
+                .starts_with("invalid event handler: unknown event \"join\"")
+        );
+        assert_eq!(
+            bad(&[], "[[handlers]]\nevents = []\ncommand = \"x\""),
+            "invalid event handler: handler-1: no event to run on"
+        );
+        if TransportKind::default().is_available() {
+            assert_eq!(
+                bad(
+                    &[],
+                    "[[handlers]]\nevents = [\"*\"]\ncommand = \"x\"\ntimeout_ms = 0"
+                ),
+                "invalid event handler: handler-1: timeout_ms and queue must be positive"
+            );
+        }
+        assert!(FileConfig::parse("[[handlers]]\nevents = [\"*\"]", Path::new("t.toml")).is_err());
     }
 }

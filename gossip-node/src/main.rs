@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use gossip_node::{Cli, Command, LogFormat, NodeConfig};
+use gossip_node::cli::{self, Cli, Command, logging};
+use gossip_node::{LogFormat, NodeConfig};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -56,27 +57,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // The configuration is checked before logging or anything else
             // starts, so that a mistake is one clear message.
             let config = NodeConfig::from_args(&args).context("invalid configuration")?;
-            gossip_node::logging::init(config.log_format, "info");
-            gossip_node::run::run_until_signal(config).await?;
+            logging::init(config.log_format, "info");
+            cli::run::run_until_signal(config).await?;
         }
         Command::Demo(args) => {
             // The demo draws on standard output; keep the logs to warnings.
-            gossip_node::logging::init(LogFormat::Text, "warn");
-            gossip_node::demo::run(args).await?;
+            logging::init(LogFormat::Text, "warn");
+            cli::demo::run(args).await?;
         }
         #[cfg(any(feature = "grpc", feature = "quic"))]
         Command::Certs(args) => {
-            gossip_node::logging::init(LogFormat::Text, "warn");
-            let report = gossip_node::certs::run(&args).context("cannot write the certificates")?;
+            logging::init(LogFormat::Text, "warn");
+            let report = cli::certs::run(&args).context("cannot write the certificates")?;
             print!("{report}");
         }
-        Command::Members(args) => gossip_node::client::members(args).await?,
-        Command::Kv(args) => gossip_node::client::kv(args).await?,
-        Command::Broadcast(args) => gossip_node::client::broadcast(args).await?,
-        Command::Simulate(args) => gossip_node::simulate::run(args)?,
+        Command::Members(args) => cli::client::members(args).await?,
+        Command::Kv(args) => cli::client::kv(args).await?,
+        Command::Broadcast(args) => cli::client::broadcast(args).await?,
+        Command::Join(args) => cli::join::run(args).await?,
+        Command::Meta(args) => cli::meta::run(args).await?,
+        Command::Leave(args) => cli::leave::run(args).await?,
+        Command::Simulate(args) => cli::simulate::run(args)?,
         Command::Bench(args) => {
-            gossip_node::logging::init(LogFormat::Text, "warn");
-            gossip_node::bench::run(args).await?;
+            logging::init(LogFormat::Text, "warn");
+            cli::bench::run(args).await?;
         }
     }
     Ok(())

@@ -126,6 +126,8 @@ pub struct StartedMember {
     /// The address the transport is bound to (the real port if the
     /// configuration asked for port 0).
     pub listen_addr: SocketAddr,
+    /// The member's events from before it started: nothing is missed.
+    pub events: tokio::sync::broadcast::Receiver<gossip_core::Event>,
 }
 
 impl fmt::Debug for StartedMember {
@@ -138,8 +140,8 @@ impl fmt::Debug for StartedMember {
 }
 
 /// Binds the configured transport with the configured TLS, builds the
-/// member over it, starts it and records the seeds (a seed equal to the
-/// member's own address is skipped).
+/// member over it and starts it. The seeds are not contacted yet: that is
+/// [`crate::node::start`]'s, once whatever watches the events is ready.
 ///
 /// # Errors
 /// [`NodeError::Config`] if the transport is not compiled in or refuses the
@@ -197,7 +199,7 @@ fn transport_error(config: &NodeConfig, source: gossip_core::TransportError) -> 
 }
 
 /// The part of [`start_member`] common to every transport: the member over
-/// `transport`, started, with its seeds.
+/// `transport`, subscribed to, started.
 #[cfg(any(feature = "grpc", feature = "quic"))]
 async fn start_over<T: gossip_core::Transport>(
     config: &NodeConfig,
@@ -212,28 +214,17 @@ async fn start_over<T: gossip_core::Transport>(
             ..Default::default()
         },
     )?;
+    let events = member.subscribe();
     member
         .start()
         .await
         .map_err(|source| transport_error(config, source))?;
     let member: Arc<dyn Membership> = Arc::new(member);
-    add_seeds(member.as_ref(), config);
     Ok(StartedMember {
         member,
         listen_addr,
+        events,
     })
-}
-
-#[cfg(any(feature = "grpc", feature = "quic"))]
-fn add_seeds(member: &dyn Membership, config: &NodeConfig) {
-    let me = member.local_id().addr;
-    for seed in &config.seeds {
-        if *seed == me {
-            tracing::debug!(%seed, "skipping a seed that is this member's own address");
-        } else {
-            member.add_seed(seed.clone());
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The terminal client against real processes: two `gossip-node run`
-//! processes on loopback, and the `members`, `kv` and `broadcast` commands
+//! processes on loopback, and the `members`, `kv`, `broadcast`, `join`,
+//! `meta` and `leave` commands
 //! run as processes against their admin APIs, checked by what they print and
 //! their exit status.
 //!
@@ -293,6 +294,10 @@ fn an_unreachable_node_is_a_clear_error_and_a_failure() {
         &["kv", "get", "k"],
         &["kv", "set", "k", "v"],
         &["broadcast", "hi"],
+        &["join", "127.0.0.1:7001"],
+        &["meta"],
+        &["meta", "set", "a=b"],
+        &["leave"],
     ] {
         let out = cli(&admin, args);
         assert!(!out.status.success(), "{args:?} succeeded");
@@ -312,4 +317,100 @@ fn an_unreachable_node_is_a_clear_error_and_a_failure() {
         "{}",
         stderr(&out)
     );
+}
+
+/// The state `admin` lists for the member at `addr` (`GET /members?all=true`).
+fn state_of(admin: SocketAddr, addr: &str) -> Option<String> {
+    get_json(admin, "/members?all=true")
+        .as_array()?
+        .iter()
+        .find(|m| m["addr"] == addr)
+        .and_then(|m| m["state"].as_str().map(str::to_owned))
+}
+
+#[test]
+fn join_meta_and_leave_at_run_time() {
+    let cluster = cluster_id("operate");
+    // Two members that know nothing of each other.
+    let a = spawn(&cluster, &["--meta", "role=web"]);
+    let mut b = spawn(&cluster, &[]);
+    assert_eq!(get_json(a.admin, "/members").as_array().unwrap().len(), 1);
+
+    // join: a bad address is refused and joins nothing.
+    let bad = b.cli(&["join", &a.addr, "nohost"]);
+    assert!(!bad.status.success());
+    let err = stderr(&bad);
+    assert!(
+        err.contains("400: invalid seed address \"nohost\": missing ':port'"),
+        "{err}"
+    );
+    // A port nobody listens on: bind one, note it, close it.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    // join through A (answers) and a silent address (does not).
+    let out = ok(b.cli(&["join", &a.addr, &silent, "--timeout-ms", "3000"]));
+    assert!(out.contains(&format!("{}: answered", a.addr)), "{out}");
+    assert!(out.contains(&format!("{silent}: no answer")), "{out}");
+    wait_for("A lists B", || {
+        (get_json(a.admin, "/members").as_array().unwrap().len() == 2).then_some(())
+    });
+    // Only silent addresses: a failure that says so.
+    let none = b.cli(&["join", &silent, "--timeout-ms", "300"]);
+    assert!(!none.status.success());
+    assert!(
+        stderr(&none).contains("none of 1 address(es) answered"),
+        "{}",
+        stderr(&none)
+    );
+
+    // meta: show, set, unset; A sees B's metadata.
+    assert_eq!(ok(a.cli(&["meta"])), "role=web\n");
+    assert_eq!(ok(b.cli(&["meta"])), "");
+    assert_eq!(
+        ok(b.cli(&["meta", "set", "role=db", "zone=eu-1", "rack=r7"])),
+        "rack=r7\nrole=db\nzone=eu-1\n"
+    );
+    assert_eq!(
+        ok(b.cli(&["meta", "unset", "rack"])),
+        "role=db\nzone=eu-1\n"
+    );
+    let json: Value = serde_json::from_str(&ok(b.cli(&["meta", "--json"]))).unwrap();
+    assert_eq!(json, serde_json::json!({"role": "db", "zone": "eu-1"}));
+    wait_for("A sees B's metadata", || {
+        let members = get_json(a.admin, "/members");
+        members
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["addr"] == b.addr.as_str() && m["meta"] == json)
+            .then_some(())
+    });
+    // Bad input: refused, nothing changed.
+    let big = format!("big={}", "x".repeat(5000));
+    for args in [
+        &["meta", "set", "novalue"][..],
+        &["meta", "set", "=v"],
+        &["meta", "set", &big],
+    ] {
+        let out = b.cli(args);
+        assert!(!out.status.success(), "{args:.3?} succeeded");
+        assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    }
+    assert!(stderr(&b.cli(&["meta", "set", &big])).contains("413"));
+    assert_eq!(ok(b.cli(&["meta"])), "role=db\nzone=eu-1\n");
+
+    // leave: B announces it and its process ends by itself, cleanly.
+    let out = ok(b.cli(&["leave"]));
+    assert_eq!(
+        out,
+        format!("{} left the cluster; it is stopping\n", b.addr)
+    );
+    let status = b.wait_exit(DEADLINE);
+    assert!(status.success(), "{status}:\n{}", b.logs());
+    wait_for("A sees B left", || {
+        (state_of(a.admin, &b.addr).as_deref() == Some("left")).then_some(())
+    });
 }

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gossip_node::procs::{AdminClient, ClusterSpec, ProcessCluster};
+use gossip_node::cli::procs::{AdminClient, ClusterSpec, ProcessCluster};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 

@@ -14,7 +14,7 @@ use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use support::BIN;
 /// The titles the demo picks from.
-const BOOKS: &str = include_str!("../src/demo_books/books.txt");
+const BOOKS: &str = include_str!("../src/cli/demo_books/books.txt");
 /// How long the demo may take in all: its 8 s, starting and stopping.
 const DEADLINE: Duration = Duration::from_secs(30);
 

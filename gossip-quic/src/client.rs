@@ -408,8 +408,9 @@ impl Inner {
                     TransportError::Unreachable { reason, .. } => {
                         *lock(&peer.unreachable) = Some((Instant::now(), reason.clone()));
                     }
-                    // QUIC cannot tell a refused connection from a silent
-                    // peer (see `QuicTransport`): no `Refused` arrives here.
+                    // The peer's endpoint refused the connection (it is
+                    // closing or not serving): no backoff, a dial costs one
+                    // round trip and tells the failure detector again.
                     TransportError::Refused { .. }
                     | TransportError::TooLarge { .. }
                     | TransportError::Io(_)

@@ -42,6 +42,18 @@ pub(crate) fn connection_failed(
         reason,
     };
     match e {
+        // quinn answers a connection attempt with CONNECTION_REFUSED when
+        // its endpoint serves no connections: closed or closing (the
+        // member's process is shutting down), or never started. Nothing
+        // listens for us there: the failure detector's fast path (issue #10
+        // item 4), as a refused TCP connection is.
+        ConnectionError::ConnectionClosed(close)
+            if close.error_code == TransportErrorCode::CONNECTION_REFUSED =>
+        {
+            TransportError::Refused {
+                addr: addr.to_owned(),
+            }
+        }
         ConnectionError::ConnectionClosed(close) => match tls_alert(close.error_code) {
             Some(alert) => {
                 let said = String::from_utf8_lossy(&close.reason);
@@ -124,6 +136,20 @@ mod tests {
             panic!("expected Rejected");
         };
         assert!(reason.contains("foreign cluster id \"a\""), "{reason}");
+    }
+
+    #[test]
+    fn a_refused_connection_is_a_refusal() {
+        let e = ConnectionError::ConnectionClosed(ConnectionClose {
+            error_code: TransportErrorCode::CONNECTION_REFUSED,
+            frame_type: None,
+            reason: Bytes::new(),
+        });
+        assert!(!is_tls_failure(&e));
+        assert!(matches!(
+            connection_failed("x:1", "gossip/2", &e),
+            TransportError::Refused { .. }
+        ));
     }
 
     #[test]

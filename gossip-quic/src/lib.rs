@@ -107,6 +107,7 @@ mod client;
 mod config;
 mod failure;
 mod raw;
+mod refusal;
 mod resume;
 mod server;
 mod transport;

@@ -25,7 +25,7 @@ use crate::client::Peer;
 use crate::config::{QuicConfig, Wire};
 use crate::failure::is_tls_failure;
 use crate::server::accept_loop;
-use crate::{resume, wire};
+use crate::{client, refusal, resume, wire};
 
 /// RTT assumed before the first measurement (quinn's default is 333 ms, for
 /// the Internet). Members usually share a LAN: with 100 ms a lost handshake
@@ -554,13 +554,27 @@ impl Transport for QuicTransport {
     /// handshake), then again for 5 s without dialling, or, on `gossip/1`,
     /// refused the message (the reason is its
     /// [`Rejection`](gossip_core::Rejection) text);
-    /// [`TransportError::ShutDown`] after shutdown. Never
-    /// [`TransportError::Refused`]: quinn 0.11 reports no ICMP port
-    /// unreachable on its unconnected UDP socket, so a peer with nothing
-    /// listening is a connect timeout ([`TransportError::Unreachable`]).
+    /// [`TransportError::Refused`] if the peer's endpoint refused the
+    /// connection (QUIC's CONNECTION_REFUSED: it is closing or not serving);
+    /// [`TransportError::ShutDown`] after shutdown. A port where nothing
+    /// listens at all is a connect timeout
+    /// ([`TransportError::Unreachable`]), not a refusal: quinn 0.11 reports
+    /// no ICMP port unreachable on its unconnected UDP socket;
+    /// [`Transport::check_refused`] tells it.
     async fn send_batch(&self, to: &NodeAddr, batch: Vec<Envelope>) -> Result<(), TransportError> {
         let endpoint = self.inner.endpoint()?;
         self.inner.send_batch(&endpoint, to, batch).await
+    }
+
+    /// Sends one empty UDP datagram to `to` from a connected socket of its
+    /// own and waits up to 500 ms for the ICMP port unreachable that only a
+    /// connected socket is told of; true if it came. A live endpoint drops
+    /// the datagram.
+    async fn check_refused(&self, to: &NodeAddr) -> bool {
+        match client::resolve(to, self.inner.listen.is_ipv6()).await {
+            Ok(addr) => refusal::check(addr, refusal::REFUSAL_WAIT).await,
+            Err(_) => false,
+        }
     }
 
     /// Closes the endpoint and every connection, and returns within about

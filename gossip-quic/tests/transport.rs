@@ -1436,3 +1436,30 @@ async fn a_restarted_dialler_replaces_the_connection_it_left() {
     a2.transport.shutdown().await;
     b.transport.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_peer_whose_port_closed_is_refused_a_live_one_is_not() {
+    let a = Node::start("c", QuicConfig::default()).await;
+    let b = Node::start("c", QuicConfig::default()).await;
+    a.transport
+        .send(&b.addr(), envelope("c", &a.addr(), 1))
+        .await
+        .unwrap();
+    assert!(!a.transport.check_refused(&b.addr()).await, "b listens");
+    // Sends to a dead peer succeed on QUIC (datagrams); the check tells.
+    b.transport.shutdown().await;
+    assert!(
+        a.transport.check_refused(&b.addr()).await,
+        "b's port closed"
+    );
+    // A member that restarted there listens again: not refused.
+    let (addr, kill, thread) = crashable_member(QuicConfig {
+        listen: listen(&b),
+        ..QuicConfig::default()
+    });
+    assert_eq!(addr, b.addr());
+    assert!(!a.transport.check_refused(&addr).await, "restarted");
+    let _ = kill.send(());
+    thread.join().unwrap();
+    a.transport.shutdown().await;
+}

@@ -117,6 +117,9 @@ pub struct Machine {
     stalls: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
+    /// Addresses whose listener the driver should check
+    /// ([`Machine::poll_refusal_check`]).
+    refusal_checks: VecDeque<NodeAddr>,
 }
 
 impl Machine {
@@ -166,6 +169,7 @@ impl Machine {
             stalls: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            refusal_checks: VecDeque::new(),
             id,
             cfg: config,
             rng,
@@ -716,6 +720,24 @@ impl Machine {
     /// The next event for the application, in order.
     pub fn poll_event(&mut self) -> Option<Event> {
         pop_shrinking(&mut self.events)
+    }
+
+    /// The next address whose listener the caller should check: is anything
+    /// still listening there? The driver asks its transport
+    /// ([`Transport::check_refused`](crate::Transport::check_refused)) and,
+    /// if the answer is "refused", reports it as a refused send,
+    /// [`Machine::handle_send_error`]`(now, addr, true)`; any other answer
+    /// (something listens, no answer in time, the transport cannot tell) is
+    /// not reported.
+    ///
+    /// Asked only on the failure path, so a healthy cluster pays nothing: by
+    /// a prober whose direct probe went unanswered for its probe timeout,
+    /// and by a relay asked to probe a member indirectly. It serves
+    /// transports whose sends succeed although nothing listens (QUIC over
+    /// an unconnected UDP socket, a message lost in a stale stream): the
+    /// refusal fast path (issue #10, item 4) then works on them too.
+    pub fn poll_refusal_check(&mut self) -> Option<NodeAddr> {
+        pop_shrinking(&mut self.refusal_checks)
     }
 
     // ---------------------------------------------------------------- helpers

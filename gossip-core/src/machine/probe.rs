@@ -298,6 +298,11 @@ impl Machine {
             self.swim.hurry_indirect(now);
             self.probe_indirectly(now);
             self.check_refusal(now);
+        } else if self.table.get(to).is_some_and(|n| n.is_live()) {
+            // A gossip message or a relayed ping was refused: the member is
+            // probed next, so the fast path can confirm it within a period
+            // instead of waiting for its turn in the round-robin.
+            self.swim.probe_next(to);
         }
     }
 
@@ -393,6 +398,7 @@ impl Machine {
                 .random_live(&mut self.rng, self.cfg.indirect_probes, &[&target.addr]);
         debug!(target = %target, helpers = helpers.len(), "probing indirectly");
         self.swim.expect_nacks(helpers.len());
+        self.check_refused(&target.addr);
         for h in helpers {
             self.send(
                 &h,
@@ -556,5 +562,17 @@ impl Machine {
             ..Default::default()
         };
         self.send(&target.addr, Body::Ping(ping));
+        // The requester's own probe went unanswered: whether anything still
+        // listens at the target is worth knowing now, in time for the nack.
+        self.check_refused(&target.addr);
+    }
+
+    /// Asks the driver whether anything listens at `addr`
+    /// ([`Machine::poll_refusal_check`]); at most once per address while a
+    /// check is pending.
+    fn check_refused(&mut self, addr: &NodeAddr) {
+        if !self.refusal_checks.contains(addr) {
+            self.refusal_checks.push_back(addr.clone());
+        }
     }
 }

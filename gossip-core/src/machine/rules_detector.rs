@@ -379,3 +379,118 @@ fn a_member_that_was_not_running_does_not_accuse() {
     let ev = events(&mut m);
     assert!(!suspected(&ev, &x), "{ev:?}");
 }
+
+/// Runs the timers (answering every other member's pings) until the probe
+/// of `x` goes indirect; asserts that no listener check was asked before.
+/// Returns the probe's seq and the time it went indirect.
+fn until_indirect(m: &mut Machine, x: &NodeAddr, t0: Instant) -> (u64, Instant) {
+    let (seq, sent) = until_probe_of(m, x, t0 + 10_000 * MS);
+    assert_eq!(m.poll_refusal_check(), None, "answered probes ask nothing");
+    loop {
+        let t = m.poll_timeout().expect("a timer");
+        assert!(t <= sent + 1000 * MS, "the probe never went indirect");
+        m.handle_timeout(t);
+        let indirect = transmits(m)
+            .iter()
+            .any(|(_, b)| matches!(b, Some(Body::PingReq(r)) if r.seq == seq));
+        if indirect {
+            return (seq, t);
+        }
+        assert_eq!(m.poll_refusal_check(), None, "no check before the timeout");
+    }
+}
+
+#[test]
+fn an_unanswered_probe_asks_whether_anything_listens() {
+    let t0 = Instant::now();
+    let (me, x) = (id("m"), id("x"));
+    let peers = [id("a"), id("b"), id("c"), x.clone()];
+    let mut m = machine_with(cfg(), &me, &peers, t0);
+    let (seq, t) = until_indirect(&mut m, &x.addr, t0);
+    // Once, when the probe timeout passed unanswered.
+    assert_eq!(m.poll_refusal_check(), Some(x.addr.clone()));
+    assert_eq!(m.poll_refusal_check(), None);
+    // The answer "refused" is a refused send; with a relay's refused nack
+    // the member is dead at once.
+    m.handle_send_error(t + MS, &x.addr, true);
+    assert!(!failed(&events(&mut m), &x), "one refusal is not enough");
+    let relay = id("a");
+    let nack = pb::Nack { seq, refused: true };
+    m.handle_message(t + 2 * MS, envelope(&relay, vec![], Body::Nack(nack)));
+    let ev = events(&mut m);
+    assert!(failed(&ev, &x) && !suspected(&ev, &x), "{ev:?}");
+}
+
+#[test]
+fn a_relay_checks_its_target_and_nacks_a_refusal() {
+    let t0 = Instant::now();
+    let (me, x, r) = (id("m"), id("x"), id("r"));
+    let mut m = machine_with(cfg(), &me, &[r.clone(), x.clone()], t0);
+    let req = pb::PingReq {
+        seq: 9,
+        target: Some(x.to_pb()),
+    };
+    m.handle_message(t0 + MS, envelope(&r, vec![], Body::PingReq(req)));
+    let sent = transmits(&mut m);
+    assert!(
+        sent.iter()
+            .any(|(to, b)| *to == x.addr && matches!(b, Some(Body::Ping(_)))),
+        "{sent:?}"
+    );
+    assert_eq!(m.poll_refusal_check(), Some(x.addr.clone()));
+    m.handle_send_error(t0 + 2 * MS, &x.addr, true);
+    let nacks: Vec<(NodeAddr, u64, bool)> = transmits(&mut m)
+        .into_iter()
+        .filter_map(|(to, b)| match b {
+            Some(Body::Nack(n)) => Some((to, n.seq, n.refused)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(nacks, vec![(r.addr.clone(), 9, true)]);
+    // Its nack is sent: nothing more at the nack deadline.
+    run_timers(&mut m, t0 + 500 * MS);
+    assert!(
+        !transmits(&mut m)
+            .iter()
+            .any(|(_, b)| matches!(b, Some(Body::Nack(_)))),
+        "one nack per relayed probe"
+    );
+}
+
+/// The target of the first probe `m` starts after `t` other than `last`.
+fn next_probe(m: &mut Machine, last: &NodeAddr, t: Instant) -> NodeAddr {
+    loop {
+        let at = m.poll_timeout().expect("a timer");
+        assert!(at < t + 2000 * MS, "no new probe");
+        m.handle_timeout(at);
+        let pinged = transmits(m).into_iter().find_map(|(to, b)| match b {
+            Some(Body::Ping(p)) if p.on_behalf_of.is_none() && to != *last => Some(to),
+            _ => None,
+        });
+        if let Some(to) = pinged {
+            return to;
+        }
+    }
+}
+
+#[test]
+fn a_refused_message_to_a_member_not_probed_makes_it_the_next_target() {
+    let t0 = Instant::now();
+    let me = id("m");
+    let peers: Vec<NodeId> = ["a", "b", "c", "d", "e", "f"].map(id).to_vec();
+    let first = &peers[0].addr;
+    // Two identical machines (same seed): the first shows whose turn is
+    // next, the second is told of a refusal of someone else.
+    let mut control = machine_with(cfg(), &me, &peers, t0);
+    let (_, t) = until_probe_of(&mut control, first, t0 + 10_000 * MS);
+    let natural = next_probe(&mut control, first, t);
+    let x = peers
+        .iter()
+        .map(|p| &p.addr)
+        .find(|a| *a != first && **a != natural)
+        .expect("a member out of turn");
+    let mut m = machine_with(cfg(), &me, &peers, t0);
+    let (_, t) = until_probe_of(&mut m, first, t0 + 10_000 * MS);
+    m.handle_send_error(t + MS, x, true);
+    assert_eq!(next_probe(&mut m, first, t), *x);
+}

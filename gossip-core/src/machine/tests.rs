@@ -13,7 +13,7 @@ use prost::Message;
 use super::{Machine, Timer, Transmit};
 use crate::config::Config;
 use crate::event::{Event, MemberState};
-use crate::harness::{Harness, SameInstant, Traffic, WakeFn};
+use crate::harness::{Harness, Refusals, SameInstant, Traffic, WakeFn};
 use crate::id::{NodeAddr, NodeId};
 use crate::members::{Fact, fact_to_pb};
 use crate::stats::MessageKind;
@@ -376,6 +376,34 @@ fn a_crashed_member_goes_suspect_then_dead_within_the_bound() {
     // maximum to its 4 s minimum, so all have removed it after about two
     // probe periods plus the minimum, far inside the 27 s bound.
     assert!(took < Duration::from_secs(12), "detection took {took:?}");
+}
+
+/// The time until every other member of 11 declared a crashed one dead,
+/// with `model` for what the crashed member's host answers.
+fn removal_after_crash(model: Refusals) -> Duration {
+    let mut net = Net::chain(cfg(), 11);
+    net.h.set_refusal_model(model);
+    net.run_until(Duration::from_secs(5), "join", Net::converged);
+    let idx = net.idx(10);
+    net.h.crash(idx);
+    let took = net.run_until(Duration::from_secs(60), "removal", Net::converged);
+    for o in 0..10 {
+        assert_eq!(net.state_of(o, 10), Some(MemberState::Dead), "observer {o}");
+    }
+    took
+}
+
+#[test]
+fn a_listener_check_takes_the_fast_path_when_sends_cannot_tell() {
+    // QUIC's case: a message to the crashed member vanishes, but a check of
+    // its address is refused (ICMP port unreachable on a connected socket).
+    let fast = removal_after_crash(Refusals::OnCheck);
+    // A host that lost power refuses nothing: the slow path (a suspicion
+    // timeout of at least 4 probe periods).
+    let slow = removal_after_crash(Refusals::Silent);
+    let period = cfg().probe_interval;
+    assert!(fast < period * 3, "fast path took {fast:?}");
+    assert!(slow > period * 4, "slow path took only {slow:?}");
 }
 
 #[test]

@@ -24,17 +24,22 @@
 //! | `gossip_members` | gauge | `state`: `alive`, `suspect`, `dead`, `left` |
 //! | `gossip_dissemination_queue_depth` | gauge | |
 //! | `gossip_probe_rtt_seconds` | histogram | |
+//! | `gossip_handler_runs_total` | counter | `handler`, `result`: `ok`, `failed`, `timeout` |
+//! | `gossip_handler_dropped_total` | counter | `handler` |
 //!
 //! `kind` is one of `ping`, `ack`, `ping_req`, `sync_request`,
 //! `sync_digest`, `delta`, `gossip`, `sync_buckets`.
 
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
 
 use gossip_core::{
     MemberInfo, MemberState, MessageKind, RTT_BUCKETS_US, RttSnapshot, StatsSnapshot,
 };
 use metrics::{counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+use crate::handlers::HandlerStats;
 
 /// The Prometheus recorder of one member.
 pub(super) struct Metrics {
@@ -114,13 +119,26 @@ impl Metrics {
                 "gossip_dissemination_queue_depth",
                 "Membership updates and broadcasts waiting to be piggybacked."
             );
+            describe_counter!(
+                "gossip_handler_runs_total",
+                "Event handler runs, by handler and result (ok, failed, timeout)."
+            );
+            describe_counter!(
+                "gossip_handler_dropped_total",
+                "Events an event handler did not get: its queue was full or it fell behind."
+            );
         });
         Self { recorder, handle }
     }
 
     /// The text of a scrape: `stats` and `members` (every member known,
     /// tombstones included) as metrics.
-    pub(super) fn render(&self, stats: &StatsSnapshot, members: &[MemberInfo]) -> String {
+    pub(super) fn render(
+        &self,
+        stats: &StatsSnapshot,
+        members: &[MemberInfo],
+        handlers: Option<&HandlerStats>,
+    ) -> String {
         metrics::with_local_recorder(&self.recorder, || {
             for kind in MessageKind::ALL {
                 let k = kind.as_str();
@@ -153,6 +171,19 @@ impl Metrics {
                 gauge!("gossip_members", "state" => state.as_str()).set(n as f64);
             }
             gauge!("gossip_dissemination_queue_depth").set(stats.queue_depth as f64);
+            for h in handlers.map_or(&[][..], |h| &h.handlers) {
+                let name = h.name.clone();
+                for (result, n) in [
+                    ("ok", &h.ok),
+                    ("failed", &h.failed),
+                    ("timeout", &h.timed_out),
+                ] {
+                    counter!("gossip_handler_runs_total", "handler" => name.clone(), "result" => result)
+                        .absolute(n.load(Ordering::Relaxed));
+                }
+                counter!("gossip_handler_dropped_total", "handler" => name)
+                    .absolute(h.dropped.load(Ordering::Relaxed));
+            }
         });
         let mut text = self.handle.render();
         write_rtt_histogram(&mut text, &stats.probe_rtt);
@@ -219,8 +250,8 @@ mod tests {
             send_failures: 7,
             ..StatsSnapshot::default()
         };
-        let text_a = a.render(&stats, &[]);
-        let text_b = b.render(&StatsSnapshot::default(), &[]);
+        let text_a = a.render(&stats, &[], None);
+        let text_b = b.render(&StatsSnapshot::default(), &[], None);
         assert!(text_a.contains("gossip_send_failures_total 7"), "{text_a}");
         assert!(text_b.contains("gossip_send_failures_total 0"), "{text_b}");
     }

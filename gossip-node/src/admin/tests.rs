@@ -9,14 +9,19 @@ use std::future::Future;
 
 use tower::ServiceExt;
 
-async fn member() -> Arc<dyn Membership> {
+pub(crate) async fn member() -> Arc<dyn Membership> {
     let net = MemNetwork::new();
     let m = CoreMember::new(Config::default(), net.transport(), MemberOptions::default()).unwrap();
     m.start().await.unwrap();
     Arc::new(m)
 }
 
-async fn call(app: &Router, method: Method, uri: &str, body: &str) -> (StatusCode, Value) {
+pub(super) async fn call(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    body: &str,
+) -> (StatusCode, Value) {
     let req = Request::builder()
         .method(method)
         .uri(uri)
@@ -142,7 +147,7 @@ fn fast() -> Config {
 }
 
 /// Two started members on one in-memory network, joined.
-async fn pair() -> (Arc<dyn Membership>, Arc<dyn Membership>) {
+pub(super) async fn pair() -> (Arc<dyn Membership>, Arc<dyn Membership>) {
     let net = MemNetwork::new();
     let a = CoreMember::new(fast(), net.transport(), MemberOptions::default()).unwrap();
     let b = CoreMember::new(fast(), net.transport(), MemberOptions::default()).unwrap();
@@ -155,7 +160,7 @@ async fn pair() -> (Arc<dyn Membership>, Arc<dyn Membership>) {
 }
 
 #[track_caller]
-fn wait_until(what: &str, cond: impl Fn() -> bool) -> impl Future<Output = ()> {
+pub(super) fn wait_until(what: &str, cond: impl Fn() -> bool) -> impl Future<Output = ()> {
     let caller = std::panic::Location::caller();
     async move {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

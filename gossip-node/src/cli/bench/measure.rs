@@ -9,8 +9,8 @@ use tokio::task::JoinSet;
 
 use super::ms;
 use super::report::{KeyReport, KillReport, KilledMember, RestReport, Totals};
-use crate::error::BenchError;
-use crate::procs::{AdminClient, AdminStats, proc_usage};
+use crate::cli::error::BenchError;
+use crate::cli::procs::{AdminClient, AdminStats, proc_usage};
 
 /// Runs `f(i)` for every `i` in `indices` concurrently; the answers in the
 /// order of `indices` (`None` for a task that panicked).

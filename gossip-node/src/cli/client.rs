@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::admin::{ErrorBody, GossipAnswer, Health, KeyVersion};
-use crate::error::ClientError;
+use crate::cli::error::ClientError;
 
 /// The admin URL used without `--admin` or `GOSSIP_ADMIN`.
 pub const DEFAULT_ADMIN: &str = "http://127.0.0.1:8001";
@@ -343,18 +343,18 @@ pub async fn broadcast(args: BroadcastArgs) -> Result<(), ClientError> {
     Ok(())
 }
 
-fn pretty(v: &Value) -> String {
+pub(crate) fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
 }
 
 /// An admin API at one base URL.
-struct Api {
+pub(crate) struct Api {
     base: Url,
     http: reqwest::Client,
 }
 
 impl Api {
-    fn new(admin: &str) -> Result<Self, ClientError> {
+    pub(crate) fn new(admin: &str) -> Result<Self, ClientError> {
         let bad = |reason: String| ClientError::BadUrl {
             url: admin.to_owned(),
             reason,
@@ -386,7 +386,7 @@ impl Api {
 
     /// The URL of `path` (which starts with `/` and may end with a
     /// `?query`) under the base URL.
-    fn url(&self, path: &str) -> Result<Url, ClientError> {
+    pub(crate) fn url(&self, path: &str) -> Result<Url, ClientError> {
         let mut url = self.base.clone();
         let (path, query) = path
             .split_once('?')
@@ -410,12 +410,12 @@ impl Api {
         Ok(url)
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = self.url(path)?;
         self.send(Method::GET, url, Vec::new()).await
     }
 
-    async fn send<T: DeserializeOwned>(
+    pub(crate) async fn send<T: DeserializeOwned>(
         &self,
         method: Method,
         url: Url,
@@ -468,6 +468,7 @@ fn refused(method: &Method, url: String, status: StatusCode, body: &[u8]) -> Cli
         Method::PUT => "PUT",
         Method::POST => "POST",
         Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
         _ => "request",
     };
     ClientError::Refused {

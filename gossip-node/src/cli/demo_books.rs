@@ -3,7 +3,7 @@
 //! choice has spread.
 //!
 //! The demo driver (this process) starts the cluster as `gossip-node demo`
-//! does ([`crate::demo`], [`crate::procs`]), then, for each member, every
+//! does ([`crate::cli::demo`], [`crate::cli::procs`]), then, for each member, every
 //! `--every-secs` (each wait jittered by ±50%) picks another title from the
 //! list shipped with the binary ([`books`]) and sets it as the member's key
 //! [`BOOK_KEY`] through its admin API (`PUT /kv/favorite_book`). The owner
@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 
 use comfy_table::{Cell, Color};
 
-use crate::demo::Screen;
-use crate::error::{DemoError, ProcsError};
-use crate::procs::{AdminClient, ProcessCluster};
+use crate::cli::demo::Screen;
+use crate::cli::error::{DemoError, ProcsError};
+use crate::cli::procs::{AdminClient, ProcessCluster};
 
 /// The key each member's favourite book is stored under.
 pub const BOOK_KEY: &str = "favorite_book";
@@ -144,7 +144,7 @@ fn render(rows: &[Row], latest: &Latest, elapsed: Duration, every: Duration, tty
     let n = rows.len();
     let running = rows.iter().filter(|r| r.exited.is_none()).count();
     let columns = n <= MAX_COLUMNS;
-    let mut table = crate::term::new_table(tty);
+    let mut table = crate::cli::term::new_table(tty);
     let mut header: Vec<String> = [
         "member",
         "pid",

@@ -1,5 +1,5 @@
-//! Starting a member and its admin endpoint from a [`NodeConfig`], and the
-//! body of `gossip-node run`.
+//! Starting a member and its admin endpoint from a [`NodeConfig`]: the
+//! node an application embeds, and what `gossip-node run` starts.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -9,11 +9,12 @@ use std::time::Duration;
 use gossip_core::{Membership, NodeAddr};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::admin::Admin;
-use crate::config::{NodeConfig, TlsKind};
+use crate::config::NodeConfig;
 use crate::error::NodeError;
+use crate::handlers::{HandlerEnv, Handlers};
 use crate::transport::start_member;
 
 /// How long in-flight admin requests may take to finish at shutdown (the
@@ -31,6 +32,8 @@ pub struct NodeHandle {
     admin: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
     /// The admin endpoint's state and its message log task.
     endpoint: Option<Admin>,
+    /// The event handlers' tasks.
+    handlers: Handlers,
 }
 
 impl fmt::Debug for NodeHandle {
@@ -64,6 +67,20 @@ impl NodeHandle {
         self.admin_addr
     }
 
+    /// Resolves once the admin API's `POST /leave` has made the member leave
+    /// the cluster; the caller then calls [`NodeHandle::shutdown`] to stop
+    /// the rest, as it does on SIGTERM. Never resolves without an admin
+    /// endpoint.
+    pub fn leave_requested(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let left = self.endpoint.as_ref().map(Admin::leave_requested);
+        async move {
+            match left {
+                Some(left) => left.await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
     /// Leaves the cluster gracefully while the admin endpoint stops taking
     /// new requests (`GET /healthz` answers 503 to those in flight), and
     /// returns once every task of the member and of the endpoint has ended.
@@ -90,6 +107,7 @@ impl NodeHandle {
         if let Some(endpoint) = self.endpoint.take() {
             endpoint.stop().await;
         }
+        self.handlers.stop().await;
     }
 }
 
@@ -119,12 +137,20 @@ pub async fn start(config: &NodeConfig) -> Result<NodeHandle, NodeError> {
     };
     let started = start_member(config).await?;
     let member = started.member;
+    let handlers = Handlers::start(
+        started.events,
+        config.handlers.clone(),
+        HandlerEnv {
+            self_addr: member.local_id().addr.to_string(),
+            cluster_id: config.protocol.cluster_id.clone(),
+        },
+    );
     let mut admin_addr = None;
     let mut admin = None;
     let mut endpoint = None;
     if let Some((listener, addr)) = admin_listener {
         let (stop, stopped) = oneshot::channel::<()>();
-        let started = Admin::start(member.clone());
+        let started = Admin::with_handlers(member.clone(), Some(handlers.stats().clone()));
         let app = started.router();
         endpoint = Some(started);
         let task = tokio::spawn(async move {
@@ -141,89 +167,27 @@ pub async fn start(config: &NodeConfig) -> Result<NodeHandle, NodeError> {
         admin_addr = Some(addr);
         admin = Some((stop, task));
     }
+    // Last, once everything that watches the member is ready.
+    add_seeds(member.as_ref(), &config.seeds);
     Ok(NodeHandle {
         member,
         listen_addr: started.listen_addr,
         admin_addr,
         admin,
         endpoint,
+        handlers,
     })
 }
 
-/// The body of `gossip-node run`: starts the member, logs one line with its
-/// addresses, transport and TLS mode (never certificate or key contents),
-/// waits for SIGINT or SIGTERM, then leaves gracefully.
-///
-/// # Errors
-/// As [`start`], and [`NodeError::Signal`] if the signal handlers cannot be
-/// installed (checked before the member starts).
-pub async fn run_until_signal(config: NodeConfig) -> Result<(), NodeError> {
-    let mut signals = Signals::new().map_err(NodeError::Signal)?;
-    let node = start(&config).await?;
-    let admin = node
-        .admin_addr()
-        .map_or_else(|| "none".to_owned(), |a| a.to_string());
-    info!(
-        listen = %node.listen_addr(),
-        advertise = %node.advertise_addr(),
-        admin = %admin,
-        transport = %config.transport,
-        tls = %TlsKind::of(&config.tls),
-        cluster_id = %config.protocol.cluster_id,
-        seeds = config.seeds.len(),
-        "gossip-node started: listening on {} ({}, TLS {}), admin on {admin}",
-        node.listen_addr(),
-        config.transport,
-        TlsKind::of(&config.tls),
-    );
-    let signal = signals.recv().await;
-    info!(signal, "leaving the cluster");
-    node.shutdown().await;
-    info!("gossip-node stopped");
-    Ok(())
-}
-
-/// SIGINT and SIGTERM (Ctrl-C only, off Unix).
-pub(crate) struct Signals {
-    #[cfg(unix)]
-    term: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    /// Installs the handlers; from now on the signals no longer kill the
-    /// process.
-    pub(crate) fn new() -> std::io::Result<Self> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Ok(Self {
-                term: signal(SignalKind::terminate())?,
-                int: signal(SignalKind::interrupt())?,
-            })
-        }
-        #[cfg(not(unix))]
-        {
-            Ok(Self {})
-        }
-    }
-
-    /// Waits for the next signal and returns its name.
-    pub(crate) async fn recv(&mut self) -> &'static str {
-        #[cfg(unix)]
-        {
-            tokio::select! {
-                _ = self.term.recv() => "SIGTERM",
-                _ = self.int.recv() => "SIGINT",
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            match tokio::signal::ctrl_c().await {
-                Ok(()) => "Ctrl-C",
-                Err(_) => std::future::pending().await,
-            }
+/// Records `seeds` to join through; a seed equal to the member's own
+/// address is skipped.
+fn add_seeds(member: &dyn Membership, seeds: &[NodeAddr]) {
+    let me = member.local_id().addr;
+    for seed in seeds {
+        if *seed == me {
+            tracing::debug!(%seed, "skipping a seed that is this member's own address");
+        } else {
+            member.add_seed(seed.clone());
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `gossip-node bench`: real `gossip-node run` processes on loopback, and
 //! what they cost and how fast they agree.
 //!
-//! The benchmark starts `--processes` nodes ([`crate::procs`]), every one
+//! The benchmark starts `--processes` nodes ([`crate::cli::procs`]), every one
 //! seeded with the first, with fast protocol timing (gossip every 100 ms,
 //! probe every 500 ms by default), and measures in turn:
 //!
@@ -44,9 +44,9 @@ pub use report::{
     BenchReport, KeyReport, KillReport, KilledMember, ResourceReport, RestReport, StopReport,
 };
 
+use crate::cli::error::BenchError;
+use crate::cli::procs::{AdminClient, ClusterSpec, ProcessCluster, Seeding, proc_usage};
 use crate::config::{TlsKind, check_tls};
-use crate::error::BenchError;
-use crate::procs::{AdminClient, ClusterSpec, ProcessCluster, Seeding, proc_usage};
 use crate::transport::TransportKind;
 
 /// The key the benchmark writes.
@@ -199,7 +199,7 @@ impl BenchArgs {
 pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     let kind = args.validate()?;
     let exe = std::env::current_exe().map_err(BenchError::CurrentExe)?;
-    let mut signals = crate::run::Signals::new()?;
+    let mut signals = crate::cli::signals::Signals::new()?;
     let n = usize::from(args.processes);
     let log_dir = std::env::temp_dir().join(format!("gossip-node-bench-{}", std::process::id()));
     let mut spec = ClusterSpec::new(exe, n, log_dir);
@@ -356,9 +356,10 @@ mod tests {
     use clap::Parser;
 
     fn parse(args: &[&str]) -> Result<BenchArgs, clap::Error> {
-        let cli = crate::Cli::try_parse_from(["gossip-node", "bench"].iter().chain(args).copied())?;
+        let cli =
+            crate::cli::Cli::try_parse_from(["gossip-node", "bench"].iter().chain(args).copied())?;
         match cli.command {
-            crate::Command::Bench(a) => Ok(a),
+            crate::cli::Command::Bench(a) => Ok(a),
             _ => unreachable!(),
         }
     }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::error::ProcsError;
+use crate::cli::error::ProcsError;
 
 /// Default of [`ClusterSpec::startup_timeout`].
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);

@@ -12,7 +12,7 @@
 //! process it started: SIGTERM, a grace period, then SIGKILL.
 //!
 //! `gossip-node demo books` runs the same cluster with another show: every
-//! member keeps re-choosing its favourite book ([`crate::demo_books`]).
+//! member keeps re-choosing its favourite book ([`crate::cli::demo_books`]).
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 
+use crate::cli::error::DemoError;
+use crate::cli::procs::{AdminClient, ClusterSpec, NodeProc, ProcessCluster, Seeding};
 use crate::config::{TlsKind, check_tls};
-use crate::error::DemoError;
-use crate::procs::{AdminClient, ClusterSpec, NodeProc, ProcessCluster, Seeding};
 use crate::transport::TransportKind;
 
 /// The key the demo sets on every node.
@@ -44,7 +44,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum DemoCase {
     /// Every member re-chooses its favourite book every `--every-secs`; the
     /// table shows which version of each member's choice every member has
-    /// seen ([`crate::demo_books`]).
+    /// seen ([`crate::cli::demo_books`]).
     Books,
 }
 
@@ -94,7 +94,10 @@ enum NodeView {
 
 async fn poll_node(client: &AdminClient, admin: SocketAddr, addrs: &[String]) -> NodeView {
     let fetch = async {
-        Ok::<_, crate::ProcsError>((client.members(admin).await?, client.kv(admin).await?))
+        Ok::<_, crate::cli::error::ProcsError>((
+            client.members(admin).await?,
+            client.kv(admin).await?,
+        ))
     };
     match fetch.await {
         Ok((members, kv)) => NodeView::Up {
@@ -116,7 +119,7 @@ fn render(
     tty: bool,
 ) -> String {
     let n = nodes.len();
-    let mut table = crate::term::new_table(tty);
+    let mut table = crate::cli::term::new_table(tty);
     table.set_header(vec![
         "node",
         "addr",
@@ -192,7 +195,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     check_tls(kind, args.tls)?;
     let exe = std::env::current_exe().map_err(DemoError::CurrentExe)?;
     let n = usize::from(args.nodes);
-    let mut signals = crate::run::Signals::new()?;
+    let mut signals = crate::cli::signals::Signals::new()?;
 
     let log_dir = std::env::temp_dir().join(format!("gossip-node-demo-{}", std::process::id()));
     std::fs::create_dir_all(&log_dir).map_err(|source| DemoError::Setup {
@@ -246,7 +249,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
             None => show(&mut cluster, started, duration).await,
             Some(DemoCase::Books) => {
                 let every = Duration::from_secs(args.every_secs);
-                crate::demo_books::show(&mut cluster, started, duration, every).await
+                crate::cli::demo_books::show(&mut cluster, started, duration, every).await
             }
         }
     };
@@ -454,9 +457,9 @@ mod tests {
     #[test]
     fn demo_args_parse() {
         use clap::Parser;
-        let cli = crate::Cli::try_parse_from(["gossip-node", "demo", "--nodes", "3"]).unwrap();
+        let cli = crate::cli::Cli::try_parse_from(["gossip-node", "demo", "--nodes", "3"]).unwrap();
         match cli.command {
-            crate::Command::Demo(a) => {
+            crate::cli::Command::Demo(a) => {
                 assert_eq!(a.nodes, 3);
                 assert_eq!(a.transport, None);
                 assert_eq!(a.tls, TlsKind::SelfSigned);
@@ -466,7 +469,7 @@ mod tests {
             }
             _ => unreachable!(),
         }
-        let cli = crate::Cli::try_parse_from([
+        let cli = crate::cli::Cli::try_parse_from([
             "gossip-node",
             "demo",
             "--transport",
@@ -476,13 +479,13 @@ mod tests {
         ])
         .unwrap();
         match cli.command {
-            crate::Command::Demo(a) => {
+            crate::cli::Command::Demo(a) => {
                 assert_eq!(a.transport.as_deref(), Some("quic"));
                 assert_eq!(a.tls, TlsKind::Mtls);
             }
             _ => unreachable!(),
         }
-        let cli = crate::Cli::try_parse_from([
+        let cli = crate::cli::Cli::try_parse_from([
             "gossip-node",
             "demo",
             "books",
@@ -493,7 +496,7 @@ mod tests {
         ])
         .unwrap();
         match cli.command {
-            crate::Command::Demo(a) => {
+            crate::cli::Command::Demo(a) => {
                 assert_eq!(a.case, Some(DemoCase::Books));
                 assert_eq!((a.nodes, a.every_secs), (3, 2));
             }
@@ -506,9 +509,9 @@ mod tests {
             &["novels"],
         ] {
             let args = ["gossip-node", "demo"].iter().chain(bad);
-            assert!(crate::Cli::try_parse_from(args).is_err(), "{bad:?}");
+            assert!(crate::cli::Cli::try_parse_from(args).is_err(), "{bad:?}");
         }
-        assert!(crate::Cli::try_parse_from(["gossip-node", "demo", "--tls", "tls"]).is_err());
+        assert!(crate::cli::Cli::try_parse_from(["gossip-node", "demo", "--tls", "tls"]).is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::BenchArgs;
-use crate::procs::{ProcUsage, ProcessCluster};
+use crate::cli::procs::{ProcUsage, ProcessCluster};
 use crate::transport::TransportKind;
 
 /// Everything `gossip-node bench` measured. Times are wall-clock
@@ -204,7 +204,7 @@ impl BenchReport {
     /// The report as text: a summary and one table per measurement.
     pub fn render(&self, tty: bool) -> String {
         let table = |header: &[&str]| {
-            let mut t = crate::term::new_table(tty);
+            let mut t = crate::cli::term::new_table(tty);
             t.set_header(header.to_vec());
             t
         };

@@ -24,7 +24,7 @@ use clap::{Args, ValueEnum};
 use comfy_table::Table;
 use gossip_sim::{LatencyModel, Milestone, Report, Scenario, SimConfig, TrafficReport};
 
-use crate::error::SimulateError;
+use crate::cli::error::SimulateError;
 
 /// Largest cluster `simulate` accepts (the simulator's own limit is
 /// higher; beyond this a run takes hours).
@@ -272,7 +272,7 @@ pub fn run(args: SimulateArgs) -> Result<(), SimulateError> {
 }
 
 fn table(tty: bool, header: &[&str]) -> Table {
-    let mut t = crate::term::new_table(tty);
+    let mut t = crate::cli::term::new_table(tty);
     t.set_header(header.to_vec());
     t
 }
@@ -436,10 +436,11 @@ mod tests {
     use clap::Parser;
 
     fn parse(args: &[&str]) -> Result<SimulateArgs, clap::Error> {
-        let cli =
-            crate::Cli::try_parse_from(["gossip-node", "simulate"].iter().chain(args).copied())?;
+        let cli = crate::cli::Cli::try_parse_from(
+            ["gossip-node", "simulate"].iter().chain(args).copied(),
+        )?;
         match cli.command {
-            crate::Command::Simulate(a) => Ok(a),
+            crate::cli::Command::Simulate(a) => Ok(a),
             _ => unreachable!(),
         }
     }
