@@ -14,11 +14,13 @@
 //!   axum router over any `Arc<dyn Membership>`.
 //! - [`handlers`]: event handlers, shell commands run on the member's
 //!   events.
+//! - [`keyring`]: the shared keys that seal every message (`encrypt_key`,
+//!   `keyring_file`), and the keyring file kept up to date.
 //! - [`dashboard`]: the live web page the admin endpoint serves at `GET /`.
 //! - [`error`]: the typed errors of the above.
 //!
 //! The `gossip-node` binary's commands (`run`, `demo`, `certs`, `members`,
-//! `kv`, `broadcast`, `simulate`, `bench`) live apart in [`cli`], one module
+//! `kv`, `broadcast`, `keygen`, `keys`, `simulate`, `bench`) live apart in [`cli`], one module
 //! per command; the node modules never import them.
 //!
 //! # Cargo features
@@ -40,6 +42,7 @@ pub mod config;
 pub mod dashboard;
 pub mod error;
 pub mod handlers;
+pub mod keyring;
 pub mod node;
 pub mod transport;
 

@@ -34,6 +34,8 @@ pub struct NodeHandle {
     endpoint: Option<Admin>,
     /// The event handlers' tasks.
     handlers: Handlers,
+    /// The task that keeps the keyring file (issue #12).
+    keyring_task: Option<JoinHandle<()>>,
 }
 
 impl fmt::Debug for NodeHandle {
@@ -108,6 +110,10 @@ impl NodeHandle {
             endpoint.stop().await;
         }
         self.handlers.stop().await;
+        if let Some(task) = self.keyring_task.take() {
+            task.abort();
+            let _ = task.await;
+        }
     }
 }
 
@@ -176,6 +182,7 @@ pub async fn start(config: &NodeConfig) -> Result<NodeHandle, NodeError> {
         admin,
         endpoint,
         handlers,
+        keyring_task: started.keyring_task,
     })
 }
 

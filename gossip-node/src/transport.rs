@@ -128,6 +128,9 @@ pub struct StartedMember {
     pub listen_addr: SocketAddr,
     /// The member's events from before it started: nothing is missed.
     pub events: tokio::sync::broadcast::Receiver<gossip_core::Event>,
+    /// The task that writes the keyring file after every change (with
+    /// `keyring_file`); abort it when the member stops.
+    pub keyring_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl fmt::Debug for StartedMember {
@@ -149,6 +152,12 @@ impl fmt::Debug for StartedMember {
 /// or serve, [`NodeError::Member`] if the member refuses its metadata.
 pub async fn start_member(config: &NodeConfig) -> Result<StartedMember, NodeError> {
     config.validate()?;
+    // The keyring file is read (or created) before anything binds.
+    let keyring = config
+        .keyring
+        .load()
+        .map_err(ConfigError::from)?
+        .map(gossip_core::Sealer::new);
     let kind = config.transport;
     match kind {
         #[cfg(feature = "grpc")]
@@ -163,7 +172,7 @@ pub async fn start_member(config: &NodeConfig) -> Result<StartedMember, NodeErro
             .await
             .map_err(|source| transport_error(config, source))?;
             let listen_addr = grpc.listen_addr();
-            start_over(config, grpc, listen_addr).await
+            start_over(config, grpc, listen_addr, keyring).await
         }
         #[cfg(feature = "quic")]
         TransportKind::Quic => {
@@ -177,7 +186,7 @@ pub async fn start_member(config: &NodeConfig) -> Result<StartedMember, NodeErro
             .await
             .map_err(|source| transport_error(config, source))?;
             let listen_addr = quic.listen_addr();
-            start_over(config, quic, listen_addr).await
+            start_over(config, quic, listen_addr, keyring).await
         }
         // Every transport this build includes has an arm above.
         #[cfg(not(all(feature = "grpc", feature = "quic")))]
@@ -205,12 +214,14 @@ async fn start_over<T: gossip_core::Transport>(
     config: &NodeConfig,
     transport: T,
     listen_addr: SocketAddr,
+    keyring: Option<gossip_core::Sealer>,
 ) -> Result<StartedMember, NodeError> {
     let member = gossip_core::Member::new(
         config.protocol.clone(),
         transport,
         gossip_core::MemberOptions {
             meta: config.meta.clone(),
+            keyring: keyring.clone(),
             ..Default::default()
         },
     )?;
@@ -219,11 +230,16 @@ async fn start_over<T: gossip_core::Transport>(
         .start()
         .await
         .map_err(|source| transport_error(config, source))?;
+    let keyring_task = match (keyring, &config.keyring.keyring_file) {
+        (Some(sealer), Some(file)) => Some(crate::keyring::spawn_persister(sealer, file.clone())),
+        _ => None,
+    };
     let member: Arc<dyn Membership> = Arc::new(member);
     Ok(StartedMember {
         member,
         listen_addr,
         events,
+        keyring_task,
     })
 }
 
