@@ -48,6 +48,8 @@ mod mem;
 mod members;
 mod membership;
 mod outbox;
+#[cfg(test)]
+mod protocol_example;
 mod queue;
 mod seal;
 mod stats;

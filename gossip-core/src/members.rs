@@ -153,7 +153,18 @@ impl Node {
     }
 }
 
-fn fingerprint(fact: &Fact, version: u64) -> u64 {
+/// A member's fingerprint: xxh3-64 of [`fingerprint_input`]. The digest
+/// fingerprint is the wrapping sum of the live members' (`PROTOCOL.md`,
+/// "Digest fingerprint").
+pub(crate) fn fingerprint(fact: &Fact, version: u64) -> u64 {
+    fingerprint_input(fact, version, xxhash_rust::xxh3::xxh3_64)
+}
+
+/// Calls `f` with the bytes a member's fingerprint hashes: the address
+/// (UTF-8), the generation and the incarnation (8 bytes little-endian
+/// each), the state's precedence rank (1 byte: alive 0, suspect 1, dead 2,
+/// left 3) and the owner's version watermark (8 bytes little-endian).
+pub(crate) fn fingerprint_input<R>(fact: &Fact, version: u64, f: impl FnOnce(&[u8]) -> R) -> R {
     // On the stack: an address is at most 255 bytes (`NodeAddr::parse`).
     let addr = fact.id.addr.as_str().as_bytes();
     let mut buf = [0u8; 256 + 25];
@@ -168,7 +179,7 @@ fn fingerprint(fact: &Fact, version: u64) -> u64 {
         buf[n..n + part.len()].copy_from_slice(part);
         n += part.len();
     }
-    xxhash_rust::xxh3::xxh3_64(&buf[..n])
+    f(&buf[..n])
 }
 
 /// Position of an address on the digest ring, used to split digests into

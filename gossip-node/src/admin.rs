@@ -79,6 +79,7 @@ use tracing::warn;
 use uuid::Uuid;
 
 use crate::handlers::HandlerStats;
+use crate::seeds::{Resolve, SystemResolver};
 
 mod keys;
 mod messages;
@@ -102,6 +103,8 @@ pub struct AdminState {
     stopping: Arc<AtomicBool>,
     /// The event handlers' counters, if the member has handlers.
     handlers: Option<Arc<HandlerStats>>,
+    /// Resolves seed names of `POST /join`.
+    resolver: Arc<dyn Resolve>,
     /// Serializes metadata edits (`PUT` and `PATCH /meta`).
     meta_lock: Arc<tokio::sync::Mutex<()>>,
     /// Set to `true` once `POST /leave` has left the cluster.
@@ -160,6 +163,7 @@ impl Admin {
                 messages,
                 metrics: Arc::new(metrics::Metrics::new()),
                 handlers,
+                resolver: Arc::new(SystemResolver),
                 stopping: Arc::new(AtomicBool::new(false)),
                 meta_lock: Arc::new(tokio::sync::Mutex::new(())),
                 leave: Arc::new(watch::channel(false).0),
@@ -167,6 +171,14 @@ impl Admin {
             },
             log_task,
         }
+    }
+
+    /// `POST /join` resolves seed names through `resolver` (default: the
+    /// system's). Call it before [`Admin::router`].
+    #[must_use]
+    pub fn with_resolver(mut self, resolver: Arc<dyn Resolve>) -> Self {
+        self.state.resolver = resolver;
+        self
     }
 
     /// The router over this endpoint's state; clones serve the same state.

@@ -5,7 +5,7 @@
 //! body; [`Command`] is the one table of commands. `gossip-node run` takes
 //! [`crate::config::RunArgs`], whose flags are also config-file keys. The
 //! modules import the library and each other's helpers ([`procs`],
-//! [`term`], [`signals`]); the library never imports them.
+//! `term`, `signals`); the library never imports them.
 //!
 //! | Command | Module |
 //! |---|---|
@@ -16,7 +16,7 @@
 //! | `join`, `meta`, `leave` | [`join`], [`meta`], [`leave`] |
 //! | `keygen`, `keys` | [`keys`] |
 //! | `simulate` | [`simulate`] |
-//! | `bench` | [`bench`] |
+//! | `bench` | [`bench`](mod@bench) |
 
 use clap::{Parser, Subcommand};
 

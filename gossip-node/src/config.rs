@@ -7,8 +7,8 @@
 //! `seeds`; `--meta name=value` overrides the file's `[meta]` entry of that
 //! name and keeps the others. Durations are integers in milliseconds, with
 //! the `_ms` suffix. Unknown keys are errors. Relative file paths in the
-//! config file (`tls_ca`, `tls_cert`, `tls_key`, `keyring_file`) are relative to the file's
-//! directory; on the command line, to the working directory.
+//! config file (`tls_ca`, `tls_cert`, `tls_key`, `keyring_file`, `data_dir`) are relative to the
+//! file's directory; on the command line, to the working directory.
 //!
 //! ```toml
 //! listen = "127.0.0.1:7001"
@@ -34,6 +34,8 @@
 //! tombstone_ttl_ms = 60000
 //! max_message_size = 65536
 //! max_connections = 256            # cached outgoing connections (LRU)
+//!
+//! data_dir = "/var/lib/gossip"     # optional: snapshot for rejoining
 //!
 //! [meta]
 //! name = "alpha"
@@ -107,6 +109,12 @@ pub struct RunArgs {
     /// filter comes from RUST_LOG (default info). TOML: `log_format`.
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+
+    /// Directory where the member keeps its snapshot (known members, own
+    /// keys and metadata, generation) to rejoin after a restart. Default:
+    /// none. TOML: `data_dir`.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 
     /// Event handler EVENTS=COMMAND, e.g.
     /// `member-join,member-leave=./on-change.sh`: COMMAND runs by `sh -c`
@@ -327,6 +335,8 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     /// `[[handlers]]`: event handlers.
     pub handlers: Option<Vec<FileHandler>>,
+    /// `data_dir`: the snapshot's directory.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// One `[[handlers]]` table of the config file.
@@ -377,13 +387,14 @@ impl FileConfig {
     }
 
     /// Joins every relative file path (`tls_ca`, `tls_cert`, `tls_key`,
-    /// `keyring_file`) onto `dir`.
+    /// `keyring_file`, `data_dir`) onto `dir`.
     pub fn resolve_paths(&mut self, dir: &Path) {
         for path in [
             &mut self.tls_ca,
             &mut self.tls_cert,
             &mut self.tls_key,
             &mut self.keyring_file,
+            &mut self.data_dir,
         ]
         .into_iter()
         .flatten()
@@ -428,6 +439,8 @@ pub struct NodeConfig {
     pub handlers: Vec<HandlerConfig>,
     /// Where the shared keys come from (issue #12); none: no encryption.
     pub keyring: KeyringSettings,
+    /// Where the snapshot is kept ([`crate::snapshot`]); `None`: nowhere.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Default [`NodeConfig::max_connections`]: 256, for the peers a member of
@@ -451,6 +464,7 @@ impl NodeConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             handlers: Vec::new(),
             keyring: KeyringSettings::default(),
+            data_dir: None,
         }
     }
 
@@ -580,6 +594,7 @@ impl NodeConfig {
                 .map(|s| s.0),
             keyring_file: args.keys.keyring_file.clone().or(file.keyring_file),
         };
+        let data_dir = args.data_dir.clone().or(file.data_dir);
 
         Ok(Self {
             listen,
@@ -594,6 +609,7 @@ impl NodeConfig {
             max_connections,
             handlers,
             keyring,
+            data_dir,
         })
     }
 

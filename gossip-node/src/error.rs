@@ -114,6 +114,15 @@ pub enum NodeError {
     /// The member refused its initial settings (e.g. metadata too large).
     #[error("cannot create the member")]
     Member(#[from] GossipError),
+    /// The data directory (`data_dir`) cannot be created.
+    #[error("cannot create the data directory {}", path.display())]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
     /// The signal handlers could not be installed.
     #[error("cannot install the signal handlers")]
     Signal(#[source] std::io::Error),

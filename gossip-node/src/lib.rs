@@ -16,6 +16,10 @@
 //!   events.
 //! - [`keyring`]: the shared keys that seal every message (`encrypt_key`,
 //!   `keyring_file`), and the keyring file kept up to date.
+//! - [`seeds`]: seeds given by name (`name:port`), resolved through a
+//!   [`seeds::Resolve`] hook and again at each retry.
+//! - [`snapshot`]: what a member persists in its `data_dir` to rejoin
+//!   after a restart.
 //! - [`dashboard`]: the live web page the admin endpoint serves at `GET /`.
 //! - [`error`]: the typed errors of the above.
 //!
@@ -44,6 +48,8 @@ pub mod error;
 pub mod handlers;
 pub mod keyring;
 pub mod node;
+pub mod seeds;
+pub mod snapshot;
 pub mod transport;
 
 pub use config::{LogFormat, NodeConfig, RunArgs, TlsKind};

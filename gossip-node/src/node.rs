@@ -9,12 +9,14 @@ use std::time::Duration;
 use gossip_core::{Membership, NodeAddr};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::admin::Admin;
 use crate::config::NodeConfig;
 use crate::error::NodeError;
 use crate::handlers::{HandlerEnv, Handlers};
+use crate::seeds::{Backoff, Resolve, SeedResolution, SystemResolver};
+use crate::snapshot::{SNAPSHOT_INTERVAL, SnapshotStore, SnapshotWriter, unix_ms};
 use crate::transport::start_member;
 
 /// How long in-flight admin requests may take to finish at shutdown (the
@@ -36,6 +38,12 @@ pub struct NodeHandle {
     handlers: Handlers,
     /// The task that keeps the keyring file (issue #12).
     keyring_task: Option<JoinHandle<()>>,
+    /// The snapshot's store and writer task, with a data directory.
+    snapshot: Option<(SnapshotStore, SnapshotWriter)>,
+    /// The cluster id, for the last snapshot.
+    cluster_id: String,
+    /// The tasks re-resolving seed names.
+    seeds: SeedResolution,
 }
 
 impl fmt::Debug for NodeHandle {
@@ -87,6 +95,13 @@ impl NodeHandle {
     /// new requests (`GET /healthz` answers 503 to those in flight), and
     /// returns once every task of the member and of the endpoint has ended.
     pub async fn shutdown(mut self) {
+        self.seeds.stop().await;
+        // The last snapshot while the member's view is whole.
+        if let Some((store, writer)) = self.snapshot.take() {
+            writer
+                .stop(&store, self.member.as_ref(), &self.cluster_id)
+                .await;
+        }
         if let Some(endpoint) = &self.endpoint {
             endpoint.set_stopping();
         }
@@ -126,6 +141,20 @@ impl NodeHandle {
 /// [`NodeError::AdminBind`], [`NodeError::Transport`] or
 /// [`NodeError::Member`] if a part cannot start; nothing is left running.
 pub async fn start(config: &NodeConfig) -> Result<NodeHandle, NodeError> {
+    start_with(config, Arc::new(SystemResolver)).await
+}
+
+/// As [`start`], resolving seed names (`name:port`, in the configuration,
+/// the snapshot and `POST /join`) through `resolver` instead of the
+/// system's resolver: for tests, or a service-discovery lookup of the
+/// application's.
+///
+/// # Errors
+/// As [`start`].
+pub async fn start_with(
+    config: &NodeConfig,
+    resolver: Arc<dyn Resolve>,
+) -> Result<NodeHandle, NodeError> {
     config.validate()?;
     let admin_listener = match config.admin {
         Some(addr) => {
@@ -141,7 +170,34 @@ pub async fn start(config: &NodeConfig) -> Result<NodeHandle, NodeError> {
         }
         None => None,
     };
-    let started = start_member(config).await?;
+    let cluster_id = config.protocol.cluster_id.clone();
+    let store = config
+        .data_dir
+        .as_deref()
+        .map(SnapshotStore::open)
+        .transpose()?;
+    let snapshot = store.as_ref().and_then(|s| s.load(&cluster_id));
+    let mut config = config.clone();
+    let mut generation = None;
+    if let Some(s) = &snapshot {
+        if s.meta != config.meta {
+            info!(
+                entries = s.meta.len(),
+                "the snapshot's metadata replaces the configured metadata"
+            );
+            config.meta = s.meta.clone();
+        }
+        generation = Some(s.next_generation(unix_ms()));
+        config.seeds.extend(s.seeds());
+        info!(
+            members = s.members.len(),
+            keys = s.keys.len(),
+            previous_generation = s.generation,
+            "rejoining from the snapshot"
+        );
+    }
+    let config = &config;
+    let started = start_member(config, generation).await?;
     let member = started.member;
     let handlers = Handlers::start(
         started.events,
@@ -156,7 +212,8 @@ pub async fn start(config: &NodeConfig) -> Result<NodeHandle, NodeError> {
     let mut endpoint = None;
     if let Some((listener, addr)) = admin_listener {
         let (stop, stopped) = oneshot::channel::<()>();
-        let started = Admin::with_handlers(member.clone(), Some(handlers.stats().clone()));
+        let started = Admin::with_handlers(member.clone(), Some(handlers.stats().clone()))
+            .with_resolver(resolver.clone());
         let app = started.router();
         endpoint = Some(started);
         let task = tokio::spawn(async move {
@@ -173,8 +230,28 @@ pub async fn start(config: &NodeConfig) -> Result<NodeHandle, NodeError> {
         admin_addr = Some(addr);
         admin = Some((stop, task));
     }
+    if let Some(s) = &snapshot {
+        s.republish(member.as_ref(), unix_ms());
+    }
+    let snapshot = store.map(|store| {
+        let writer = SnapshotWriter::start(
+            store.clone(),
+            member.clone(),
+            cluster_id.clone(),
+            SNAPSHOT_INTERVAL,
+        );
+        (store, writer)
+    });
     // Last, once everything that watches the member is ready.
-    add_seeds(member.as_ref(), &config.seeds);
+    let seeds = SeedResolution::start(
+        member.clone(),
+        &config.seeds,
+        resolver,
+        Backoff {
+            initial: config.protocol.seed_retry_initial,
+            max: config.protocol.seed_retry_max,
+        },
+    );
     Ok(NodeHandle {
         member,
         listen_addr: started.listen_addr,
@@ -183,20 +260,10 @@ pub async fn start(config: &NodeConfig) -> Result<NodeHandle, NodeError> {
         endpoint,
         handlers,
         keyring_task: started.keyring_task,
+        snapshot,
+        cluster_id,
+        seeds,
     })
-}
-
-/// Records `seeds` to join through; a seed equal to the member's own
-/// address is skipped.
-fn add_seeds(member: &dyn Membership, seeds: &[NodeAddr]) {
-    let me = member.local_id().addr;
-    for seed in seeds {
-        if *seed == me {
-            tracing::debug!(%seed, "skipping a seed that is this member's own address");
-        } else {
-            member.add_seed(seed.clone());
-        }
-    }
 }
 
 #[cfg(all(test, any(feature = "grpc", feature = "quic")))]

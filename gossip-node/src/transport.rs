@@ -145,12 +145,16 @@ impl fmt::Debug for StartedMember {
 /// Binds the configured transport with the configured TLS, builds the
 /// member over it and starts it. The seeds are not contacted yet: that is
 /// [`crate::node::start`]'s, once whatever watches the events is ready.
+/// `generation`: the life's generation (default: the clock, in ms).
 ///
 /// # Errors
 /// [`NodeError::Config`] if the transport is not compiled in or refuses the
 /// TLS mode, [`NodeError::Transport`] if it cannot bind, load its TLS files
 /// or serve, [`NodeError::Member`] if the member refuses its metadata.
-pub async fn start_member(config: &NodeConfig) -> Result<StartedMember, NodeError> {
+pub async fn start_member(
+    config: &NodeConfig,
+    generation: Option<u64>,
+) -> Result<StartedMember, NodeError> {
     config.validate()?;
     // The keyring file is read (or created) before anything binds.
     let keyring = config
@@ -158,6 +162,8 @@ pub async fn start_member(config: &NodeConfig) -> Result<StartedMember, NodeErro
         .load()
         .map_err(ConfigError::from)?
         .map(gossip_core::Sealer::new);
+    #[cfg(not(any(feature = "grpc", feature = "quic")))]
+    let _ = (generation, &keyring);
     let kind = config.transport;
     match kind {
         #[cfg(feature = "grpc")]
@@ -172,7 +178,7 @@ pub async fn start_member(config: &NodeConfig) -> Result<StartedMember, NodeErro
             .await
             .map_err(|source| transport_error(config, source))?;
             let listen_addr = grpc.listen_addr();
-            start_over(config, grpc, listen_addr, keyring).await
+            start_over(config, grpc, listen_addr, keyring, generation).await
         }
         #[cfg(feature = "quic")]
         TransportKind::Quic => {
@@ -186,7 +192,7 @@ pub async fn start_member(config: &NodeConfig) -> Result<StartedMember, NodeErro
             .await
             .map_err(|source| transport_error(config, source))?;
             let listen_addr = quic.listen_addr();
-            start_over(config, quic, listen_addr, keyring).await
+            start_over(config, quic, listen_addr, keyring, generation).await
         }
         // Every transport this build includes has an arm above.
         #[cfg(not(all(feature = "grpc", feature = "quic")))]
@@ -215,6 +221,7 @@ async fn start_over<T: gossip_core::Transport>(
     transport: T,
     listen_addr: SocketAddr,
     keyring: Option<gossip_core::Sealer>,
+    generation: Option<u64>,
 ) -> Result<StartedMember, NodeError> {
     let member = gossip_core::Member::new(
         config.protocol.clone(),
@@ -222,6 +229,7 @@ async fn start_over<T: gossip_core::Transport>(
         gossip_core::MemberOptions {
             meta: config.meta.clone(),
             keyring: keyring.clone(),
+            generation,
             ..Default::default()
         },
     )?;

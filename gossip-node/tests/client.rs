@@ -331,8 +331,16 @@ fn state_of(admin: SocketAddr, addr: &str) -> Option<String> {
 #[test]
 fn join_meta_and_leave_at_run_time() {
     let cluster = cluster_id("operate");
+    // A runs an event handler that records the membership events.
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events");
+    let handler = format!(
+        "member-join,member-update,member-leave=printf '%s ' \"$GOSSIP_EVENT\" >> '{}'; cat >> '{}'",
+        events.display(),
+        events.display()
+    );
     // Two members that know nothing of each other.
-    let a = spawn(&cluster, &["--meta", "role=web"]);
+    let a = spawn(&cluster, &["--meta", "role=web", "--handler", &handler]);
     let mut b = spawn(&cluster, &[]);
     assert_eq!(get_json(a.admin, "/members").as_array().unwrap().len(), 1);
 
@@ -413,4 +421,33 @@ fn join_meta_and_leave_at_run_time() {
     wait_for("A sees B left", || {
         (state_of(a.admin, &b.addr).as_deref() == Some("left")).then_some(())
     });
+
+    // A's handler saw B join, change its metadata and leave, in that order.
+    let seen = wait_for("the handler records B's leave", || {
+        let text = std::fs::read_to_string(&events).unwrap_or_default();
+        text.lines()
+            .any(|l| l.starts_with("member-leave ") && l.contains(&b.addr))
+            .then_some(text)
+    });
+    let kinds: Vec<&str> = seen
+        .lines()
+        .filter(|l| l.contains(&format!("\"addr\":\"{}\"", b.addr)))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"member-join"), "{seen}");
+    assert!(kinds.contains(&"member-update"), "{seen}");
+    assert_eq!(kinds.last(), Some(&"member-leave"), "{seen}");
+    let mut s = TcpStream::connect(a.admin).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut metrics = String::new();
+    s.read_to_string(&mut metrics).unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("gossip_handler_runs_total{")
+                && l.contains("handler=\"handler-1\"")
+                && l.contains("result=\"ok\"")
+                && !l.ends_with(" 0")),
+        "{metrics}"
+    );
 }

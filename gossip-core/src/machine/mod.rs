@@ -34,7 +34,7 @@ use gossip_proto::v1::envelope::Body;
 use prost::Message;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tracing::{debug, trace};
+use tracing::{debug, trace, warn};
 use uuid::Uuid;
 
 use crate::anti_entropy::AntiEntropy;
@@ -787,7 +787,15 @@ impl Machine {
         msg.broadcasts = self
             .bcasts
             .take(room.saturating_sub(used_updates), limit, None);
-        debug_assert!(msg.encoded_len() <= self.cfg.max_message_size);
+        let size = msg.encoded_len();
+        if size > self.cfg.max_message_size {
+            // Only a record this member did not build can do this (a peer's
+            // metadata or key near the size limit, forwarded as it came):
+            // peers would reject the message, so it is not sent, and
+            // anti-entropy carries the record in bounded pieces instead.
+            warn!(%to, size, max = self.cfg.max_message_size, "message over max_message_size not sent");
+            return;
+        }
         self.transmits.push_back(Transmit {
             to: to.clone(),
             msg,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use gossip_proto::v1 as pb;
 use gossip_proto::v1::envelope::Body;
+use prost::Message;
 
 use super::Machine;
 use crate::config::Config;
@@ -355,4 +356,58 @@ fn a_dead_member_is_not_revived_by_a_stale_alive() {
     );
     // Dead at incarnation 0: an alive at 0 is the same.
     stays_ended(&mut m, later, (&p, &x), MemberState::Dead, &[0]);
+}
+
+// ------------------------------------------------------ oversized records
+
+#[test]
+fn a_pushed_record_too_large_to_forward_is_applied_not_forwarded() {
+    // A foreign member's key fills almost a whole message: the envelope is
+    // within the limit, but forwarded with this member's own envelope and
+    // piggyback it would not be.
+    let cfg = Config {
+        max_message_size: 4096,
+        ..Config::default()
+    };
+    let t0 = Instant::now();
+    let (me, x) = (id("m"), id("x"));
+    let peers = [x.clone(), id("a"), id("b"), id("c"), id("d")];
+    let mut m = machine_with(cfg.clone(), &me, &peers, t0);
+    let kv = pb::KeyValue {
+        key: "big".into(),
+        value: vec![7u8; 3900].into(),
+        version: 1,
+        ..Default::default()
+    };
+    let od = pb::OwnerDelta {
+        member: Some(update(&x, 0, MemberState::Alive)),
+        from_version: 0,
+        to_version: 1,
+        keys: vec![kv],
+        ..Default::default()
+    };
+    let env = envelope(
+        &x,
+        vec![],
+        Body::Delta(pb::Delta {
+            owners: vec![od],
+            push: true,
+        }),
+    );
+    assert!(env.encoded_len() <= cfg.max_message_size);
+    m.handle_message(t0 + Duration::from_millis(1), env);
+    let sent: Vec<_> = std::iter::from_fn(|| m.poll_transmit()).collect();
+    for t in &sent {
+        assert!(
+            t.msg.encoded_len() <= cfg.max_message_size,
+            "{} bytes",
+            t.msg.encoded_len()
+        );
+        assert!(
+            !matches!(&t.msg.body, Some(Body::Delta(d)) if d.push),
+            "the oversized record is not forwarded"
+        );
+    }
+    let got = m.get_key(t0, &x.addr, "big").expect("the key is applied");
+    assert_eq!(got.value.len(), 3900);
 }

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use gossip_proto::v1 as pb;
 use gossip_proto::v1::envelope::Body;
+use prost::Message;
 use rand::Rng;
 
 use super::{Machine, Rumor, Timer};
@@ -37,6 +38,10 @@ use crate::digest::{
 use crate::event::Event;
 use crate::id::{NodeAddr, NodeId};
 use crate::members::{BUCKETS, fact_from_pb, fact_to_pb, supersedes};
+
+/// Bytes a forwarded push adds around its one `OwnerDelta` (the `Delta`
+/// body's field tags and lengths, and its `push` flag).
+const PUSH_FRAMING: usize = 16;
 
 /// Up to this many known members, a fingerprint mismatch is answered with
 /// the complete digest (cheaper than 256 bucket fingerprints, ~2 KiB).
@@ -281,10 +286,17 @@ impl Machine {
                 let info = self.info(now, n);
                 self.events.push_back(Event::Updated(info));
             }
-            if d.push && applied.news && self.cfg.eager_push {
-                let peers =
-                    self.table
-                        .random_live(&mut self.rng, self.cfg.fanout, &[&from.addr, &addr]);
+            // A record too large for one message is left to anti-entropy,
+            // which packs it in bounded pieces.
+            if d.push
+                && applied.news
+                && self.cfg.eager_push
+                && od.encoded_len() + PUSH_FRAMING <= self.body_budget()
+            {
+                let k = self.cfg.eager_push_fanout(self.table.live_count());
+                let peers = self
+                    .table
+                    .random_live(&mut self.rng, k, &[&from.addr, &addr]);
                 for p in peers {
                     let fwd = pb::Delta {
                         owners: vec![od.clone()],
@@ -306,7 +318,8 @@ impl Machine {
         let me = self.table.me();
         let pieces = me.owner.delta(now, &fact_to_pb(&me.fact), since, budget);
         let deltas = pack(pieces, budget, true);
-        let peers = self.table.random_live(&mut self.rng, self.cfg.fanout, &[]);
+        let k = self.cfg.eager_push_fanout(self.table.live_count());
+        let peers = self.table.random_live(&mut self.rng, k, &[]);
         for p in &peers {
             for d in &deltas {
                 self.send(p, Body::Delta(d.clone()));

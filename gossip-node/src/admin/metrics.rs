@@ -16,6 +16,7 @@
 //! | `gossip_send_failures_total` | counter | |
 //! | `gossip_send_dropped_total` | counter | |
 //! | `gossip_send_refused_total` | counter | |
+//! | `gossip_refusal_checks_total` | counter | |
 //! | `gossip_driver_late_wakeups_total` | counter | |
 //! | `gossip_driver_max_lateness_seconds` | gauge | |
 //! | `gossip_messages_rejected_by_peer_total` | counter | |
@@ -92,6 +93,10 @@ impl Metrics {
                 "Batches refused because nothing listens at the peer, reported to the failure detector."
             );
             describe_counter!(
+                "gossip_refusal_checks_total",
+                "Listener checks run for the failure detector after an unanswered probe or for an indirect probe."
+            );
+            describe_counter!(
                 "gossip_driver_late_wakeups_total",
                 "Timer wake-ups of the driver later than their deadline by more than the lateness bound."
             );
@@ -161,6 +166,7 @@ impl Metrics {
             counter!("gossip_send_failures_total").absolute(stats.send_failures);
             counter!("gossip_send_dropped_total").absolute(stats.send_dropped);
             counter!("gossip_send_refused_total").absolute(stats.send_refused);
+            counter!("gossip_refusal_checks_total").absolute(stats.refusal_checks);
             counter!("gossip_driver_late_wakeups_total").absolute(stats.late_wakeups);
             gauge!("gossip_driver_max_lateness_seconds")
                 .set(stats.max_lateness_us as f64 / 1_000_000.0);

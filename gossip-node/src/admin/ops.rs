@@ -26,9 +26,10 @@ use gossip_core::{Membership, NodeAddr};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{AdminState, ApiError};
+use crate::seeds::resolve_now;
 
 /// How long `POST /join` waits for the seeds to answer without
 /// `timeout_ms`: 5 s.
@@ -49,7 +50,8 @@ struct JoinRequest {
 }
 
 /// The answer to `POST /join`: which of the addresses answered within the
-/// wait (they are live members now) and which did not. Those that did not
+/// wait (they are live members now; a `name:port` seed answered if one of
+/// the name's addresses did) and which did not. Those that did not
 /// stay recorded as seeds and are retried with backoff (see
 /// [`Membership::add_seed`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,16 +129,31 @@ pub(super) async fn join(
         return Err(ApiError::Gossip(gossip_core::GossipError::ShutDown));
     }
     info!(seeds = ?req.seeds, "joining through the admin API");
-    for addr in &addrs {
-        member.add_seed(addr.clone());
-    }
     let deadline = tokio::time::Instant::now() + timeout;
+    // Each seed with the addresses it stands for (a name: all of its own).
+    let mut targets = Vec::new();
+    for seed in addrs {
+        let resolved = match resolve_now(state.resolver.as_ref(), &seed).await {
+            Ok(resolved) => resolved,
+            Err(e) => {
+                warn!(%seed, error = %e, "cannot resolve a seed of POST /join");
+                Vec::new()
+            }
+        };
+        for a in &resolved {
+            member.add_seed(a.clone());
+        }
+        targets.push((seed, resolved));
+    }
     loop {
         let live = live_addrs(member.as_ref());
-        let (answered, unanswered): (Vec<_>, Vec<_>) =
-            addrs.iter().partition(|a| live.contains(*a));
+        let (answered, unanswered): (Vec<_>, Vec<_>) = targets
+            .iter()
+            .partition(|(_, resolved)| resolved.iter().any(|a| live.contains(a)));
         if unanswered.is_empty() || tokio::time::Instant::now() >= deadline {
-            let text = |v: Vec<&NodeAddr>| v.into_iter().map(ToString::to_string).collect();
+            let text = |v: Vec<&(NodeAddr, Vec<NodeAddr>)>| {
+                v.into_iter().map(|(seed, _)| seed.to_string()).collect()
+            };
             return Ok(Json(JoinAnswer {
                 answered: text(answered),
                 unanswered: text(unanswered),

@@ -17,8 +17,10 @@ async fn strangers() -> (Arc<dyn Membership>, Arc<dyn Membership>) {
         probe_timeout: Duration::from_millis(50),
         ..Config::default()
     };
-    let a = CoreMember::new(cfg.clone(), net.transport(), MemberOptions::default()).unwrap();
-    let b = CoreMember::new(cfg, net.transport(), MemberOptions::default()).unwrap();
+    // Addresses, not names: a seed name would go to the resolver.
+    let at = |a: &str| net.transport_at(gossip_core::NodeAddr::parse(a).unwrap());
+    let a = CoreMember::new(cfg.clone(), at("10.0.0.1:7000"), MemberOptions::default()).unwrap();
+    let b = CoreMember::new(cfg, at("10.0.0.2:7000"), MemberOptions::default()).unwrap();
     a.start().await.unwrap();
     b.start().await.unwrap();
     (Arc::new(a), Arc::new(b))
@@ -198,4 +200,24 @@ async fn leave_announces_the_leave_and_tells_the_runner() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
     admin.stop().await;
     a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_through_a_name_says_whether_one_of_its_addresses_answered() {
+    let (a, b) = strangers().await;
+    let resolver = |host: &str, port: u16| match host {
+        "peers.test" => Ok(vec![std::net::SocketAddr::from(([10, 0, 0, 1], port))]),
+        _ => Err(std::io::Error::other("no such name")),
+    };
+    let admin = Admin::start(b.clone()).with_resolver(Arc::new(resolver));
+    let app = admin.router();
+    let body = json!({"seeds": ["peers.test:7000", "nowhere.test:7000"], "timeout_ms": 1000});
+    let (status, answer) = call(&app, Method::POST, "/join", &body.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["answered"], json!(["peers.test:7000"]));
+    assert_eq!(answer["unanswered"], json!(["nowhere.test:7000"]));
+    assert_eq!(b.members().len(), 2);
+    admin.stop().await;
+    a.shutdown().await;
+    b.shutdown().await;
 }

@@ -358,6 +358,7 @@ async fn metrics_name_every_family_with_its_labels() {
     }
     value("gossip_send_failures_total");
     value("gossip_send_refused_total");
+    value("gossip_refusal_checks_total");
     value("gossip_driver_late_wakeups_total");
     value("gossip_driver_max_lateness_seconds");
     value("gossip_dissemination_queue_depth");

@@ -32,8 +32,13 @@ impl Node {
     /// Starts `gossip-node run` on free loopback ports with `extra` flags and
     /// waits for its start line.
     pub(crate) fn spawn(extra: &[&str]) -> Node {
+        Self::spawn_at("127.0.0.1:0", extra)
+    }
+
+    /// As [`Node::spawn`], listening for gossip on `listen`.
+    pub(crate) fn spawn_at(listen: &str, extra: &[&str]) -> Node {
         let mut child = Command::new(BIN)
-            .args(["run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(["run", "--listen", listen, "--admin", "127.0.0.1:0"])
             .args(["--log-format", "json"])
             .args(extra)
             .env("RUST_LOG", "info")
