@@ -1,4 +1,5 @@
 //! The gate every received frame passes: size, shape and cluster id checks,
+//! the opening of sealed envelopes when the member encrypts (issue #12),
 //! and the hand-over to the driver. One place, so that every transport
 //! rejects bad input the same way (requirement 9 and "bad input").
 
@@ -10,6 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::error::Rejection;
 use crate::id::NodeId;
+use crate::seal::{SEAL_OVERHEAD, Sealer};
 use crate::stats::{MessageKind, Stats};
 
 /// The receiving end a transport hands frames to. Cloneable and cheap; each
@@ -21,6 +23,9 @@ pub struct Inbound {
     max_message_size: usize,
     tx: mpsc::Sender<Envelope>,
     stats: Arc<Stats>,
+    /// Set when the member encrypts: every envelope must open with one of
+    /// its keys.
+    sealer: Option<Sealer>,
 }
 
 impl Inbound {
@@ -36,13 +41,27 @@ impl Inbound {
             max_message_size,
             tx,
             stats,
+            sealer: None,
         }
     }
 
-    /// Largest frame accepted, in bytes. Transports must check a frame's
-    /// announced length against it before allocating a buffer for it.
+    /// The same gate for a member that encrypts: every envelope must be
+    /// sealed and open with one of `sealer`'s keys (issue #12); frames may
+    /// be [`SEAL_OVERHEAD`] bytes longer than the configured maximum.
+    pub fn with_sealer(mut self, sealer: Sealer) -> Self {
+        self.sealer = Some(sealer);
+        self
+    }
+
+    /// Largest frame accepted, in bytes: the configured maximum message
+    /// size, plus [`SEAL_OVERHEAD`] when the member encrypts. Transports
+    /// must check a frame's announced length against it before allocating
+    /// a buffer for it.
     pub fn max_message_size(&self) -> usize {
-        self.max_message_size
+        match self.sealer {
+            Some(_) => self.max_message_size + SEAL_OVERHEAD,
+            None => self.max_message_size,
+        }
     }
 
     /// The cluster id this member belongs to.
@@ -72,7 +91,8 @@ impl Inbound {
     /// # Errors
     /// [`Rejection::Oversized`], [`Rejection::Malformed`] if the sender is
     /// missing or invalid, [`Rejection::ForeignCluster`],
-    /// [`Rejection::Overloaded`] or [`Rejection::ShuttingDown`].
+    /// [`Rejection::Decrypt`], [`Rejection::Overloaded`] or
+    /// [`Rejection::ShuttingDown`].
     pub fn accept(&self, env: Envelope) -> Result<(), Rejection> {
         let size = env.encoded_len();
         let result = self.check_size(size).and_then(|()| self.admit(env, size));
@@ -127,22 +147,32 @@ impl Inbound {
     }
 
     fn check_size(&self, size: usize) -> Result<(), Rejection> {
-        if size > self.max_message_size {
-            return Err(Rejection::Oversized {
-                size,
-                max: self.max_message_size,
-            });
+        let max = self.max_message_size();
+        if size > max {
+            return Err(Rejection::Oversized { size, max });
         }
         Ok(())
     }
 
     fn admit(&self, env: Envelope, size: usize) -> Result<(), Rejection> {
+        // The cluster id is checked first, in the clear (a member of
+        // another cluster is told so, whatever its keys); sealing
+        // authenticates it.
         if env.cluster_id != *self.cluster_id {
             return Err(Rejection::ForeignCluster {
                 expected: self.cluster_id.to_string(),
                 got: env.cluster_id.chars().take(128).collect(),
             });
         }
+        let env = match &self.sealer {
+            Some(sealer) => sealer.open(env)?,
+            None if !env.sealed.is_empty() => {
+                return Err(Rejection::Decrypt(
+                    "a sealed envelope: this member does not encrypt",
+                ));
+            }
+            None => env,
+        };
         let from = env
             .from
             .as_ref()
@@ -236,5 +266,46 @@ mod tests {
             env("c1").encoded_len() as u64
         );
         assert_eq!(s.received_by_kind.messages(MessageKind::Ping), 0);
+    }
+
+    #[test]
+    fn a_member_that_encrypts_opens_sealed_frames_and_refuses_the_rest() {
+        use crate::keyring::{KEY_LEN, Key, Keyring};
+        let key = |b| Key::from_bytes(&[b; KEY_LEN]).unwrap();
+        let ours = Sealer::new(Keyring::new(key(1)));
+        let theirs = Sealer::new(Keyring::new(key(2)));
+        let stats = Arc::new(Stats::default());
+        let (inbound, mut rx) = inbound_channel("c1", 1024, 8, stats.clone());
+        let inbound = inbound.with_sealer(ours.clone());
+        assert_eq!(inbound.max_message_size(), 1024 + SEAL_OVERHEAD);
+        let decrypt = |r| matches!(r, Err(Rejection::Decrypt(_)));
+        assert!(decrypt(inbound.accept(env("c1"))), "unsealed");
+        assert!(decrypt(inbound.accept(theirs.seal(env("c1")))), "wrong key");
+        assert!(matches!(
+            inbound.accept(ours.seal(env("other"))),
+            Err(Rejection::ForeignCluster { .. })
+        ));
+        assert!(
+            rx.try_recv().is_err(),
+            "nothing rejected reaches the driver"
+        );
+        let sealed = ours.seal(env("c1"));
+        let wire = sealed.encoded_len();
+        inbound.accept_bytes(&sealed.encode_to_vec()).unwrap();
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            env("c1"),
+            "the driver gets it opened"
+        );
+        let s = stats.snapshot();
+        assert_eq!((s.rejected_decrypt, s.rejected_foreign_cluster), (2, 1));
+        assert_eq!(s.received_by_kind.bytes(MessageKind::Gossip), wire as u64);
+
+        // A member that does not encrypt refuses sealed frames the same way.
+        let stats = Arc::new(Stats::default());
+        let (plain, mut rx) = inbound_channel("c1", 1024, 8, stats.clone());
+        assert!(decrypt(plain.accept(ours.seal(env("c1")))));
+        assert!(rx.try_recv().is_err());
+        assert_eq!(stats.snapshot().rejected_decrypt, 1);
     }
 }

@@ -11,6 +11,11 @@
 //!   judged only after the transport's tasks have run and every frame
 //!   already received has been handled, so a member that was not running
 //!   does not take the acks waiting for it as missing.
+//!
+//! A member that encrypts (a [`Sealer`] in [`MemberOptions`]) seals what
+//! it sends in its peers' sending tasks and opens what it receives in the
+//! [`Inbound`](crate::Inbound) gate; keyring requests and answers from
+//! peers are handled here, beside the machine (`keyops.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,9 +32,12 @@ use crate::config::Config;
 use crate::error::{GossipError, TransportError};
 use crate::event::{Event, KeyEntry, MemberInfo};
 use crate::id::{NodeAddr, NodeId};
+use crate::keyops::{self, KeyService, KeyringReport};
+use crate::keyring::KeyringOp;
 use crate::machine::{Machine, Transmit};
 use crate::membership::{BoxFuture, Membership};
 use crate::outbox::{Outbox, REFUSALS_QUEUE, Sender};
+use crate::seal::Sealer;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::transport::Transport;
 
@@ -65,6 +73,12 @@ pub struct MemberOptions {
     pub rng_seed: Option<u64>,
     /// Initial metadata.
     pub meta: BTreeMap<String, String>,
+    /// The keyring to seal and open every envelope with (issue #12),
+    /// e.g. `Sealer::new(Keyring::new(key))`; keep a clone to read or
+    /// persist the keyring as it changes. `None`: the member does not
+    /// encrypt, and refuses sealed envelopes. Members of one cluster either
+    /// all encrypt or none do.
+    pub keyring: Option<Sealer>,
 }
 
 struct Shared<T> {
@@ -77,6 +91,8 @@ struct Shared<T> {
     stop: watch::Sender<bool>,
     /// Leave gracefully when stopping (false: crash without a word).
     announce: std::sync::atomic::AtomicBool,
+    /// The keyring, if the member encrypts, and keyring changes.
+    keys: KeyService,
 }
 
 /// A member of a gossip cluster over transport `T`: the [`Machine`] plus the
@@ -126,6 +142,7 @@ impl<T: Transport> Member<T> {
                 stats,
                 stop,
                 announce: std::sync::atomic::AtomicBool::new(true),
+                keys: KeyService::new(options.keyring),
             }),
             task: tokio::sync::Mutex::new(None),
         })
@@ -151,6 +168,10 @@ impl<T: Transport> Member<T> {
             self.shared.config.inbound_queue,
             self.shared.stats.clone(),
         );
+        let inbound = match &self.shared.keys.sealer {
+            Some(sealer) => inbound.with_sealer(sealer.clone()),
+            None => inbound,
+        };
         self.shared.transport.start(inbound).await?;
         // Subscribe before spawning, so a shutdown right after start is seen.
         let stop = self.shared.stop.subscribe();
@@ -168,6 +189,58 @@ impl<T: Transport> Member<T> {
     /// The configuration this member runs with.
     pub fn config(&self) -> &Config {
         &self.shared.config
+    }
+
+    /// The member's keyring while it runs, if it encrypts: to read its key
+    /// ids, or to persist it after each change ([`Sealer::subscribe`]).
+    pub fn sealer(&self) -> Option<&Sealer> {
+        self.shared.keys.sealer.as_ref()
+    }
+
+    /// Applies `op` to this member's keyring and to every live member's
+    /// (issue #12); see [`Membership::change_keyring`].
+    ///
+    /// # Errors
+    /// [`GossipError::Keyring`] if this member does not encrypt;
+    /// [`GossipError::ShutDown`] if it is not running.
+    pub async fn change_keyring(
+        &self,
+        op: KeyringOp,
+        timeout: Duration,
+    ) -> Result<KeyringReport, GossipError> {
+        if !self.is_running().await {
+            return Err(GossipError::ShutDown);
+        }
+        let (local, peers) = {
+            let m = self.machine();
+            let local = m.local_id().clone();
+            let peers = m
+                .members(now())
+                .into_iter()
+                .map(|i| i.addr)
+                .filter(|a| *a != local.addr)
+                .collect();
+            (local, peers)
+        };
+        // Resend about every probe interval: often enough to ride over a
+        // lost datagram, rarely enough to cost nothing.
+        let resend = self
+            .shared
+            .config
+            .probe_interval
+            .max(Duration::from_millis(200));
+        let ask = keyops::Ask {
+            peers,
+            resend,
+            timeout,
+        };
+        let cluster_id = &self.shared.config.cluster_id;
+        let report = self
+            .shared
+            .keys
+            .change(op, &local, cluster_id, ask, &self.shared.wake)
+            .await?;
+        Ok(report)
     }
 
     /// True once [`Member::start`] has run and until shutdown has finished.
@@ -226,6 +299,7 @@ async fn run<T: Transport>(
         stats: shared.stats.clone(),
         send_timeout: shared.config.probe_timeout.max(Duration::from_millis(500)) * 2,
         refusals,
+        sealer: shared.keys.sealer.clone(),
     });
     let late_bound = LATE.min(shared.config.probe_timeout / 4);
     loop {
@@ -248,10 +322,10 @@ async fn run<T: Transport>(
                 let Some(msg) = msg else { break };
                 let mut m = lock(&shared.machine);
                 let t = now();
-                m.handle_message(t, msg);
+                deliver(&shared, &mut m, t, msg);
                 for _ in 0..BATCH {
                     match rx.try_recv() {
-                        Ok(msg) => m.handle_message(t, msg),
+                        Ok(msg) => deliver(&shared, &mut m, t, msg),
                         Err(_) => break,
                     }
                 }
@@ -297,6 +371,18 @@ async fn run<T: Transport>(
     }
     checks.tasks.shutdown().await;
     shared.transport.shutdown().await;
+}
+
+/// Hands one received envelope to the machine, or a keyring request or
+/// answer to the keyring service.
+fn deliver<T>(shared: &Shared<T>, m: &mut Machine, now: std::time::Instant, msg: Envelope) {
+    if keyops::is_keyring(&msg) {
+        shared
+            .keys
+            .on_message(m.local_id(), &shared.config.cluster_id, msg);
+    } else {
+        m.handle_message(now, msg);
+    }
 }
 
 /// The listener checks the machine asked for
@@ -367,7 +453,7 @@ async fn catch_up<T: Transport>(
             let t = now();
             for _ in 0..shared.config.inbound_queue.max(1) {
                 match rx.try_recv() {
-                    Ok(msg) => m.handle_message(t, msg),
+                    Ok(msg) => deliver(shared, &mut m, t, msg),
                     Err(_) => break,
                 }
             }
@@ -408,7 +494,7 @@ fn flush<T: Transport>(shared: &Arc<Shared<T>>, outbox: &mut Outbox<T>, asked: &
         // No subscriber is fine.
         let _ = shared.events.send(e);
     }
-    for Transmit { to, msg } in transmits {
+    for Transmit { to, msg } in transmits.into_iter().chain(shared.keys.take_outgoing()) {
         outbox.push(to, msg);
     }
 }
@@ -469,6 +555,18 @@ impl<T: Transport> Membership for Member<T> {
 
     fn stats(&self) -> StatsSnapshot {
         self.shared.stats.snapshot()
+    }
+
+    fn key_ids(&self) -> Option<Vec<crate::KeyId>> {
+        self.sealer().map(Sealer::ids)
+    }
+
+    fn change_keyring(
+        &self,
+        op: KeyringOp,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<KeyringReport, GossipError>> {
+        Box::pin(Member::change_keyring(self, op, timeout))
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {

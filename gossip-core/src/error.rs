@@ -40,6 +40,10 @@ pub enum GossipError {
     /// The protocol configuration fails [`Config::validate`](crate::Config::validate).
     #[error(transparent)]
     Config(#[from] crate::ConfigError),
+    /// A keyring command this member cannot carry out (it does not encrypt,
+    /// or the key is invalid); issue #12.
+    #[error(transparent)]
+    Keyring(#[from] crate::KeyringError),
 }
 
 /// Why an incoming frame was rejected by [`Inbound`](crate::Inbound). A
@@ -74,6 +78,11 @@ pub enum Rejection {
     /// The member is shutting down.
     #[error("member is shutting down")]
     ShuttingDown,
+    /// The member encrypts and the envelope opens with none of its keys, or
+    /// is not sealed; or the envelope is sealed and the member does not
+    /// encrypt (issue #12). The text says which, never a key.
+    #[error("cannot decrypt: {0}")]
+    Decrypt(&'static str),
 }
 
 impl Rejection {
@@ -85,6 +94,7 @@ impl Rejection {
             Rejection::ForeignCluster { .. } => "foreign_cluster",
             Rejection::Overloaded => "overloaded",
             Rejection::ShuttingDown => "shutting_down",
+            Rejection::Decrypt(_) => "decrypt",
         }
     }
 }

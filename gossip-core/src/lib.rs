@@ -39,6 +39,8 @@ mod fault;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod harness;
 mod id;
+mod keyops;
+mod keyring;
 mod kv;
 mod machine;
 #[cfg(feature = "test-utils")]
@@ -49,6 +51,7 @@ mod outbox;
 #[cfg(test)]
 mod protocol_example;
 mod queue;
+mod seal;
 mod stats;
 mod swim;
 mod transport;
@@ -64,10 +67,13 @@ pub use event::{BroadcastMsg, Event, KeyEntry, MemberInfo, MemberState};
 #[cfg(feature = "test-utils")]
 pub use fault::{FaultController, FaultyTransport};
 pub use id::{NodeAddr, NodeId};
+pub use keyops::{KeyringOutcome, KeyringReport};
+pub use keyring::{KEY_ID_LEN, KEY_LEN, Key, KeyId, Keyring, KeyringError, KeyringOp, MAX_KEYS};
 pub use machine::{Machine, Transmit};
 #[cfg(feature = "test-utils")]
 pub use mem::{MemNetwork, MemTransport};
 pub use membership::{BoxFuture, Membership};
+pub use seal::{SEAL_OVERHEAD, Sealer};
 pub use stats::{KindCounts, MessageKind, RTT_BUCKETS_US, RttSnapshot, Stats, StatsSnapshot};
 pub use transport::Transport;
 

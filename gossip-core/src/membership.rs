@@ -12,6 +12,8 @@ use uuid::Uuid;
 use crate::error::GossipError;
 use crate::event::{Event, KeyEntry, MemberInfo};
 use crate::id::{NodeAddr, NodeId};
+use crate::keyops::KeyringReport;
+use crate::keyring::{KeyId, KeyringOp};
 use crate::stats::StatsSnapshot;
 
 /// A boxed future, so that [`Membership`] stays object safe
@@ -83,6 +85,28 @@ pub trait Membership: Send + Sync {
 
     /// Message counters.
     fn stats(&self) -> StatsSnapshot;
+
+    /// The ids of this member's keys, the primary first, if it encrypts
+    /// (issue #12). Ids name keys without revealing them.
+    fn key_ids(&self) -> Option<Vec<KeyId>>;
+
+    /// Applies `op` to this member's keyring and asks every live member to
+    /// apply it too (issue #12): the answers, or their absence, per member,
+    /// within `timeout`. Rotation: `Install` the new key, then `Use` it,
+    /// then `Remove` the old one, each once every member has done the step
+    /// before (members accept every installed key meanwhile).
+    ///
+    /// # Errors
+    /// [`GossipError::Keyring`] with
+    /// [`KeyringError::NotEnabled`](crate::KeyringError::NotEnabled) if this
+    /// member does not encrypt; [`GossipError::ShutDown`] if it is not
+    /// running. Refusals of single members (including this one) are in the
+    /// report, not errors.
+    fn change_keyring(
+        &self,
+        op: KeyringOp,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<KeyringReport, GossipError>>;
 
     /// Leaves gracefully: announces the leave to peers, then stops every task
     /// and returns when they have ended. Idempotent.

@@ -20,6 +20,11 @@
 //! [`Machine::handle_send_error`](crate::Machine::handle_send_error): a
 //! refused connection is evidence for the failure detector (issue #10). The
 //! success path is unchanged: no allocation or lock beyond the counters.
+//!
+//! A member that encrypts seals each envelope here, in its peer's task,
+//! just before the batch goes to the transport (issue #12, `seal.rs`): the
+//! one place every transport's envelopes pass. Counters count each
+//! message under its own kind and with its size on the wire.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,6 +37,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, trace};
 
 use crate::id::NodeAddr;
+use crate::seal::Sealer;
 use crate::stats::{MessageKind, Stats};
 use crate::transport::Transport;
 
@@ -52,6 +58,8 @@ pub(crate) struct Sender<T> {
     /// driver's loop. Bounded; when full, a refusal is dropped (the next
     /// send to that peer is refused again).
     pub(crate) refusals: mpsc::Sender<NodeAddr>,
+    /// Seals every envelope when the member encrypts.
+    pub(crate) sealer: Option<Sealer>,
 }
 
 /// Refusals waiting for the driver's loop before further ones are dropped.
@@ -155,10 +163,23 @@ async fn drain<T: Transport>(
 
 /// Hands one batch to the transport and counts the outcome per message.
 async fn send<T: Transport>(sender: &Sender<T>, to: &NodeAddr, batch: Vec<Envelope>) {
-    let counts: Vec<(MessageKind, usize)> = batch
-        .iter()
-        .map(|m| (MessageKind::of(m), m.encoded_len()))
-        .collect();
+    let (counts, batch): (Vec<(MessageKind, usize)>, Vec<Envelope>) = match &sender.sealer {
+        None => (
+            batch
+                .iter()
+                .map(|m| (MessageKind::of(m), m.encoded_len()))
+                .collect(),
+            batch,
+        ),
+        Some(sealer) => batch
+            .into_iter()
+            .map(|m| {
+                let kind = MessageKind::of(&m);
+                let sealed = sealer.seal(m);
+                ((kind, sealed.encoded_len()), sealed)
+            })
+            .unzip(),
+    };
     let result = tokio::time::timeout(sender.send_timeout, sender.transport.send_batch(to, batch));
     match result.await {
         Ok(Ok(())) => {
@@ -256,6 +277,7 @@ mod tests {
             stats: stats.clone(),
             send_timeout: Duration::from_secs(3600),
             refusals,
+            sealer: None,
         });
         let stuck = NodeAddr::parse("127.0.0.1:666").unwrap();
         let good = NodeAddr::parse("127.0.0.1:2").unwrap();
@@ -306,6 +328,7 @@ mod tests {
             stats: stats.clone(),
             send_timeout: Duration::from_secs(3600),
             refusals,
+            sealer: None,
         });
         let closed = NodeAddr::parse("127.0.0.1:667").unwrap();
         let unreachable = NodeAddr::parse("127.0.0.1:668").unwrap();

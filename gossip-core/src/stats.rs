@@ -38,11 +38,13 @@ pub enum MessageKind {
     SyncBuckets,
     /// An indirect probe's negative answer (Lifeguard IV-A).
     Nack,
+    /// A keyring request or its answer (issue #12).
+    Keyring,
 }
 
 impl MessageKind {
     /// Every kind, in the order of the wire schema.
-    pub const ALL: [MessageKind; 9] = [
+    pub const ALL: [MessageKind; 10] = [
         MessageKind::Ping,
         MessageKind::Ack,
         MessageKind::PingReq,
@@ -52,6 +54,7 @@ impl MessageKind {
         MessageKind::Gossip,
         MessageKind::SyncBuckets,
         MessageKind::Nack,
+        MessageKind::Keyring,
     ];
 
     /// The kind of `env`; an envelope without a body counts as `gossip`.
@@ -66,6 +69,7 @@ impl MessageKind {
             Some(Body::Gossip(_)) | None => MessageKind::Gossip,
             Some(Body::SyncBuckets(_)) => MessageKind::SyncBuckets,
             Some(Body::Nack(_)) => MessageKind::Nack,
+            Some(Body::KeyringRequest(_) | Body::KeyringAnswer(_)) => MessageKind::Keyring,
         }
     }
 
@@ -82,6 +86,7 @@ impl MessageKind {
             MessageKind::Gossip => "gossip",
             MessageKind::SyncBuckets => "sync_buckets",
             MessageKind::Nack => "nack",
+            MessageKind::Keyring => "keyring",
         }
     }
 
@@ -246,6 +251,7 @@ pub struct Stats {
     rejected_malformed: AtomicU64,
     rejected_foreign_cluster: AtomicU64,
     rejected_overloaded: AtomicU64,
+    rejected_decrypt: AtomicU64,
     sent_by_kind: KindCounters,
     received_by_kind: KindCounters,
     probe_rtt: RttHistogram,
@@ -304,6 +310,10 @@ pub struct StatsSnapshot {
     pub rejected_foreign_cluster: u64,
     /// Frames dropped because the inbound queue was full or closing.
     pub rejected_overloaded: u64,
+    /// Frames rejected because they could not be opened with this member's
+    /// keys, were not sealed while it encrypts, or were sealed while it does
+    /// not (issue #12).
+    pub rejected_decrypt: u64,
     /// Messages and bytes sent, by kind.
     pub sent_by_kind: KindCounts,
     /// Messages and bytes accepted from the transport, by kind.
@@ -318,14 +328,15 @@ pub struct StatsSnapshot {
 impl Stats {
     /// A frame this member refused, counted under its reason
     /// ([`StatsSnapshot::rejected_oversized`], `rejected_malformed`,
-    /// `rejected_foreign_cluster`, or `rejected_overloaded` for an overloaded
-    /// or shutting-down member).
+    /// `rejected_foreign_cluster`, `rejected_decrypt`, or
+    /// `rejected_overloaded` for an overloaded or shutting-down member).
     pub fn record_rejection(&self, r: &Rejection) {
         let c = match r {
             Rejection::Oversized { .. } => &self.rejected_oversized,
             Rejection::Malformed(_) => &self.rejected_malformed,
             Rejection::ForeignCluster { .. } => &self.rejected_foreign_cluster,
             Rejection::Overloaded | Rejection::ShuttingDown => &self.rejected_overloaded,
+            Rejection::Decrypt(_) => &self.rejected_decrypt,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -434,6 +445,7 @@ impl Stats {
             rejected_malformed: r(&self.rejected_malformed),
             rejected_foreign_cluster: r(&self.rejected_foreign_cluster),
             rejected_overloaded: r(&self.rejected_overloaded),
+            rejected_decrypt: r(&self.rejected_decrypt),
             sent_by_kind: self.sent_by_kind.snapshot(),
             received_by_kind: self.received_by_kind.snapshot(),
             probe_rtt: self.probe_rtt.snapshot(),
@@ -473,6 +485,14 @@ mod tests {
             (
                 Some(Body::SyncBuckets(pb::SyncBuckets::default())),
                 "sync_buckets",
+            ),
+            (
+                Some(Body::KeyringRequest(pb::KeyringRequest::default())),
+                "keyring",
+            ),
+            (
+                Some(Body::KeyringAnswer(pb::KeyringAnswer::default())),
+                "keyring",
             ),
             (None, "gossip"),
         ] {

@@ -19,6 +19,11 @@
 //! | `ForeignCluster` | `PERMISSION_DENIED`  | the sender is not a member of this cluster        |
 //! | `Overloaded`     | `RESOURCE_EXHAUSTED` | transient: the inbound queue is full              |
 //! | `ShuttingDown`   | `UNAVAILABLE`        | the member is going away                         |
+//! | `Decrypt`        | `UNAUTHENTICATED`    | the sender's key is not in this member's keyring |
+//!
+//! On a `Gossip` stream a `Decrypt` rejection is a `StreamReply`, not the end
+//! of the stream: during a key rotation a few envelopes may be sealed with a
+//! key the receiver installs a moment later.
 //!
 //! Frames that tonic itself refuses before they reach the gate keep tonic's
 //! codes: a frame larger than the maximum message size is refused before it
@@ -32,7 +37,7 @@
 //! listens at the peer's address), [`TransportError::Unreachable`] when the
 //! call failed locally otherwise (connect or request timeout, broken
 //! connection) or the peer answered `UNAVAILABLE`, `DEADLINE_EXCEEDED`,
-//! `CANCELLED` or `UNKNOWN`; any other answer of the peer (`INVALID_ARGUMENT`, `PERMISSION_DENIED`,
+//! `CANCELLED` or `UNKNOWN`; any other answer of the peer (`INVALID_ARGUMENT`, `PERMISSION_DENIED`, `UNAUTHENTICATED`,
 //! `FAILED_PRECONDITION`, `RESOURCE_EXHAUSTED`, `OUT_OF_RANGE`, `INTERNAL`,
 //! ...) is a [`TransportError::Rejected`] carrying the peer's message.
 //!

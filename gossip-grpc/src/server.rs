@@ -39,6 +39,7 @@ pub(crate) fn rejection_status(rejection: &Rejection) -> Status {
         Rejection::ForeignCluster { .. } => Status::permission_denied(message),
         Rejection::Overloaded => Status::resource_exhausted(message),
         Rejection::ShuttingDown => Status::unavailable(message),
+        Rejection::Decrypt(_) => Status::unauthenticated(message),
     }
 }
 
@@ -288,6 +289,7 @@ mod tests {
             ),
             (Rejection::Overloaded, Code::ResourceExhausted),
             (Rejection::ShuttingDown, Code::Unavailable),
+            (Rejection::Decrypt("no key opens it"), Code::Unauthenticated),
         ];
         for (rejection, code) in cases {
             let status = rejection_status(&rejection);

@@ -15,6 +15,8 @@
 //! | `GET /meta` | this member's metadata: `{"name": "value", ...}` |
 //! | `PUT /meta` | replaces this member's metadata with the body, `{"name": "value", ...}`; the new metadata |
 //! | `PATCH /meta` | edits it: `{"set": {"name": "value", ...}?, "unset": ["name", ...]?}`; the new metadata |
+//! | `GET /keys[?timeout_ms=N]` | every live member's key ids (issue #12; see the `keys` module) |
+//! | `POST /keys/install`, `/keys/use`, `/keys/remove` | changes every live member's keyring: `{"key": "<base64>", "timeout_ms": N?}`; per member its key ids, its refusal or `no_answer` |
 //! | `POST /leave` | leaves gracefully and stops, as SIGTERM does; `{"status": "left", "addr"}` once the leave is announced |
 //! | `GET /healthz` | `{"status": "ok", "addr", "generation", "members"}`, or 503 with `"status": "stopping"` once shutting down |
 //!
@@ -41,7 +43,7 @@
 //! |---|---|---|
 //! | `gossip_messages_sent_total`, `gossip_bytes_sent_total` | counter | `kind` |
 //! | `gossip_messages_received_total`, `gossip_bytes_received_total` | counter | `kind` |
-//! | `gossip_messages_rejected_total` | counter | `reason`: `oversized`, `malformed`, `foreign_cluster`, `overloaded` |
+//! | `gossip_messages_rejected_total` | counter | `reason`: `oversized`, `malformed`, `foreign_cluster`, `decrypt`, `overloaded` |
 //! | `gossip_send_failures_total` | counter | |
 //! | `gossip_send_refused_total` | counter | |
 //! | `gossip_driver_late_wakeups_total` | counter | |
@@ -79,10 +81,12 @@ use uuid::Uuid;
 use crate::handlers::HandlerStats;
 use crate::seeds::{Resolve, SystemResolver};
 
+mod keys;
 mod messages;
 mod metrics;
 mod ops;
 
+pub use keys::{DEFAULT_KEYS_TIMEOUT, KeyCount, KeysAnswer, MAX_KEYS_TIMEOUT, MemberKeys};
 pub use messages::{DeliveredMessage, MESSAGE_LOG_CAPACITY, MessageLog};
 pub use ops::{DEFAULT_JOIN_TIMEOUT, JoinAnswer, LeaveAnswer, MAX_JOIN_SEEDS, MAX_JOIN_TIMEOUT};
 
@@ -245,6 +249,10 @@ fn routes(state: AdminState) -> Router {
             get(ops::get_meta).put(ops::put_meta).patch(ops::patch_meta),
         )
         .route("/leave", post(ops::leave))
+        .route("/keys", get(keys::list))
+        .route("/keys/install", post(keys::install))
+        .route("/keys/use", post(keys::use_key))
+        .route("/keys/remove", post(keys::remove))
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
@@ -487,6 +495,11 @@ impl IntoResponse for ApiError {
                     GossipError::ShutDown => StatusCode::SERVICE_UNAVAILABLE,
                     // Only `Member::new` returns it; no admin command does.
                     GossipError::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                    // A keyring command to a member that does not encrypt.
+                    GossipError::Keyring(gossip_core::KeyringError::NotEnabled) => {
+                        StatusCode::CONFLICT
+                    }
+                    GossipError::Keyring(_) => StatusCode::BAD_REQUEST,
                 };
                 (status, e.to_string())
             }

@@ -14,6 +14,7 @@
 //! | `certs` | `certs` (with either transport feature) |
 //! | `members`, `kv`, `broadcast` | [`client`] |
 //! | `join`, `meta`, `leave` | [`join`], [`meta`], [`leave`] |
+//! | `keygen`, `keys` | [`keys`] |
 //! | `simulate` | [`simulate`] |
 //! | `bench` | [`bench`](mod@bench) |
 
@@ -29,6 +30,7 @@ pub mod demo;
 pub mod demo_books;
 pub mod error;
 pub mod join;
+pub mod keys;
 pub mod leave;
 pub mod logging;
 pub mod meta;
@@ -71,6 +73,11 @@ pub enum Command {
     Meta(meta::MetaArgs),
     /// Make a running node leave the cluster gracefully and stop.
     Leave(leave::LeaveArgs),
+    /// Print a new random key for `encrypt_key` or `keys install`.
+    Keygen(keys::KeygenArgs),
+    /// List or change the keyring of every live member through a running
+    /// node: list, install KEY, use KEY, remove KEY.
+    Keys(keys::KeysArgs),
     /// Run the deterministic simulator: N members under virtual time.
     Simulate(simulate::SimulateArgs),
     /// Start real processes on loopback and measure spread and detection.

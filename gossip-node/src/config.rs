@@ -7,8 +7,8 @@
 //! `seeds`; `--meta name=value` overrides the file's `[meta]` entry of that
 //! name and keeps the others. Durations are integers in milliseconds, with
 //! the `_ms` suffix. Unknown keys are errors. Relative file paths in the
-//! config file (`tls_ca`, `tls_cert`, `tls_key`, `data_dir`) are relative to the file's
-//! directory; on the command line, to the working directory.
+//! config file (`tls_ca`, `tls_cert`, `tls_key`, `keyring_file`, `data_dir`) are relative to the
+//! file's directory; on the command line, to the working directory.
 //!
 //! ```toml
 //! listen = "127.0.0.1:7001"
@@ -19,6 +19,8 @@
 //! tls_ca = "certs/ca.pem"          # mtls only: the cluster CA certificate
 //! tls_cert = "certs/node-1.pem"    # mtls only: this member's certificate
 //! tls_key = "certs/node-1-key.pem" # mtls only: its private key
+//! encrypt_key = "8ZJ...="          # seal every message with this shared key (gossip-node keygen)
+//! keyring_file = "keyring.json"    # keeps the keys across restarts and rotations
 //! admin = "127.0.0.1:8001"         # optional; port 0 picks a free port
 //! cluster_id = "default"
 //! log_format = "text"              # text | json
@@ -58,6 +60,7 @@ use serde::Deserialize;
 
 use crate::error::ConfigError;
 use crate::handlers::HandlerConfig;
+use crate::keyring::{KeyringSettings, Secret};
 use crate::transport::TransportKind;
 
 /// Flags of `gossip-node run`. Each also has a TOML key; the flag wins.
@@ -126,6 +129,10 @@ pub struct RunArgs {
     #[command(flatten)]
     pub tls: TlsArgs,
 
+    /// Message encryption with a shared key (issue #12).
+    #[command(flatten)]
+    pub keys: KeyArgs,
+
     /// Protocol timing.
     #[command(flatten)]
     pub timing: TimingArgs,
@@ -193,6 +200,29 @@ impl std::fmt::Display for TlsKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// Keyring settings of `gossip-node run` (issue #12). Each also has a TOML
+/// key; the flag wins. `Debug` hides the key.
+#[derive(Clone, Debug, Default, Args)]
+#[command(next_help_heading = "Encryption")]
+pub struct KeyArgs {
+    /// Seal every message with this shared key, standard base64 of 32
+    /// bytes (`gossip-node keygen`); members without it are refused. Works
+    /// with every transport and TLS mode. Better from the environment or
+    /// the config file than on the command line. TOML: `encrypt_key`.
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "GOSSIP_ENCRYPT_KEY",
+        hide_env_values = true
+    )]
+    pub encrypt_key: Option<Secret>,
+    /// File that keeps the keyring (JSON, the primary key first), written
+    /// after every `gossip-node keys` change; created from --encrypt-key if
+    /// absent, and wins over it once it exists. TOML: `keyring_file`.
+    #[arg(long, value_name = "FILE")]
+    pub keyring_file: Option<PathBuf>,
 }
 
 /// Protocol settings of `gossip-node run`, mapped onto
@@ -273,6 +303,10 @@ pub struct FileConfig {
     pub tls_cert: Option<PathBuf>,
     /// `tls_key`: PEM file of this member's private key.
     pub tls_key: Option<PathBuf>,
+    /// `encrypt_key`: the shared key, base64.
+    pub encrypt_key: Option<Secret>,
+    /// `keyring_file`: the file that keeps the keyring.
+    pub keyring_file: Option<PathBuf>,
     /// `[meta]`: metadata entries.
     pub meta: Option<BTreeMap<String, String>>,
     /// `cluster_id`.
@@ -353,12 +387,13 @@ impl FileConfig {
     }
 
     /// Joins every relative file path (`tls_ca`, `tls_cert`, `tls_key`,
-    /// `data_dir`) onto `dir`.
+    /// `keyring_file`, `data_dir`) onto `dir`.
     pub fn resolve_paths(&mut self, dir: &Path) {
         for path in [
             &mut self.tls_ca,
             &mut self.tls_cert,
             &mut self.tls_key,
+            &mut self.keyring_file,
             &mut self.data_dir,
         ]
         .into_iter()
@@ -402,6 +437,8 @@ pub struct NodeConfig {
     pub max_connections: usize,
     /// Event handlers (issue #11), in order.
     pub handlers: Vec<HandlerConfig>,
+    /// Where the shared keys come from (issue #12); none: no encryption.
+    pub keyring: KeyringSettings,
     /// Where the snapshot is kept ([`crate::snapshot`]); `None`: nowhere.
     pub data_dir: Option<PathBuf>,
 }
@@ -426,6 +463,7 @@ impl NodeConfig {
             protocol: gossip_core::Config::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             handlers: Vec::new(),
+            keyring: KeyringSettings::default(),
             data_dir: None,
         }
     }
@@ -547,6 +585,15 @@ impl NodeConfig {
             .unwrap_or(DEFAULT_MAX_CONNECTIONS);
 
         let handlers = handler_configs(&args.handlers, file.handlers.unwrap_or_default())?;
+        let keyring = KeyringSettings {
+            encrypt_key: args
+                .keys
+                .encrypt_key
+                .clone()
+                .or(file.encrypt_key)
+                .map(|s| s.0),
+            keyring_file: args.keys.keyring_file.clone().or(file.keyring_file),
+        };
         let data_dir = args.data_dir.clone().or(file.data_dir);
 
         Ok(Self {
@@ -561,6 +608,7 @@ impl NodeConfig {
             protocol,
             max_connections,
             handlers,
+            keyring,
             data_dir,
         })
     }
@@ -574,6 +622,7 @@ impl NodeConfig {
     /// [`ConfigError::Invalid`].
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.transport.ensure_available()?;
+        self.keyring.validate()?;
         check_tls(self.transport, TlsKind::of(&self.tls))?;
         if self.meta.len() > MAX_META_ENTRIES {
             return Err(ConfigError::BadMeta(format!(
@@ -1390,5 +1439,41 @@ mod tests {
             );
         }
         assert!(FileConfig::parse("[[handlers]]\nevents = [\"*\"]", Path::new("t.toml")).is_err());
+    }
+
+    #[test]
+    fn keyring_settings_from_the_file_or_the_flags_and_never_shown() {
+        let key = gossip_core::Key::generate().unwrap().to_base64();
+        let text = format!(
+            "listen = \"127.0.0.1:1\"\nencrypt_key = \"{key}\"\nkeyring_file = \"k.json\"\n"
+        );
+        let mut file = FileConfig::parse(&text, Path::new("/etc/g/node.toml")).unwrap();
+        file.resolve_paths(Path::new("/etc/g"));
+        let c = NodeConfig::merge(&RunArgs::default(), file.clone()).unwrap();
+        assert_eq!(c.keyring.encrypt_key.as_deref(), Some(key.as_str()));
+        assert_eq!(c.keyring.keyring_file, Some(PathBuf::from("/etc/g/k.json")));
+        assert!(!format!("{c:?} {file:?}").contains(&key));
+        // The flag wins.
+        let other = gossip_core::Key::generate().unwrap().to_base64();
+        let args = RunArgs {
+            keys: KeyArgs {
+                encrypt_key: Some(Secret(other.clone())),
+                keyring_file: None,
+            },
+            ..RunArgs::default()
+        };
+        let c = NodeConfig::merge(&args, file).unwrap();
+        assert_eq!(c.keyring.encrypt_key.as_deref(), Some(other.as_str()));
+        assert!(!format!("{args:?}").contains(&other));
+        // A bad key is reported without being repeated.
+        let bad = "listen = \"127.0.0.1:1\"\nencrypt_key = \"c2VjcmV0\"\n";
+        let bad = FileConfig::parse(bad, Path::new("t.toml")).unwrap();
+        let err = NodeConfig::merge(&RunArgs::default(), bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("encrypt_key") && !err.contains("c2VjcmV0"),
+            "{err}"
+        );
     }
 }

@@ -71,6 +71,10 @@ pub enum ConfigError {
         /// What the file holds.
         what: &'static str,
     },
+    /// `encrypt_key` or `keyring_file` unusable (issue #12); the message
+    /// names the setting or file, never a key.
+    #[error(transparent)]
+    Keyring(#[from] crate::keyring::KeyringFileError),
     /// A setting out of its range.
     #[error("invalid setting `{key}`: {reason}")]
     Invalid {

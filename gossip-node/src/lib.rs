@@ -14,6 +14,8 @@
 //!   axum router over any `Arc<dyn Membership>`.
 //! - [`handlers`]: event handlers, shell commands run on the member's
 //!   events.
+//! - [`keyring`]: the shared keys that seal every message (`encrypt_key`,
+//!   `keyring_file`), and the keyring file kept up to date.
 //! - [`seeds`]: seeds given by name (`name:port`), resolved through a
 //!   [`seeds::Resolve`] hook and again at each retry.
 //! - [`snapshot`]: what a member persists in its `data_dir` to rejoin
@@ -22,7 +24,7 @@
 //! - [`error`]: the typed errors of the above.
 //!
 //! The `gossip-node` binary's commands (`run`, `demo`, `certs`, `members`,
-//! `kv`, `broadcast`, `simulate`, `bench`) live apart in [`cli`], one module
+//! `kv`, `broadcast`, `keygen`, `keys`, `simulate`, `bench`) live apart in [`cli`], one module
 //! per command; the node modules never import them.
 //!
 //! # Cargo features
@@ -44,6 +46,7 @@ pub mod config;
 pub mod dashboard;
 pub mod error;
 pub mod handlers;
+pub mod keyring;
 pub mod node;
 pub mod seeds;
 pub mod snapshot;

@@ -77,6 +77,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Join(args) => cli::join::run(args).await?,
         Command::Meta(args) => cli::meta::run(args).await?,
         Command::Leave(args) => cli::leave::run(args).await?,
+        Command::Keygen(args) => cli::keys::keygen(args)?,
+        Command::Keys(args) => cli::keys::run(args).await?,
         Command::Simulate(args) => cli::simulate::run(args)?,
         Command::Bench(args) => {
             logging::init(LogFormat::Text, "warn");

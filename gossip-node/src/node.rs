@@ -36,6 +36,8 @@ pub struct NodeHandle {
     endpoint: Option<Admin>,
     /// The event handlers' tasks.
     handlers: Handlers,
+    /// The task that keeps the keyring file (issue #12).
+    keyring_task: Option<JoinHandle<()>>,
     /// The snapshot's store and writer task, with a data directory.
     snapshot: Option<(SnapshotStore, SnapshotWriter)>,
     /// The cluster id, for the last snapshot.
@@ -123,6 +125,10 @@ impl NodeHandle {
             endpoint.stop().await;
         }
         self.handlers.stop().await;
+        if let Some(task) = self.keyring_task.take() {
+            task.abort();
+            let _ = task.await;
+        }
     }
 }
 
@@ -253,6 +259,7 @@ pub async fn start_with(
         admin,
         endpoint,
         handlers,
+        keyring_task: started.keyring_task,
         snapshot,
         cluster_id,
         seeds,

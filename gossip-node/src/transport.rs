@@ -128,6 +128,9 @@ pub struct StartedMember {
     pub listen_addr: SocketAddr,
     /// The member's events from before it started: nothing is missed.
     pub events: tokio::sync::broadcast::Receiver<gossip_core::Event>,
+    /// The task that writes the keyring file after every change (with
+    /// `keyring_file`); abort it when the member stops.
+    pub keyring_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl fmt::Debug for StartedMember {
@@ -153,8 +156,14 @@ pub async fn start_member(
     generation: Option<u64>,
 ) -> Result<StartedMember, NodeError> {
     config.validate()?;
+    // The keyring file is read (or created) before anything binds.
+    let keyring = config
+        .keyring
+        .load()
+        .map_err(ConfigError::from)?
+        .map(gossip_core::Sealer::new);
     #[cfg(not(any(feature = "grpc", feature = "quic")))]
-    let _ = generation;
+    let _ = (generation, &keyring);
     let kind = config.transport;
     match kind {
         #[cfg(feature = "grpc")]
@@ -169,7 +178,7 @@ pub async fn start_member(
             .await
             .map_err(|source| transport_error(config, source))?;
             let listen_addr = grpc.listen_addr();
-            start_over(config, grpc, listen_addr, generation).await
+            start_over(config, grpc, listen_addr, keyring, generation).await
         }
         #[cfg(feature = "quic")]
         TransportKind::Quic => {
@@ -183,7 +192,7 @@ pub async fn start_member(
             .await
             .map_err(|source| transport_error(config, source))?;
             let listen_addr = quic.listen_addr();
-            start_over(config, quic, listen_addr, generation).await
+            start_over(config, quic, listen_addr, keyring, generation).await
         }
         // Every transport this build includes has an arm above.
         #[cfg(not(all(feature = "grpc", feature = "quic")))]
@@ -211,6 +220,7 @@ async fn start_over<T: gossip_core::Transport>(
     config: &NodeConfig,
     transport: T,
     listen_addr: SocketAddr,
+    keyring: Option<gossip_core::Sealer>,
     generation: Option<u64>,
 ) -> Result<StartedMember, NodeError> {
     let member = gossip_core::Member::new(
@@ -218,6 +228,7 @@ async fn start_over<T: gossip_core::Transport>(
         transport,
         gossip_core::MemberOptions {
             meta: config.meta.clone(),
+            keyring: keyring.clone(),
             generation,
             ..Default::default()
         },
@@ -227,11 +238,16 @@ async fn start_over<T: gossip_core::Transport>(
         .start()
         .await
         .map_err(|source| transport_error(config, source))?;
+    let keyring_task = match (keyring, &config.keyring.keyring_file) {
+        (Some(sealer), Some(file)) => Some(crate::keyring::spawn_persister(sealer, file.clone())),
+        _ => None,
+    };
     let member: Arc<dyn Membership> = Arc::new(member);
     Ok(StartedMember {
         member,
         listen_addr,
         events,
+        keyring_task,
     })
 }
 

@@ -244,6 +244,7 @@ impl Simulation {
                     owners: owners.clone(),
                     push: false,
                 })),
+                ..Default::default()
             };
             self.h.with(i, |m, now| m.handle_message(now, env));
             self.take_events();

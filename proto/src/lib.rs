@@ -14,5 +14,17 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/gossip.v1.rs"));
 }
 
+impl std::fmt::Debug for v1::KeyringRequest {
+    /// Shows the key's length only: a key must never reach a log line
+    /// (issue #12).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyringRequest")
+            .field("id", &self.id)
+            .field("op", &self.op())
+            .field("key", &format_args!("<{} bytes hidden>", self.key.len()))
+            .finish()
+    }
+}
+
 /// The ALPN / protocol name and version spoken on the wire, e.g. by QUIC.
 pub const PROTOCOL: &str = "gossip/1";

@@ -7,6 +7,7 @@
 //! [`FaultController`], so loss, delay and partitions apply to any transport.
 #![allow(missing_docs, unreachable_pub, clippy::unwrap_used)]
 
+pub mod keyring;
 pub mod kinds;
 pub mod scenarios;
 
@@ -15,8 +16,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gossip_core::{
-    Config, FaultController, FaultyTransport, Member, MemberOptions, Membership, NodeAddr,
-    Transport,
+    Config, FaultController, FaultyTransport, Keyring, Member, MemberOptions, Membership, NodeAddr,
+    Sealer, Transport,
 };
 
 /// A transport under test: how to bind one, and how to push raw bytes at a
@@ -102,10 +103,23 @@ impl<K: Kind> Cluster<K> {
 
     /// Starts a member over a given transport, seeded with member `seed`.
     pub async fn spawn_transport(&mut self, t: K::T, seed: Option<usize>, config: Config) -> usize {
+        self.spawn_keyed(t, seed, config, None).await
+    }
+
+    /// Starts a member that encrypts with `keyring` (none: it does not)
+    /// over a given transport, seeded with member `seed`.
+    pub async fn spawn_keyed(
+        &mut self,
+        t: K::T,
+        seed: Option<usize>,
+        config: Config,
+        keyring: Option<Keyring>,
+    ) -> usize {
         let t = self.faults.wrap(t);
         self.generation += 1000;
         let opts = MemberOptions {
             generation: Some(self.generation),
+            keyring: keyring.map(Sealer::new),
             ..MemberOptions::default()
         };
         let m = Member::new(config, t, opts).unwrap();

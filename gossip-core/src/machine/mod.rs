@@ -591,6 +591,10 @@ impl Machine {
                 Body::Delta(d) => self.on_delta(now, &from, d),
                 Body::Nack(n) => self.on_nack(now, n),
                 Body::Gossip(_) => {}
+                // Keyring changes are the driver's (`keyops.rs`): the
+                // keyring is not protocol state. A driver that does not
+                // encrypt has nothing to change.
+                Body::KeyringRequest(_) | Body::KeyringAnswer(_) => {}
             }
         }
         self.rearm();
@@ -771,6 +775,8 @@ impl Machine {
             updates: forced,
             broadcasts: Vec::new(),
             body: Some(body),
+            // Sealing is the driver's (issue #12).
+            sealed: bytes::Bytes::new(),
         };
         let used = msg.encoded_len();
         let room = self.cfg.max_message_size.saturating_sub(used + 64);

@@ -84,6 +84,7 @@ pub(super) fn envelope(from: &NodeId, updates: Vec<pb::MemberUpdate>, body: Body
         updates,
         broadcasts: vec![],
         body: Some(body),
+        ..Default::default()
     }
 }
 

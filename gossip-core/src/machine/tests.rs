@@ -273,6 +273,7 @@ impl Net {
             updates,
             broadcasts: vec![],
             body: Some(Body::Gossip(pb::Gossip {})),
+            ..Default::default()
         };
         self.with(to, |m, now| m.handle_message(now, msg));
     }

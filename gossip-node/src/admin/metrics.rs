@@ -158,6 +158,7 @@ impl Metrics {
                 ("oversized", stats.rejected_oversized),
                 ("malformed", stats.rejected_malformed),
                 ("foreign_cluster", stats.rejected_foreign_cluster),
+                ("decrypt", stats.rejected_decrypt),
                 ("overloaded", stats.rejected_overloaded),
             ] {
                 counter!("gossip_messages_rejected_total", "reason" => reason).absolute(n);

@@ -156,6 +156,7 @@ async fn a_member_written_from_the_spec_joins_stays_receives_keys_and_is_detecte
         updates: vec![suspect],
         broadcasts: Vec::new(),
         body: Some(pb::envelope::Body::Gossip(pb::Gossip {})),
+        sealed: Default::default(),
     };
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.addr(1)))
         .expect("an endpoint")

@@ -200,6 +200,8 @@ impl Inner {
             broadcasts: Vec::new(),
             incarnation: lock(&self.view).me().fact.incarnation,
             body: Some(body),
+            // This member does not encrypt (issue #12 is not in the spec).
+            sealed: Default::default(),
         };
         assert!(
             env.encoded_len() <= MAX_MESSAGE_SIZE,
@@ -316,7 +318,8 @@ impl Inner {
                     refuted |= lock(&self.view).apply_delta(od) == Applied::Refuted;
                 }
             }
-            Body::Gossip(_) | Body::Nack(_) => {}
+            // Keyring bodies (issue #12) only concern members that encrypt.
+            Body::Gossip(_) | Body::Nack(_) | Body::KeyringRequest(_) | Body::KeyringAnswer(_) => {}
         }
         if refuted {
             self.announce_refutation(&from.addr);
