@@ -16,6 +16,7 @@ pub(crate) fn run(data: &[u8]) {
             Rejection::Malformed(_)
             | Rejection::Oversized { .. }
             | Rejection::ForeignCluster { .. }
+            | Rejection::Decrypt(_)
             | Rejection::Overloaded
             | Rejection::ShuttingDown,
         ) => assert!(rx.try_recv().is_err(), "a refused envelope is not queued"),
