@@ -278,7 +278,9 @@ pub struct StatsSnapshot {
     /// ([`Machine::handle_send_error`](crate::Machine::handle_send_error)):
     /// batches the transport could not deliver because nothing listens at
     /// the peer ([`TransportError::Refused`](crate::TransportError::Refused);
-    /// their messages also count in `send_failures`).
+    /// their messages also count in `send_failures`), and listener checks
+    /// that found the peer's port refusing (also counted in
+    /// `refusal_checks`).
     pub send_refused: u64,
     /// Listener checks the driver ran for the failure detector
     /// ([`Machine::poll_refusal_check`](crate::Machine::poll_refusal_check));
