@@ -130,16 +130,17 @@ async fn run_one(system: System, n: usize, settings: &Settings, plan: &Plan) -> 
     let book = Arc::new(Sightings::default());
     let name = system.name();
     let started = Instant::now();
+    let cpu_at_start = transport::cpu().ok();
     let result = match system {
         System::OursGrpc => {
             match Ours::start(name, n, settings, book.clone(), ours::bind_grpc).await {
-                Ok(c) => Ok(scenario::run(c, started, plan, book).await),
+                Ok(c) => Ok(scenario::run(c, started, cpu_at_start, plan, book).await),
                 Err(e) => Err(e),
             }
         }
         System::OursQuic => {
             match Ours::start(name, n, settings, book.clone(), ours::bind_quic).await {
-                Ok(c) => Ok(scenario::run(c, started, plan, book).await),
+                Ok(c) => Ok(scenario::run(c, started, cpu_at_start, plan, book).await),
                 Err(e) => Err(e),
             }
         }
@@ -150,7 +151,7 @@ async fn run_one(system: System, n: usize, settings: &Settings, plan: &Plan) -> 
                 ProtocolVersion::V1
             };
             match Chitchat::start(name, n, settings, protocol, book.clone()).await {
-                Ok(c) => Ok(scenario::run(c, started, plan, book).await),
+                Ok(c) => Ok(scenario::run(c, started, cpu_at_start, plan, book).await),
                 Err(e) => Err(e),
             }
         }

@@ -94,6 +94,13 @@ const METRICS: &[Metric] = &[
         missing: "failed",
     },
     Metric {
+        label: "CPU until joined (ms, process)",
+        get: |o| o.join_cpu_ms,
+        ratio: true,
+        decimals: 0,
+        missing: "n/a",
+    },
+    Metric {
         label: "key spread to all, median (ms)",
         get: |o| o.spread_median_ms,
         ratio: true,

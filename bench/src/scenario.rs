@@ -41,6 +41,12 @@ pub(crate) struct Outcome {
     /// From the first member's start until every member lists all `n` as
     /// live, in ms.
     pub(crate) join_ms: Option<f64>,
+    /// Process CPU time (user + system, every thread) from the first
+    /// member's start until the join was seen, in ms: what the handshakes
+    /// and the first exchanges of the join cost (issue #10). Only one
+    /// system runs at a time, so the process's CPU is this system's (plus
+    /// the bench's own polling).
+    pub(crate) join_cpu_ms: Option<f64>,
     /// Application payload bytes sent per member per second at rest.
     pub(crate) rest_bytes_per_member_s: Option<f64>,
     /// Messages (datagrams) sent per member per second at rest.
@@ -85,6 +91,7 @@ fn ms(d: Duration) -> f64 {
 pub(crate) async fn run<C: Cluster>(
     mut cluster: C,
     started: Instant,
+    cpu_at_start: Option<Duration>,
     plan: &Plan,
     book: Arc<Sightings>,
 ) -> Outcome {
@@ -96,7 +103,12 @@ pub(crate) async fn run<C: Cluster>(
     };
     let everyone: Vec<usize> = (0..n).collect();
     match wait_joined(&cluster, &everyone, plan.join_limit).await {
-        Ok(()) => out.join_ms = Some(ms(started.elapsed())),
+        Ok(()) => {
+            out.join_ms = Some(ms(started.elapsed()));
+            out.join_cpu_ms = cpu_at_start
+                .zip(crate::transport::cpu().ok())
+                .map(|(before, now)| ms(now.saturating_sub(before)));
+        }
         Err(e) => {
             out.errors.push(e.to_string());
             cluster.shutdown().await;

@@ -117,7 +117,7 @@ fn envelope(size: Size, seq: u64) -> pb::Envelope {
 }
 
 /// Process CPU time so far (user + system, every thread).
-fn cpu() -> Result<Duration, BenchError> {
+pub(crate) fn cpu() -> Result<Duration, BenchError> {
     use nix::sys::resource::{UsageWho, getrusage};
     let usage = getrusage(UsageWho::RUSAGE_SELF)
         .map_err(|e| BenchError::Args(format!("getrusage failed: {e}")))?;
