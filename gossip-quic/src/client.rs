@@ -228,6 +228,26 @@ enum Attempt {
     ConnectionFailed { error: TransportError, fresh: bool },
 }
 
+/// A `gossip/2` hello that went wrong on the peer's side of the protocol.
+fn hello_error(to: &NodeAddr, what: String) -> TransportError {
+    TransportError::Rejected {
+        addr: to.to_string(),
+        reason: format!("protocol error in the gossip/2 hello: {what}"),
+    }
+}
+
+/// How [`Inner::link`] came by the connection it returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Opened {
+    /// Cached from an earlier send (or adopted), maybe stale.
+    Cached,
+    /// Just opened; the batch is still to be sent.
+    New,
+    /// Just opened, and the batch left with the hello
+    /// ([`Inner::connect`]): it must not be sent again.
+    NewWithBatch,
+}
+
 impl Inner {
     /// The cache entry of `to`, created if needed, marked as just used.
     fn peer(&self, to: &NodeAddr) -> Arc<Peer> {
@@ -368,16 +388,19 @@ impl Inner {
         true
     }
 
-    /// The cached live connection to `to`, or a new one; `true` if new. A
-    /// refusal at set-up is remembered for [`REFUSED_BACKOFF`], a failure to
-    /// connect for [`UNREACHABLE_BACKOFF`].
+    /// The cached live connection to `to`, or a new one, which carries
+    /// `early` right behind its hello when it speaks `gossip/2` (see
+    /// [`Inner::connect`]). A refusal at set-up is remembered for
+    /// [`REFUSED_BACKOFF`], a failure to connect for
+    /// [`UNREACHABLE_BACKOFF`].
     async fn link(
         &self,
         endpoint: &Endpoint,
         peer: &Peer,
         to: &NodeAddr,
         cluster: &str,
-    ) -> Result<(Link, bool), TransportError> {
+        early: &[Envelope],
+    ) -> Result<(Link, Opened), TransportError> {
         let mut cached = peer.link.lock().await;
         // Checked under the lock: sends queued behind a failed attempt fail
         // at once.
@@ -389,13 +412,13 @@ impl Inner {
                         .close(VarInt::from_u32(wire::CLOSE_NO_ANSWER), b"no answer");
                     debug!(%to, "cached connection silent since a send; reconnecting");
                 }
-                None => return Ok((link.clone(), false)),
+                None => return Ok((link.clone(), Opened::Cached)),
                 Some(why) => debug!(%to, %why, "cached connection is closed; reconnecting"),
             }
         }
         *cached = None;
-        let link = match self.connect(endpoint, to, cluster).await {
-            Ok(link) => link,
+        let (link, sent_early) = match self.connect(endpoint, to, cluster, early).await {
+            Ok(opened) => opened,
             Err(e) => {
                 match &e {
                     TransportError::Rejected { reason, .. } => {
@@ -427,18 +450,36 @@ impl Inner {
         *cached = Some(link.clone());
         drop(cached);
         self.bound_connections(to);
-        Ok((link, true))
+        let opened = if sent_early {
+            Opened::NewWithBatch
+        } else {
+            Opened::New
+        };
+        Ok((link, opened))
     }
 
     /// Opens a connection to `to`: handshake, then on `gossip/2` the hello,
-    /// all within the connect timeout.
+    /// all within the connect timeout. True if `early` (possibly empty) left
+    /// right behind the hello.
+    ///
+    /// `early` is sent after the hello without waiting for the peer's
+    /// verdict: a round trip sooner, which matters when a cluster opens
+    /// thousands of connections at once and each round trip waits behind
+    /// the others' handshakes (issue #10: QUIC's join). The peer reads the
+    /// hello before any datagram or stream of the connection (it buffers
+    /// them meanwhile), so nothing is read before its cluster check; a
+    /// refusal still fails this call, and the batch dies with the refused
+    /// connection. If sending `early` fails, the caller sends it again on
+    /// the returned link, as it would have without it.
     async fn connect(
         &self,
         endpoint: &Endpoint,
         to: &NodeAddr,
         cluster: &str,
-    ) -> Result<Link, TransportError> {
+        early: &[Envelope],
+    ) -> Result<(Link, bool), TransportError> {
         let attempt = async {
+            let started = Instant::now();
             let ipv6 = self.listen.is_ipv6();
             let addr = resolve(to, ipv6).await?;
             let connecting = endpoint
@@ -451,19 +492,47 @@ impl Inner {
                 self.count_failure(&e);
                 connection_failed(to.as_str(), self.protocols, &e)
             })?;
+            let handshake = started.elapsed();
             self.counters
                 .connections_opened
                 .fetch_add(1, Ordering::Relaxed);
             let v2 = negotiated(&conn).as_deref() == Some(wire::ALPN_V2);
-            if v2 {
-                let reads = self.hello(&conn, to, cluster).await?;
+            let link = Link::new(conn, v2);
+            let mut sent_early = false;
+            if link.v2 {
+                let (verdict, reads) = self.send_hello(&link.conn, to, cluster).await?;
+                if !early.is_empty() {
+                    match self.send_v2(&link, to, early).await {
+                        Ok(()) => {
+                            sent_early = true;
+                            self.counters
+                                .batches_with_hello
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(V2Error::Lost(e)) => {
+                            debug!(%to, error = %e, "the batch behind the hello was lost");
+                        }
+                        Err(V2Error::Failed(e)) => {
+                            debug!(%to, error = %e, "the batch behind the hello failed");
+                        }
+                    }
+                }
+                self.read_verdict(&link.conn, to, verdict).await?;
                 if reads {
                     // The peer may send on it: read it as an accepted one.
-                    self.receive_dialled(conn.clone());
+                    self.receive_dialled(link.conn.clone());
                 }
             }
-            debug!(%to, remote = %conn.remote_address(), v2, "connection opened");
-            Ok(Link::new(conn, v2))
+            debug!(
+                %to,
+                remote = %link.conn.remote_address(),
+                v2 = link.v2,
+                handshake_ms = handshake.as_secs_f64() * 1e3,
+                total_ms = started.elapsed().as_secs_f64() * 1e3,
+                sent_early,
+                "connection opened"
+            );
+            Ok((link, sent_early))
         };
         match tokio::time::timeout(self.connect_timeout, attempt).await {
             Ok(result) => result,
@@ -477,38 +546,45 @@ impl Inner {
         }
     }
 
-    /// The `gossip/2` hello: our cluster id out, and our address if we
-    /// serve (then the connection is read, and the peer may send on it
-    /// rather than dial us: true), the peer's verdict back.
-    async fn hello(
+    /// The first half of the `gossip/2` hello: our cluster id out, and our
+    /// address if we serve (then the connection is read, and the peer may
+    /// send on it rather than dial us: the `bool`). Returns the stream the
+    /// peer's verdict comes back on ([`Inner::read_verdict`]).
+    async fn send_hello(
         &self,
         conn: &Connection,
         to: &NodeAddr,
         cluster: &str,
-    ) -> Result<bool, TransportError> {
-        let lost = |e: ConnectionError| connection_failed(to.as_str(), self.protocols, &e);
-        let protocol_error = |what: String| TransportError::Rejected {
-            addr: to.to_string(),
-            reason: format!("protocol error in the gossip/2 hello: {what}"),
-        };
-        let (mut send, mut recv) = conn.open_bi().await.map_err(lost)?;
+    ) -> Result<(quinn::RecvStream, bool), TransportError> {
+        let (mut send, recv) = conn.open_bi().await.map_err(|e| self.hello_lost(to, e))?;
         let reads = self.reads_dialled();
         let hello = wire::hello(cluster, reads.then_some(&self.local));
         match send.write_all(&hello).await {
             Ok(()) | Err(quinn::WriteError::Stopped(_)) => {}
-            Err(quinn::WriteError::ConnectionLost(e)) => return Err(lost(e)),
-            Err(e) => return Err(protocol_error(format!("cannot send it: {e}"))),
+            Err(quinn::WriteError::ConnectionLost(e)) => return Err(self.hello_lost(to, e)),
+            Err(e) => return Err(hello_error(to, format!("cannot send it: {e}"))),
         }
         let _ = send.finish();
+        Ok((recv, reads))
+    }
+
+    /// The second half of the `gossip/2` hello: the peer's verdict on it.
+    /// A refusal closes the connection.
+    async fn read_verdict(
+        &self,
+        conn: &Connection,
+        to: &NodeAddr,
+        mut recv: quinn::RecvStream,
+    ) -> Result<(), TransportError> {
         let reply = match recv.read_to_end(wire::MAX_REPLY).await {
             Ok(reply) => reply,
             Err(quinn::ReadToEndError::Read(quinn::ReadError::ConnectionLost(e))) => {
-                return Err(lost(e));
+                return Err(self.hello_lost(to, e));
             }
-            Err(e) => return Err(protocol_error(format!("no verdict: {e}"))),
+            Err(e) => return Err(hello_error(to, format!("no verdict: {e}"))),
         };
         match wire::verdict(to.as_str(), &reply) {
-            Ok(()) => Ok(reads),
+            Ok(()) => Ok(()),
             Err(TransportError::Rejected { addr, reason }) => {
                 conn.close(VarInt::from_u32(wire::CLOSE_REFUSED), b"refused");
                 Err(TransportError::Rejected {
@@ -518,6 +594,11 @@ impl Inner {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The error of a hello whose connection was lost.
+    fn hello_lost(&self, to: &NodeAddr, e: ConnectionError) -> TransportError {
+        connection_failed(to.as_str(), self.protocols, &e)
     }
 
     /// Delivers `batch` to `to` (the [`Transport::send_batch`] of
@@ -540,7 +621,10 @@ impl Inner {
             None => first.cluster_id.clone(),
         };
         let peer = self.peer(to);
-        let (link, fresh) = self.link(endpoint, &peer, to, &cluster).await?;
+        let (link, opened) = self.link(endpoint, &peer, to, &cluster, &batch).await?;
+        if opened == Opened::NewWithBatch {
+            return Ok(());
+        }
         if !link.v2 {
             for env in &batch {
                 self.deliver_v1(endpoint, &peer, to, &cluster, env).await?;
@@ -554,11 +638,14 @@ impl Inner {
                 self.count_failure(&e);
                 self.evict(&peer, &link.conn, "connection lost");
                 let error = connection_failed(to.as_str(), self.protocols, &e);
-                if fresh {
+                if opened != Opened::Cached {
                     return Err(error);
                 }
                 debug!(%to, %error, "cached connection failed; retrying on a new one");
-                let (link, _) = self.link(endpoint, &peer, to, &cluster).await?;
+                let (link, opened) = self.link(endpoint, &peer, to, &cluster, &batch).await?;
+                if opened == Opened::NewWithBatch {
+                    return Ok(());
+                }
                 if !link.v2 {
                     for env in &batch {
                         self.deliver_v1(endpoint, &peer, to, &cluster, env).await?;
@@ -680,8 +767,8 @@ impl Inner {
         env: &Envelope,
         frame: Bytes,
     ) -> Attempt {
-        let (link, fresh) = match self.link(endpoint, peer, to, cluster).await {
-            Ok(l) => l,
+        let (link, fresh) = match self.link(endpoint, peer, to, cluster, &[]).await {
+            Ok((link, opened)) => (link, opened != Opened::Cached),
             Err(e) => return Attempt::Done(Err(e)),
         };
         if link.v2 {

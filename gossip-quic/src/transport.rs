@@ -42,6 +42,13 @@ const DATAGRAM_BUFFER: usize = 1024 * 1024;
 /// One-way streams a peer may have open at once on one connection (each
 /// carries the envelopes of one batch that did not fit in a datagram).
 const MAX_UNI_STREAMS: u32 = 64;
+/// Bidirectional streams a peer may have open at once on one connection:
+/// `gossip/2` opens one (the hello), `gossip/1` one per message in flight.
+/// quinn sets up the state of every stream a peer may open when a
+/// connection starts, so its default of 100 cost about 2 % of the CPU of a
+/// 100-member join (issue #10); a `gossip/1` sender beyond this limit waits
+/// for a stream rather than failing.
+const MAX_BIDI_STREAMS: u32 = 16;
 /// Peers whose TLS session tickets are kept, per cached connection allowed.
 const SESSIONS_PER_CONNECTION: usize = 2;
 /// Longest [`Transport::shutdown`] takes, whatever the peers do.
@@ -91,6 +98,9 @@ pub struct QuicStats {
     pub streams_sent: u64,
     /// `gossip/2` one-way streams accepted.
     pub streams_received: u64,
+    /// Batches sent on a new connection right behind its hello, before the
+    /// peer's verdict (a round trip sooner than after it; issue #10).
+    pub batches_with_hello: u64,
 }
 
 #[derive(Debug, Default)]
@@ -98,6 +108,7 @@ pub(crate) struct Counters {
     pub(crate) connections_opened: AtomicU64,
     pub(crate) connections_accepted: AtomicU64,
     pub(crate) connections_adopted: AtomicU64,
+    pub(crate) batches_with_hello: AtomicU64,
     pub(crate) tls_refused: AtomicU64,
     pub(crate) tls_resumed: Arc<AtomicU64>,
     pub(crate) lru_evictions: AtomicU64,
@@ -256,6 +267,7 @@ pub(crate) fn transport_config(idle_timeout: Duration) -> Result<TransportConfig
         .max_idle_timeout(Some(idle))
         .initial_rtt(INITIAL_RTT)
         .max_concurrent_uni_streams(VarInt::from_u32(MAX_UNI_STREAMS))
+        .max_concurrent_bidi_streams(VarInt::from_u32(MAX_BIDI_STREAMS))
         .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER))
         .datagram_send_buffer_size(DATAGRAM_BUFFER);
     Ok(config)
@@ -375,6 +387,7 @@ impl QuicTransport {
             datagrams_received: c.datagrams_received.load(Ordering::Relaxed),
             streams_sent: c.streams_sent.load(Ordering::Relaxed),
             streams_received: c.streams_received.load(Ordering::Relaxed),
+            batches_with_hello: c.batches_with_hello.load(Ordering::Relaxed),
         }
     }
 

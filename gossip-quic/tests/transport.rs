@@ -157,6 +157,10 @@ async fn delivers_and_reuses_one_connection() {
         "B answered over A's connection"
     );
     assert_eq!((sa.datagrams_received, sb.datagrams_sent), (1, 1));
+    assert_eq!(
+        sa.batches_with_hello, 1,
+        "A's first message left right behind its hello, and only once"
+    );
     assert_eq!(sb.cached_connections, 1);
     assert_eq!(b.stats.snapshot().messages_received, 3);
     assert_eq!(a.stats.snapshot().messages_received, 1);
@@ -205,6 +209,9 @@ async fn foreign_cluster_is_rejected_with_its_name() {
     assert!(reason.contains("\"red\""), "{reason}");
     // gossip/2 refuses the connection, once, not message by message.
     assert!(reason.contains("refused at connection set-up"), "{reason}");
+    // The message left right behind the hello, and died with the refused
+    // connection: B reads nothing before the hello's cluster check.
+    assert_eq!(a.transport.stats().batches_with_hello, 1);
     b.assert_nothing_delivered();
     assert_eq!(b.stats.snapshot().rejected_foreign_cluster, 1);
 
