@@ -3,9 +3,10 @@
 //! command's own checks (nothing lost, no panic, no false death, bounded
 //! memory) must pass and its JSON report must show that the churn happened.
 //!
-//! The default test is short (8 members, 20 s of churn) to keep CI fast.
-//! The three-minute version of the issue runs with
-//! `cargo test -p gossip-node --test soak -- --ignored`.
+//! The default test is short (8 members, 20 s of churn) to keep the
+//! README's test command fast. The three-minute version of the issue runs
+//! with `cargo test -p gossip-node --test soak -- --ignored`, which `.ci/run`
+//! runs after the test suite.
 
 use std::process::Command;
 use std::time::Duration;

@@ -347,6 +347,29 @@ pub(crate) fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
 }
 
+/// Prints a command's `answer` to standard output: as pretty JSON with
+/// `--json`, else as `text` writes it.
+///
+/// # Errors
+/// [`ClientError`] if standard output cannot be written.
+pub(crate) fn print_answer<T: serde::Serialize>(
+    json: bool,
+    answer: &T,
+    text: impl FnOnce(&mut dyn std::io::Write, &T) -> std::io::Result<()>,
+) -> Result<(), ClientError> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(
+            out,
+            "{}",
+            pretty(&serde_json::to_value(answer).unwrap_or_default())
+        )?;
+    } else {
+        text(&mut out, answer)?;
+    }
+    Ok(())
+}
+
 /// An admin API at one base URL.
 pub(crate) struct Api {
     base: Url,

@@ -23,7 +23,7 @@ use gossip_core::Key;
 use reqwest::Method;
 
 use crate::admin::{KeysAnswer, MemberKeys};
-use crate::cli::client::{AdminArgs, Api, pretty};
+use crate::cli::client::{AdminArgs, Api, print_answer};
 use crate::cli::error::ClientError;
 
 /// Flags of `gossip-node keygen`.
@@ -130,16 +130,7 @@ pub async fn run(args: KeysArgs) -> Result<(), ClientError> {
                 .await?
         }
     };
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        writeln!(
-            out,
-            "{}",
-            pretty(&serde_json::to_value(&answer).unwrap_or_default())
-        )?;
-    } else {
-        write_answer(&mut out, &answer)?;
-    }
+    print_answer(args.json, &answer, |out, answer| write_answer(out, answer))?;
     if !answer.complete {
         let failed = answer
             .members
@@ -155,7 +146,7 @@ pub async fn run(args: KeysArgs) -> Result<(), ClientError> {
 }
 
 /// One line per member, then one per key id.
-fn write_answer(out: &mut impl std::io::Write, answer: &KeysAnswer) -> std::io::Result<()> {
+fn write_answer(out: &mut dyn std::io::Write, answer: &KeysAnswer) -> std::io::Result<()> {
     let total = answer.members.len();
     for (addr, m) in &answer.members {
         match m {

@@ -3,12 +3,11 @@
 //! change.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 
 use clap::{Args, Subcommand};
 use reqwest::Method;
 
-use crate::cli::client::{AdminArgs, Api, pretty};
+use crate::cli::client::{AdminArgs, Api, print_answer};
 use crate::cli::error::ClientError;
 
 /// Flags of `gossip-node meta`.
@@ -72,17 +71,10 @@ pub async fn run(args: MetaArgs) -> Result<(), ClientError> {
                 .await?
         }
     };
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        writeln!(
-            out,
-            "{}",
-            pretty(&serde_json::to_value(&meta).unwrap_or_default())
-        )?;
-    } else {
-        for (k, v) in &meta {
+    print_answer(args.json, &meta, |out, meta| {
+        for (k, v) in meta {
             writeln!(out, "{k}={v}")?;
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
