@@ -270,15 +270,23 @@ pub async fn seed_that_never_answers_is_not_a_member<K: Kind>(kind: K) {
     let mut c = Cluster::new(kind);
     c.spawn(None).await;
     c.members[0].add_seed(silent_addr.clone());
-    let retry = c.config.seed_retry_max * 3;
-    tokio::time::sleep(retry).await; // Let several retries fail: nothing to wait for.
-    let members = c.members[0].members();
+    // Several join attempts (the first and two retries, at most
+    // `seed_retry_max` apart; a generous limit for a busy machine, where
+    // a QUIC attempt may wait out its connect timeout), and at no point is
+    // the silent seed a member (issue #13: a fixed sleep here once ended
+    // before the third attempt on a loaded machine).
+    let member = &c.members[0];
+    let mut seen_silent = false;
+    wait_until(JOIN, "three join attempts to the silent seed", || {
+        seen_silent |= member.members().iter().any(|m| m.addr == silent_addr);
+        let stats = member.stats();
+        stats.send_failures + stats.messages_sent >= 3
+    })
+    .await;
+    assert!(!seen_silent, "the silent seed was listed as a member");
+    let members = member.members();
     assert_eq!(members.len(), 1);
     assert!(members.iter().all(|m| m.addr != silent_addr));
-    assert!(
-        c.members[0].stats().send_failures + c.members[0].stats().messages_sent >= 3,
-        "retried"
-    );
     c.shutdown().await;
 }
 
