@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gossip_core::pb::{Batch, Envelope};
-use gossip_core::{Config, Machine, MessageKind, NodeAddr, NodeId};
-use gossip_fuzz::{CLUSTER, Target};
+use gossip_core::{Config, KEY_LEN, Key, Keyring, Machine, MessageKind, NodeAddr, NodeId, Sealer};
+use gossip_fuzz::{CLUSTER, Target, test_sealer};
 use prost::Message;
 
 /// Members of the traced cluster: index 0 is the fuzzed machine
@@ -163,8 +163,23 @@ fn main() {
     }
     for (n, (kind, bytes)) in per_kind.iter().enumerate() {
         let name = format!("{}-{n:02}", kind.as_str());
-        write(Target::Envelope, &name, bytes);
         let env = Envelope::decode(&bytes[..]).unwrap();
+        // The envelope target's modes (byte 0): the clear gate, the gate
+        // with the test keyring given a frame sealed with its primary or
+        // second key, and the envelope for the harness to seal.
+        write(Target::Envelope, &name, &[&[0u8][..], bytes].concat());
+        let sealed = test_sealer(n % 2).seal(env.clone()).encode_to_vec();
+        write(
+            Target::Envelope,
+            &format!("keyed-{name}"),
+            &[&[1u8][..], &sealed].concat(),
+        );
+        let mode = if n % 2 == 0 { 2u8 } else { 5 };
+        write(
+            Target::Envelope,
+            &format!("sealed-{name}"),
+            &[&[mode][..], bytes].concat(),
+        );
         let batch = Batch {
             envelopes: vec![env.clone()],
         }
@@ -191,6 +206,28 @@ fn main() {
         write(Target::Grpc, &format!("stream-{name}"), &grpc(0, &batch));
         write(Target::Grpc, &format!("send-{name}"), &grpc(1, bytes));
     }
+    // The keyed gate given what it must refuse: an unsealed envelope, one
+    // sealed with a key it does not hold, and one sealed inside a sealed one.
+    let (_, first) = &per_kind[0];
+    let env = Envelope::decode(&first[..]).unwrap();
+    write(
+        Target::Envelope,
+        "keyed-unsealed",
+        &[&[1u8][..], first].concat(),
+    );
+    let foreign = Sealer::new(Keyring::new(Key::from_bytes(&[7; KEY_LEN]).unwrap()));
+    write(
+        Target::Envelope,
+        "keyed-foreign-key",
+        &[&[1u8][..], &foreign.seal(env.clone()).encode_to_vec()].concat(),
+    );
+    let mut inner = test_sealer(0).seal(env);
+    inner.cluster_id.clear();
+    write(
+        Target::Envelope,
+        "sealed-twice",
+        &[&[2u8][..], &inner.encode_to_vec()].concat(),
+    );
     for (name, reply) in [
         ("answer-one", &b"\x0a\x09malformed\x12\x04nope\x18\x01"[..]),
         ("answer-empty", &b""[..]),

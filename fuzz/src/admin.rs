@@ -86,7 +86,8 @@ const METHODS: [Method; 5] = [
 /// the first newline; the rest is the body. A target the `http` crate
 /// refuses never reaches our code and is skipped. Every answer that is not
 /// a success must be a JSON [`ErrorBody`]. After a successful
-/// `POST /leave` the next input gets a new member.
+/// `POST /leave` (any target whose path is `/leave`) the next input gets a
+/// new member.
 pub(crate) fn run(data: &[u8]) {
     let Some((&which, rest)) = data.split_first() else {
         return;
@@ -103,7 +104,10 @@ pub(crate) fn run(data: &[u8]) {
     else {
         return;
     };
-    let leaves = target.split(|&b| b == b'?').next() == Some(&b"/leave"[..]);
+    // The path the router routes on: the `http` crate drops a fragment
+    // (`/leave#x`) and keeps only the path of an absolute target
+    // (`http://h/leave`), so the raw target is not what decides.
+    let leaves = request.uri().path() == "/leave";
     with_api(|api| {
         let (status, answer) = api.runtime.block_on(async {
             let response = api
@@ -128,4 +132,28 @@ pub(crate) fn run(data: &[u8]) {
         }
         ((), leaves && status == StatusCode::OK)
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `POST` whose target the router sees as `/leave` (with a fragment,
+    /// or in absolute form) makes the member leave; the next input must get
+    /// a new member, not the stopped one (whose `GET /healthz` answers 503
+    /// with its health, not an error body). AFL found the fragment form:
+    /// `fuzz/corpus/admin/regress-leave-fragment`.
+    #[test]
+    fn every_target_the_router_sees_as_leave_restarts_the_member() {
+        for leave in [
+            &b"\x02/leave#"[..],
+            b"\x02http://h/leave?x=1",
+            b"\x02/leave",
+        ] {
+            run(leave);
+            run(b"\x00/healthz");
+            let restarted = with_api(|api| (api.member.members().len(), false));
+            assert_eq!(restarted, 1, "{:?}", String::from_utf8_lossy(leave));
+        }
+    }
 }

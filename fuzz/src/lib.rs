@@ -16,6 +16,8 @@ mod machine;
 mod quic;
 mod snapshot;
 
+pub use envelope::{test_keyring, test_sealer};
+
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -24,7 +26,9 @@ use std::str::FromStr;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
     /// `Inbound::accept_bytes`: an encoded `gossip.v1.Envelope` as every
-    /// transport hands it to the gate (gossip-core/src/codec.rs).
+    /// transport hands it to the gate (gossip-core/src/codec.rs); the first
+    /// byte picks the clear gate, the gate with a test keyring, or the
+    /// keyed gate given the rest sealed with a test key (issue #12).
     Envelope,
     /// The protocol itself: a script of decoded messages from a few peers,
     /// timer expiries, send failures and local commands, fed to one
