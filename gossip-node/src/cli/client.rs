@@ -24,7 +24,7 @@ use crate::cli::error::ClientError;
 pub const DEFAULT_ADMIN: &str = "http://127.0.0.1:8001";
 
 /// How long one admin request may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the node's admin API is.
 #[derive(Clone, Debug, Args)]
@@ -378,6 +378,12 @@ pub(crate) struct Api {
 
 impl Api {
     pub(crate) fn new(admin: &str) -> Result<Self, ClientError> {
+        Self::with_timeout(admin, REQUEST_TIMEOUT)
+    }
+
+    /// An admin API client whose requests may each take up to `timeout`
+    /// (for routes that wait on other members, such as `/keys`).
+    pub(crate) fn with_timeout(admin: &str, timeout: Duration) -> Result<Self, ClientError> {
         let bad = |reason: String| ClientError::BadUrl {
             url: admin.to_owned(),
             reason,
@@ -401,7 +407,7 @@ impl Api {
         // settings in the environment are not applied to it.
         let http = reqwest::Client::builder()
             .no_proxy()
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(timeout)
             .build()
             .map_err(ClientError::Client)?;
         Ok(Self { base, http })

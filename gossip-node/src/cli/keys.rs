@@ -17,13 +17,14 @@
 //! list.
 
 use std::io::{BufRead as _, Write as _};
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use gossip_core::Key;
 use reqwest::Method;
 
 use crate::admin::{KeysAnswer, MemberKeys};
-use crate::cli::client::{AdminArgs, Api, print_answer};
+use crate::cli::client::{AdminArgs, Api, REQUEST_TIMEOUT, print_answer};
 use crate::cli::error::ClientError;
 
 /// Flags of `gossip-node keygen`.
@@ -101,6 +102,15 @@ fn read_key(arg: &KeyArg) -> Result<Key, ClientError> {
     Key::from_base64(&text).map_err(|e| ClientError::BadInput(e.to_string()))
 }
 
+/// How long the request may take: the members' `timeout_ms` and 5 s for
+/// the node itself, and never less than the client's usual limit (a
+/// `--timeout-ms` longer than that limit used to end the request before
+/// the node's answer).
+fn request_timeout(timeout_ms: Option<u64>) -> Duration {
+    let members = Duration::from_millis(timeout_ms.unwrap_or(0));
+    (members + Duration::from_secs(5)).max(REQUEST_TIMEOUT)
+}
+
 /// Body of `gossip-node keys ...`.
 ///
 /// # Errors
@@ -108,7 +118,7 @@ fn read_key(arg: &KeyArg) -> Result<Key, ClientError> {
 /// did not do it (the lines printed say which); otherwise as
 /// [`crate::cli::client::members`].
 pub async fn run(args: KeysArgs) -> Result<(), ClientError> {
-    let api = Api::new(&args.admin.admin)?;
+    let api = Api::with_timeout(&args.admin.admin, request_timeout(args.timeout_ms))?;
     let query = args
         .timeout_ms
         .map_or_else(String::new, |ms| format!("?timeout_ms={ms}"));
@@ -234,5 +244,12 @@ mod tests {
             err.contains("invalid key") && !err.contains("c2VjcmV0"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_request_outlasts_the_members_timeout() {
+        assert_eq!(request_timeout(None), REQUEST_TIMEOUT);
+        assert_eq!(request_timeout(Some(1_000)), REQUEST_TIMEOUT);
+        assert_eq!(request_timeout(Some(60_000)), Duration::from_secs(65));
     }
 }
