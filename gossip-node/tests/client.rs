@@ -20,25 +20,8 @@ mod support;
 
 use support::{BIN, Node};
 
-/// Fast protocol timing.
-const FAST: [&str; 6] = [
-    "--gossip-interval-ms",
-    "100",
-    "--probe-interval-ms",
-    "200",
-    "--probe-timeout-ms",
-    "100",
-];
 /// How long a node may take to start, and a condition to come true.
 const DEADLINE: Duration = Duration::from_secs(20);
-
-/// Starts a member of `cluster` with fast timing and `extra` flags.
-fn spawn(cluster: &str, extra: &[&str]) -> Node {
-    let mut args = vec!["--cluster-id", cluster];
-    args.extend(FAST);
-    args.extend(extra);
-    Node::spawn(&args)
-}
 
 /// Client commands against a node's admin API.
 trait AdminCli {
@@ -119,8 +102,8 @@ fn cluster_id(name: &str) -> String {
 #[test]
 fn members_kv_and_broadcast_through_the_admin_api() {
     let cluster = cluster_id("client");
-    let a = spawn(&cluster, &["--meta", "name=alpha"]);
-    let b = spawn(&cluster, &["--seed", &a.addr]);
+    let a = Node::spawn_fast(&cluster, &["--meta", "name=alpha"]);
+    let b = Node::spawn_fast(&cluster, &["--seed", &a.addr]);
 
     // members --json: the node's GET /members, both members alive.
     let members = wait_for("both members listed", || {
@@ -340,8 +323,8 @@ fn join_meta_and_leave_at_run_time() {
         events.display()
     );
     // Two members that know nothing of each other.
-    let a = spawn(&cluster, &["--meta", "role=web", "--handler", &handler]);
-    let mut b = spawn(&cluster, &[]);
+    let a = Node::spawn_fast(&cluster, &["--meta", "role=web", "--handler", &handler]);
+    let mut b = Node::spawn_fast(&cluster, &[]);
     assert_eq!(get_json(a.admin, "/members").as_array().unwrap().len(), 1);
 
     // join: a bad address is refused and joins nothing.

@@ -10,32 +10,16 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
 mod support;
 
-use support::{BIN, Node};
+use support::{BIN, Node, wait_for};
 
-/// Fast protocol timing.
-const FAST: [&str; 6] = [
-    "--gossip-interval-ms",
-    "100",
-    "--probe-interval-ms",
-    "200",
-    "--probe-timeout-ms",
-    "100",
-];
 /// How long a condition may take to come true.
 const DEADLINE: Duration = Duration::from_secs(20);
-
-fn spawn(cluster: &str, extra: &[&str]) -> Node {
-    let mut args = vec!["--cluster-id", cluster];
-    args.extend(FAST);
-    args.extend(extra);
-    Node::spawn(&args)
-}
 
 /// Runs `gossip-node ARGS` (against `admin` if given).
 fn cli(admin: Option<SocketAddr>, args: &[&str]) -> Output {
@@ -67,18 +51,6 @@ fn ok(o: Output) -> String {
         text(&o)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-#[track_caller]
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "{what}: not within {DEADLINE:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// `GET path` on an admin endpoint: the body.
@@ -120,8 +92,8 @@ fn a_cluster_rotates_its_key_and_refuses_strangers() {
     let file_b = dir.path().join("b.json");
     let fa = file_a.to_str().unwrap();
     let fb = file_b.to_str().unwrap();
-    let a = spawn(&cluster, &["--encrypt-key", &k1, "--keyring-file", fa]);
-    let mut b = spawn(
+    let a = Node::spawn_fast(&cluster, &["--encrypt-key", &k1, "--keyring-file", fa]);
+    let mut b = Node::spawn_fast(
         &cluster,
         &[
             "--encrypt-key",
@@ -132,7 +104,7 @@ fn a_cluster_rotates_its_key_and_refuses_strangers() {
             &a.addr,
         ],
     );
-    wait_for("A and B join", || {
+    wait_for(DEADLINE, "A and B join", || {
         peers(&a) == [b.addr.clone()] && peers(&b) == [a.addr.clone()]
     });
     assert_eq!(
@@ -142,11 +114,11 @@ fn a_cluster_rotates_its_key_and_refuses_strangers() {
     );
 
     // A member with another key knocks and is refused, and counted.
-    let stranger = spawn(
+    let stranger = Node::spawn_fast(
         &cluster,
         &["--encrypt-key", &stranger_key, "--seed", &a.addr],
     );
-    wait_for("A refuses the stranger", || {
+    wait_for(DEADLINE, "A refuses the stranger", || {
         get(a.admin, "/metrics").contains("gossip_messages_rejected_total{reason=\"decrypt\"}")
             && serde_json::from_str::<Value>(&get(a.admin, "/stats")).unwrap()["rejected_decrypt"]
                 .as_u64()
@@ -182,7 +154,7 @@ fn a_cluster_rotates_its_key_and_refuses_strangers() {
     let json: Value =
         serde_json::from_str(&ok(cli(Some(a.admin), &["keys", "list", "--json"]))).unwrap();
     assert_eq!(json["complete"], true, "{json}");
-    wait_for("the keyring files follow", || {
+    wait_for(DEADLINE, "the keyring files follow", || {
         keyring_file(&file_a) == [k2.clone()] && keyring_file(&file_b) == [k2.clone()]
     });
     assert_eq!(
@@ -195,7 +167,7 @@ fn a_cluster_rotates_its_key_and_refuses_strangers() {
     let b_logs = b.logs();
     b.signal(nix::sys::signal::Signal::SIGTERM);
     b.wait_exit(DEADLINE);
-    let b2 = spawn(
+    let b2 = Node::spawn_fast(
         &cluster,
         &[
             "--encrypt-key",
@@ -206,7 +178,7 @@ fn a_cluster_rotates_its_key_and_refuses_strangers() {
             &a.addr,
         ],
     );
-    wait_for("B rejoins with the rotated key", || {
+    wait_for(DEADLINE, "B rejoins with the rotated key", || {
         peers(&b2) == [a.addr.clone()]
     });
 

@@ -7,14 +7,14 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
 mod support;
 
-use support::Node;
+use support::{Node, wait_for};
 
 /// Fast protocol timing.
 const FAST: [&str; 8] = [
@@ -52,18 +52,6 @@ fn http(admin: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value)
 
 fn get(admin: SocketAddr, path: &str) -> Value {
     http(admin, "GET", path, "").1
-}
-
-#[track_caller]
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "{what}: not within {DEADLINE:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The live members `admin` lists: address to the whole entry.
@@ -123,14 +111,14 @@ fn a_member_restarted_without_seeds_rejoins_from_its_snapshot() {
     let mut n4 = start(a[3], &cluster, &[a[0], a[1]], Some(data.path()));
     let n5 = start(a[4], &cluster, &[a[0]], None);
     for n in [&n1, &n2, &n3, &n4, &n5] {
-        wait_for("5 members", || lists(n.admin, &a));
+        wait_for(DEADLINE, "5 members", || lists(n.admin, &a));
     }
     // Member 4's own state: a key and metadata set at run time.
     let (status, _) = http(n4.admin, "PUT", "/kv/greeting", "hello from 4");
     assert_eq!(status, 200);
     let (status, _) = http(n4.admin, "PATCH", "/meta", r#"{"set": {"role": "db"}}"#);
     assert_eq!(status, 200);
-    wait_for("member 3 sees member 4's key", || {
+    wait_for(DEADLINE, "member 3 sees member 4's key", || {
         get(n3.admin, "/kv")[a[3]]["greeting"]["value"] == "hello from 4"
     });
     let old_generation = get(n4.admin, "/healthz")["generation"].as_u64().unwrap();
@@ -151,7 +139,7 @@ fn a_member_restarted_without_seeds_rejoins_from_its_snapshot() {
     stop(&mut n2);
     let n1 = start(a[0], &cluster, &[], None);
     let n2 = start(a[1], &cluster, &[a[0]], None);
-    wait_for("1 and 2 rejoined each other", || {
+    wait_for(DEADLINE, "1 and 2 rejoined each other", || {
         lists(n1.admin, &[a[0], a[1]])
     });
 
@@ -160,14 +148,14 @@ fn a_member_restarted_without_seeds_rejoins_from_its_snapshot() {
     let new_generation = get(n4.admin, "/healthz")["generation"].as_u64().unwrap();
     assert!(new_generation > old_generation);
     for n in [&n1, &n2, &n3, &n4, &n5] {
-        wait_for("5 members again", || lists(n.admin, &a));
+        wait_for(DEADLINE, "5 members again", || lists(n.admin, &a));
     }
     // Its key and metadata are back, at the restarted seeds too.
     for n in [&n1, &n2, &n3] {
-        wait_for("member 4's key is back", || {
+        wait_for(DEADLINE, "member 4's key is back", || {
             get(n.admin, "/kv")[a[3]]["greeting"]["value"] == "hello from 4"
         });
-        wait_for("member 4's metadata is back", || {
+        wait_for(DEADLINE, "member 4's metadata is back", || {
             members(n.admin).iter().any(|m| {
                 m["addr"] == a[3] && m["meta"]["role"] == "db" && m["generation"] == new_generation
             })

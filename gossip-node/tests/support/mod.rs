@@ -196,3 +196,39 @@ pub(crate) fn process_gone(pid: i32) -> bool {
             .unwrap_or(true),
     }
 }
+
+/// Fast protocol timing for process tests: gossip 100 ms, probe 200 ms,
+/// probe timeout 100 ms.
+pub(crate) const FAST: [&str; 6] = [
+    "--gossip-interval-ms",
+    "100",
+    "--probe-interval-ms",
+    "200",
+    "--probe-timeout-ms",
+    "100",
+];
+
+impl Node {
+    /// As [`Node::spawn`], a member of `cluster` with [`FAST`] timing and
+    /// `extra` flags.
+    pub(crate) fn spawn_fast(cluster: &str, extra: &[&str]) -> Node {
+        let mut args = vec!["--cluster-id", cluster];
+        args.extend(FAST);
+        args.extend(extra);
+        Node::spawn(&args)
+    }
+}
+
+/// Polls `f` every 100 ms until it holds; fails the test naming `what` if
+/// it does not within `deadline`.
+#[track_caller]
+pub(crate) fn wait_for(deadline: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < deadline,
+            "{what}: not within {deadline:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
