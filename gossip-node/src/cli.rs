@@ -34,6 +34,7 @@ pub mod keys;
 pub mod leave;
 pub mod logging;
 pub mod meta;
+pub mod netns;
 pub mod procs;
 pub mod run;
 pub(crate) mod signals;

@@ -118,6 +118,14 @@ pub enum ProcsError {
     /// No free loopback ports could be found.
     #[error("cannot find free loopback ports")]
     Ports(#[source] std::io::Error),
+    /// The cluster was given hosts, but not one per node.
+    #[error("{hosts} hosts given for {nodes} nodes (give one per node, or none)")]
+    Hosts {
+        /// Hosts given.
+        hosts: usize,
+        /// Nodes to start.
+        nodes: usize,
+    },
     /// The log directory could not be created.
     #[error("cannot create the log directory {}", path.display())]
     LogDir {

@@ -1,9 +1,9 @@
 //! Local clusters of real `gossip-node run` child processes, for the demo,
-//! the benchmark and anything else that needs members in separate
-//! processes on loopback.
+//! the benchmark, the soak and anything else that needs members in
+//! separate processes, on loopback or each in its own network namespace.
 //!
 //! [`ProcessCluster::spawn`] starts [`ClusterSpec::nodes`] children of an
-//! executable on free loopback ports, each with an admin endpoint, seeded
+//! executable on free loopback ports (or at [`ClusterSpec::hosts`]), each with an admin endpoint, seeded
 //! as [`Seeding`] says, each logging to its own file in
 //! [`ClusterSpec::log_dir`]. Dropping the cluster stops every process still
 //! running (SIGTERM, a grace period, then SIGKILL), so that an error or a
@@ -83,6 +83,22 @@ pub struct ClusterSpec {
     /// How long a node may take to leave after SIGTERM before it is killed
     /// ([`ProcessCluster::stop_all`]).
     pub stop_grace: Duration,
+    /// Where each node runs: empty (the default) for loopback on free
+    /// ports; otherwise one [`NodeHost`] per node, each in its own network
+    /// namespace (see [`crate::cli::netns`]).
+    pub hosts: Vec<NodeHost>,
+}
+
+/// Where one node runs when it is not on loopback: a network namespace and
+/// its addresses there.
+#[derive(Clone, Debug)]
+pub struct NodeHost {
+    /// The namespace it runs in (`ip netns exec NETNS ...`).
+    pub netns: String,
+    /// Its gossip address, its identity as a member.
+    pub listen: SocketAddr,
+    /// Its admin endpoint, which this process must be able to reach.
+    pub admin: SocketAddr,
 }
 
 impl ClusterSpec {
@@ -98,6 +114,7 @@ impl ClusterSpec {
             node_args: Vec::new(),
             startup_timeout: STARTUP_TIMEOUT,
             stop_grace: STOP_GRACE,
+            hosts: Vec::new(),
         }
     }
 }
@@ -181,19 +198,37 @@ impl ProcessCluster {
     /// come up (see [`ProcessCluster::wait_until_up`]).
     ///
     /// # Errors
-    /// [`ProcsError::Ports`], [`ProcsError::LogDir`], or
+    /// [`ProcsError::Hosts`] if [`ClusterSpec::hosts`] is neither empty nor
+    /// one per node; [`ProcsError::Ports`], [`ProcsError::LogDir`], or
     /// [`ProcsError::Spawn`] for the first node that cannot be started;
     /// the nodes started before it are stopped before the error is returned.
     pub fn spawn(spec: &ClusterSpec) -> Result<Self, ProcsError> {
         let n = spec.nodes;
-        let ports = free_ports(2 * n).map_err(ProcsError::Ports)?;
+        let (addrs, admins): (Vec<String>, Vec<SocketAddr>) = if spec.hosts.is_empty() {
+            let ports = free_ports(2 * n).map_err(ProcsError::Ports)?;
+            (0..n)
+                .map(|i| {
+                    (
+                        format!("127.0.0.1:{}", ports[2 * i]),
+                        SocketAddr::from(([127, 0, 0, 1], ports[2 * i + 1])),
+                    )
+                })
+                .unzip()
+        } else if spec.hosts.len() == n {
+            spec.hosts
+                .iter()
+                .map(|h| (h.listen.to_string(), h.admin))
+                .unzip()
+        } else {
+            return Err(ProcsError::Hosts {
+                hosts: spec.hosts.len(),
+                nodes: n,
+            });
+        };
         std::fs::create_dir_all(&spec.log_dir).map_err(|source| ProcsError::LogDir {
             path: spec.log_dir.clone(),
             source,
         })?;
-        let addrs: Vec<String> = (0..n)
-            .map(|i| format!("127.0.0.1:{}", ports[2 * i]))
-            .collect();
         let mut cluster = Self {
             nodes: Vec::with_capacity(n),
             log_dir: spec.log_dir.clone(),
@@ -205,7 +240,7 @@ impl ProcessCluster {
         };
         for (i, addr) in addrs.iter().enumerate() {
             let index = i + 1;
-            let admin = SocketAddr::from(([127, 0, 0, 1], ports[2 * i + 1]));
+            let admin = admins[i];
             let log = spec.log_dir.join(format!("node-{index}.log"));
             let child = start_node(spec, &addrs, i, admin, &log, false)
                 .map_err(|source| ProcsError::Spawn { index, source })?;
@@ -396,7 +431,10 @@ fn start_node(
     } else {
         File::create(log)?
     };
-    let mut cmd = std::process::Command::new(&spec.exe);
+    let mut cmd = match spec.hosts.get(i) {
+        Some(host) => crate::cli::netns::Lab::command_in(&host.netns, &spec.exe),
+        None => std::process::Command::new(&spec.exe),
+    };
     cmd.arg("run")
         .args(["--listen", &addrs[i]])
         .args(["--admin", &admin.to_string()])

@@ -12,11 +12,16 @@
 //!   with SIGKILL and one more is stopped with SIGTERM (it leaves
 //!   gracefully);
 //! - every `--pause-every` seconds, `--pause-members` members are stopped
-//!   with SIGSTOP for `--pause-secs` seconds, then SIGCONT: a hung host.
-//!   Loopback cannot be cut without network namespaces or a firewall, so a
-//!   pause stands in for a partition of those members from the rest;
+//!   with SIGSTOP for `--pause-secs` seconds, then SIGCONT: a hung host;
+//! - every `--partition-every` seconds, `--partition-members` members are
+//!   cut off from the rest (not from each other) for `--partition-secs`
+//!   seconds, then joined again: a partition. This needs a network
+//!   namespace per member (`--network netns`, root only; [`net`]);
+//!   `--network auto`, the default, uses them where it can and otherwise
+//!   says loudly that it runs on loopback without partitions;
 //! - every `--write-interval-ms`, every member that is running and not
-//!   paused sets one of its `--keys` keys `soak/N` to a new value through
+//!   paused (cut-off members too: the soak reaches them on a management
+//!   link) sets one of its `--keys` keys `soak/N` to a new value through
 //!   `PUT /kv/{key}` of its admin API.
 //!
 //! At the end every paused member is resumed and every stopped one
@@ -27,8 +32,11 @@
 //!    life with its last value ([`ledger`]);
 //! 2. **no panic**: no log contains `panicked`;
 //! 3. **no false death**: no member declared a stable member dead (each
-//!    member's `member-failed` event handler appends the event to a file);
-//!    at most `--max-false-deaths` are tolerated;
+//!    member's `member-failed` event handler appends the event and its time
+//!    to a file), except a member that was cut off at the time, or up to
+//!    `--partition-grace` seconds after its heal: those are counted apart,
+//!    as the partition's deaths. At most `--max-false-deaths` are
+//!    tolerated;
 //! 4. **bounded memory**: the resident memory (`VmRSS`) of every stable
 //!    member grew by at most `--max-rss-growth-pct` from the baseline to the
 //!    end. The baseline is read 300 s into the churn, or, for runs shorter
@@ -38,6 +46,7 @@
 //! check fails. Every process started is stopped on the way out.
 
 mod ledger;
+mod net;
 mod observe;
 mod report;
 
@@ -45,21 +54,23 @@ use std::ffi::OsString;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use thiserror::Error;
 use tokio::task::JoinSet;
 
 pub use ledger::Mismatch;
 pub use observe::{Death, Panic};
-pub use report::{RssReport, SoakReport};
+pub use report::{Cut, RssReport, SoakReport};
 
 use crate::cli::error::ProcsError;
+use crate::cli::netns::NetnsError;
 use crate::cli::procs::{AdminClient, ClusterSpec, ProcessCluster, Seeding};
 use crate::error::ConfigError;
 use crate::transport::TransportKind;
 use ledger::Ledger;
+use net::SoakNet;
 
 /// The cluster id of the soak's members.
 pub const SOAK_CLUSTER_ID: &str = "soak";
@@ -100,6 +111,29 @@ pub struct SoakArgs {
     #[arg(long, default_value_t = 3)]
     pub pause_members: u16,
 
+    /// Where the members run: one network namespace each (`netns`, root
+    /// only; needed for partitions), loopback (`loopback`, no partitions),
+    /// or `auto`: namespaces where they can be made, else loopback.
+    #[arg(long, value_enum, default_value_t = Network::Auto)]
+    pub network: Network,
+
+    /// Period of the partitions, seconds (with namespaces only).
+    #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub partition_every: u64,
+
+    /// Length of a partition, seconds.
+    #[arg(long, default_value_t = 15, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub partition_secs: u64,
+
+    /// Members cut off together.
+    #[arg(long, default_value_t = 3)]
+    pub partition_members: u16,
+
+    /// How long after its heal a cut-off member's declarations of death
+    /// still count as the partition's, not as false deaths, seconds.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub partition_grace: u64,
+
     /// Period of the write rounds, ms.
     #[arg(long, default_value_t = 500, value_name = "MS", value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub write_interval_ms: u64,
@@ -139,6 +173,17 @@ pub struct SoakArgs {
     pub json: bool,
 }
 
+/// Where the soak's members run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Network {
+    /// Namespaces where they can be made, else loopback (said loudly).
+    Auto,
+    /// One network namespace per member; fails where it cannot be made.
+    Netns,
+    /// All on 127.0.0.1: no partitions.
+    Loopback,
+}
+
 /// Failure of `gossip-node soak`.
 #[derive(Debug, Error)]
 pub enum SoakError {
@@ -154,6 +199,9 @@ pub enum SoakError {
     /// A member could not be started, restarted or reached.
     #[error(transparent)]
     Procs(#[from] ProcsError),
+    /// The members' network namespaces could not be made or changed.
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
     /// A signal could not be sent to a member.
     #[error("cannot send {signal} to member {index}: {reason}")]
     Signal {
@@ -187,14 +235,14 @@ impl SoakArgs {
         };
         kind.ensure_available()?;
         let (n, stable) = (usize::from(self.members), self.stable());
-        // A churn turn takes two members down; a pause must find members
-        // that are neither down nor stable.
+        // A churn turn takes two members down; a pause and a partition
+        // must find members that are neither down nor stable.
         let churnable = n.saturating_sub(stable);
-        if stable == 0 || churnable < 2 + usize::from(self.pause_members) {
+        let needed = 2 + usize::from(self.pause_members) + usize::from(self.partition_members);
+        if stable == 0 || churnable < needed {
             return Err(SoakError::BadArgs(format!(
-                "--stable {stable} of --members {n} must be at least 1 and leave at least {} members to churn (2 down at a time plus --pause-members {})",
-                2 + self.pause_members,
-                self.pause_members
+                "--stable {stable} of --members {n} must be at least 1 and leave at least {needed} members to churn (2 down at a time plus --pause-members {} plus --partition-members {})",
+                self.pause_members, self.partition_members
             )));
         }
         if self.max_rss_growth_pct.is_nan() || self.max_rss_growth_pct < 0.0 {
@@ -245,6 +293,15 @@ enum Condition {
     Down,
     /// Stopped with SIGSTOP.
     Paused,
+    /// Running, written to, cut off from the others.
+    Cut,
+}
+
+/// Unix time now, ms.
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Body of `gossip-node soak`: runs the soak and prints the report.
@@ -268,9 +325,26 @@ pub async fn run(args: SoakArgs) -> Result<(), SoakError> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
     });
+    let net = match args.network {
+        Network::Loopback => None,
+        Network::Netns => Some(SoakNet::build(n)?),
+        Network::Auto => match SoakNet::build(n) {
+            Ok(net) => Some(net),
+            Err(e) => {
+                eprintln!(
+                    "\n*** soak: running on loopback WITHOUT PARTITIONS: {e} ***\n\
+                     *** (run as root with iproute2 for one network namespace per member) ***\n"
+                );
+                None
+            }
+        },
+    };
     let dir = std::env::temp_dir().join(format!("gossip-node-soak-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let mut spec = ClusterSpec::new(exe, n, dir.clone());
+    if let Some(net) = &net {
+        spec.hosts = net.hosts().to_vec();
+    }
     spec.seeding = Seeding::Previous(3);
     spec.args = [
         "--transport",
@@ -302,13 +376,14 @@ pub async fn run(args: SoakArgs) -> Result<(), SoakError> {
     let mut cluster = ProcessCluster::spawn(&spec)?;
     let mut report = SoakReport {
         members: n,
+        network: if net.is_some() { "netns" } else { "loopback" }.to_owned(),
         transport: kind.name().to_owned(),
         seed,
         duration_s: args.duration,
         ..SoakReport::default()
     };
     let outcome = tokio::select! {
-        r = soak(&mut cluster, &client, &args, Rng(seed), &mut report) => r,
+        r = soak(&mut cluster, net.as_ref(), &client, &args, Rng(seed), &mut report) => r,
         signal = signals.recv() => Err(SoakError::Interrupted(signal)),
     };
     eprintln!("soak: stopping {n} members");
@@ -317,6 +392,7 @@ pub async fn run(args: SoakArgs) -> Result<(), SoakError> {
         let _ = send(node.pid(), node.index(), Sig::Cont);
     }
     let cluster = cluster.shutdown().await?;
+    drop(net);
     outcome?;
     let logs: Vec<PathBuf> = cluster
         .nodes()
@@ -328,10 +404,12 @@ pub async fn run(args: SoakArgs) -> Result<(), SoakError> {
     report.panics = panics.into_iter().take(report::EXAMPLES).collect();
     let deaths = observe::deaths(&dir)?;
     report.deaths = deaths.len();
-    let false_deaths: Vec<Death> = deaths
+    let grace_ms = args.partition_grace.saturating_mul(1000);
+    let (of_partitions, false_deaths): (Vec<Death>, Vec<Death>) = deaths
         .into_iter()
         .filter(|d| report.stable.contains(&d.member))
-        .collect();
+        .partition(|d| report.cuts.iter().any(|c| c.covers(d, grace_ms)));
+    report.partition_deaths = of_partitions.len();
     report.false_death_count = false_deaths.len();
     report.false_deaths = false_deaths.into_iter().take(report::EXAMPLES).collect();
     report.failures = failures(&report, &args);
@@ -388,6 +466,7 @@ fn failures(r: &SoakReport, args: &SoakArgs) -> Vec<String> {
 /// The churn and the end checks that need the members running.
 async fn soak(
     cluster: &mut ProcessCluster,
+    net: Option<&SoakNet>,
     client: &AdminClient,
     args: &SoakArgs,
     mut rng: Rng,
@@ -420,6 +499,9 @@ async fn soak(
     let tick = Duration::from_millis(args.write_interval_ms);
     let (mut next_churn, mut next_pause) = (start + churn_every, start + pause_every);
     let mut resume_at: Option<Instant> = None;
+    let partition_every = Duration::from_secs(args.partition_every);
+    let mut next_partition = start + partition_every;
+    let mut heal_at: Option<Instant> = None;
     let rss_at = start + args.rss_baseline();
     let mut rss_base: Option<Vec<Option<u64>>> = None;
     let mut seq: u64 = 0;
@@ -430,6 +512,31 @@ async fn soak(
         if resume_at.is_some_and(|t| now >= t) {
             resume_at = None;
             resume(cluster, &mut cond)?;
+        }
+        if let Some(net) = net {
+            if heal_at.is_some_and(|t| now >= t) {
+                heal_at = None;
+                heal(net, &mut cond, report)?;
+            }
+            if now >= next_partition && heal_at.is_none() {
+                next_partition += partition_every;
+                let mut cut = Vec::new();
+                for _ in 0..args.partition_members {
+                    let up: Vec<usize> = (stable..n).filter(|&i| cond[i] == Condition::Up).collect();
+                    if let Some(v) = rng.pick(&up) {
+                        cond[v] = Condition::Cut;
+                        cut.push(v);
+                    }
+                }
+                net.cut(&cut)?;
+                report.partitioned_members += cut.len();
+                report.cuts.push(Cut {
+                    members: cut.iter().map(|&i| addrs[i].clone()).collect(),
+                    start_ms: unix_ms(),
+                    end_ms: None,
+                });
+                heal_at = Some(now + Duration::from_secs(args.partition_secs));
+            }
         }
         if now >= next_churn {
             next_churn += churn_every;
@@ -471,17 +578,20 @@ async fn soak(
             rss_base = Some(stable_rss(cluster, stable));
             report.rss_baseline_at_s = now.duration_since(start).as_secs();
         }
-        let up: Vec<usize> = (0..n).filter(|&i| cond[i] == Condition::Up).collect();
+        let up: Vec<usize> = (0..n)
+            .filter(|&i| matches!(cond[i], Condition::Up | Condition::Cut))
+            .collect();
         write_round(client, &admins, &up, args.keys, seq, &mut ledger, report).await;
         seq += 1;
         if now.duration_since(last_log) >= Duration::from_secs(30) {
             last_log = now;
             eprintln!(
-                "soak: {} s: {} kills, {} terms, {} pauses, {} writes answered",
+                "soak: {} s: {} kills, {} terms, {} pauses, {} partitions, {} writes answered",
                 now.duration_since(start).as_secs(),
                 report.kills,
                 report.terms,
                 report.pauses,
+                report.cuts.len(),
                 report.writes_acked
             );
         }
@@ -507,6 +617,9 @@ async fn soak(
         .collect::<Option<Vec<f64>>>()
         .and_then(|g| g.into_iter().reduce(f64::max));
     resume(cluster, &mut cond)?;
+    if let Some(net) = net {
+        heal(net, &mut cond, report)?;
+    }
     // A member stopped with SIGTERM gets up to the stop grace to leave.
     let grace = Instant::now() + Duration::from_secs(10);
     while cluster
@@ -547,6 +660,22 @@ fn resume(cluster: &ProcessCluster, cond: &mut [Condition]) -> Result<(), SoakEr
             send(node.pid(), node.index(), Sig::Cont)?;
             *c = Condition::Up;
         }
+    }
+    Ok(())
+}
+
+/// Joins every cut-off member to the others again and records the time.
+fn heal(net: &SoakNet, cond: &mut [Condition], report: &mut SoakReport) -> Result<(), SoakError> {
+    let cut: Vec<usize> = (0..cond.len()).filter(|&i| cond[i] == Condition::Cut).collect();
+    if cut.is_empty() {
+        return Ok(());
+    }
+    net.heal(&cut)?;
+    for i in cut {
+        cond[i] = Condition::Up;
+    }
+    if let Some(last) = report.cuts.last_mut() {
+        last.end_ms.get_or_insert_with(unix_ms);
     }
     Ok(())
 }

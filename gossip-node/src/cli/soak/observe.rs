@@ -65,12 +65,13 @@ pub(super) fn panics<'a>(logs: impl IntoIterator<Item = &'a Path>) -> Vec<Panic>
 }
 
 /// The shell command of every member's `member-failed` handler: appends
-/// the event (one JSON line) to `failed-HOST:PORT.jsonl` in `dir`, named
-/// after the observing member.
+/// the event (one JSON line), after the time in Unix ms and a space, to
+/// `failed-HOST:PORT.jsonl` in `dir`, named after the observing member.
 pub(super) fn failed_handler(dir: &Path) -> String {
-    // The directory is one the soak created: no single quote in it.
+    // The directory is one the soak created: no single quote in it. One
+    // printf is one write, so that lines of two handlers do not mix.
     format!(
-        "member-failed=cat >> '{}/failed-'\"$GOSSIP_SELF\"'.jsonl'",
+        "member-failed=line=$(cat); printf '%s %s\\n' \"$(date +%s%3N)\" \"$line\" >> '{}/failed-'\"$GOSSIP_SELF\"'.jsonl'",
         dir.display()
     )
 }
@@ -84,6 +85,8 @@ pub struct Death {
     pub member: String,
     /// The generation declared dead.
     pub generation: u64,
+    /// When, Unix time in ms (by the handler's clock).
+    pub at_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -121,11 +124,18 @@ pub(super) fn deaths(dir: &Path) -> std::io::Result<Vec<Death>> {
 
 fn parse_deaths(observer: &str, text: &str) -> Vec<Death> {
     text.lines()
-        .filter_map(|l| serde_json::from_str::<FailedEvent>(l).ok())
-        .map(|e| Death {
-            observer: observer.to_owned(),
-            member: e.member.addr,
-            generation: e.member.generation,
+        .filter_map(|l| {
+            let (at_ms, json) = match l.split_once(' ') {
+                Some((t, json)) if t.bytes().all(|b| b.is_ascii_digit()) => (t.parse().ok(), json),
+                _ => (None, l),
+            };
+            let e = serde_json::from_str::<FailedEvent>(json).ok()?;
+            Some(Death {
+                observer: observer.to_owned(),
+                member: e.member.addr,
+                generation: e.member.generation,
+                at_ms,
+            })
         })
         .collect()
 }
@@ -150,18 +160,51 @@ mod tests {
     #[test]
     fn deaths_parse_and_partial_lines_are_skipped() {
         let text = concat!(
-            r#"{"event":"member-failed","member":{"addr":"127.0.0.1:5","generation":7}}"#,
+            r#"1700000000123 {"event":"member-failed","member":{"addr":"127.0.0.1:5","generation":7}}"#,
             "\n",
-            r#"{"event":"member-fai"#,
+            r#"{"event":"member-failed","member":{"addr":"127.0.0.1:6","generation":8}}"#,
+            "\n",
+            r#"1700000000456 {"event":"member-fai"#,
         );
+        let death = |member: &str, generation, at_ms| Death {
+            observer: "127.0.0.1:4".into(),
+            member: member.into(),
+            generation,
+            at_ms,
+        };
         assert_eq!(
             parse_deaths("127.0.0.1:4", text),
-            vec![Death {
-                observer: "127.0.0.1:4".into(),
-                member: "127.0.0.1:5".into(),
-                generation: 7
-            }]
+            vec![
+                death("127.0.0.1:5", 7, Some(1_700_000_000_123)),
+                death("127.0.0.1:6", 8, None)
+            ]
         );
+    }
+
+    /// The handler, run by `sh` as a member runs it, writes lines that
+    /// parse, with their time.
+    #[cfg(unix)]
+    #[test]
+    fn the_handler_records_time_and_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let handler = failed_handler(dir.path());
+        let command = handler.strip_prefix("member-failed=").unwrap();
+        let event = r#"{"event":"member-failed","member":{"addr":"10.78.0.2:7946","generation":3}}"#;
+        for _ in 0..2 {
+            let mut child = std::process::Command::new("sh")
+                .args(["-c", command])
+                .env("GOSSIP_SELF", "10.78.0.1:7946")
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::io::Write::write_all(&mut child.stdin.take().unwrap(), event.as_bytes()).unwrap();
+            assert!(child.wait().unwrap().success());
+        }
+        let found = deaths(dir.path()).unwrap();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found.iter().all(|d| d.observer == "10.78.0.1:7946"
+            && d.member == "10.78.0.2:7946"
+            && d.at_ms.is_some_and(|t| t > 1_700_000_000_000)));
     }
 
     #[test]

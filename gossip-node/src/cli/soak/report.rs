@@ -16,6 +16,8 @@ pub(super) const EXAMPLES: usize = 10;
 pub struct SoakReport {
     /// Number of members.
     pub members: usize,
+    /// Where they ran: `netns` (a namespace each) or `loopback`.
+    pub network: String,
     /// The transport's name.
     pub transport: String,
     /// Seed of the choice of victims.
@@ -34,6 +36,10 @@ pub struct SoakReport {
     pub pauses: usize,
     /// Member-pauses (a pause of 3 members counts 3).
     pub paused_members: usize,
+    /// The partitions: who was cut off, from when to when.
+    pub cuts: Vec<Cut>,
+    /// Members cut off, summed over the partitions.
+    pub partitioned_members: usize,
     /// Writes sent (`PUT /kv/{key}`).
     pub writes: u64,
     /// Writes answered with success.
@@ -62,6 +68,10 @@ pub struct SoakReport {
     pub false_deaths: Vec<Death>,
     /// Number of them.
     pub false_death_count: usize,
+    /// Deaths of a stable member declared by a member that was cut off at
+    /// the time (or shortly after its heal): the partitions' doing, not
+    /// counted as false deaths.
+    pub partition_deaths: usize,
     /// Seconds into the churn at which the resident memory baseline was
     /// read.
     pub rss_baseline_at_s: u64,
@@ -72,6 +82,32 @@ pub struct SoakReport {
     pub rss_max_growth_pct: Option<f64>,
     /// The checks that failed, in words; empty if all passed.
     pub failures: Vec<String>,
+}
+
+/// One partition: members cut off from the rest (not from each other).
+#[derive(Clone, Debug, Serialize)]
+pub struct Cut {
+    /// Their gossip addresses.
+    pub members: Vec<String>,
+    /// When they were cut off, Unix time in ms.
+    pub start_ms: u64,
+    /// When they were joined again, Unix time in ms.
+    pub end_ms: Option<u64>,
+}
+
+impl Cut {
+    /// Whether `death` was declared by one of these members while they were
+    /// cut off or up to `grace_ms` after the heal (a cut still in place at
+    /// the end covers everything after its start).
+    pub fn covers(&self, death: &Death, grace_ms: u64) -> bool {
+        self.members.contains(&death.observer)
+            && death.at_ms.is_some_and(|t| {
+                t >= self.start_ms
+                    && self
+                        .end_ms
+                        .is_none_or(|end| t <= end.saturating_add(grace_ms))
+            })
+    }
 }
 
 /// Resident memory of one stable member.
@@ -99,9 +135,10 @@ impl SoakReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "gossip-node soak: {} members over {}, churn for {} s (seed {}); {} stable members",
+            "gossip-node soak: {} members over {} ({}), churn for {} s (seed {}); {} stable members",
             self.members,
             self.transport,
+            self.network,
             self.duration_s,
             self.seed,
             self.stable.len()
@@ -113,8 +150,14 @@ impl SoakReport {
             (
                 "churn".into(),
                 format!(
-                    "{} SIGKILL, {} SIGTERM, {} restarts, {} pauses ({} members, SIGSTOP/SIGCONT)",
-                    self.kills, self.terms, self.restarts, self.pauses, self.paused_members
+                    "{} SIGKILL, {} SIGTERM, {} restarts, {} pauses ({} members, SIGSTOP/SIGCONT), {} partitions ({} members cut off)",
+                    self.kills,
+                    self.terms,
+                    self.restarts,
+                    self.pauses,
+                    self.paused_members,
+                    self.cuts.len(),
+                    self.partitioned_members
                 ),
                 "",
             ),
@@ -143,8 +186,11 @@ impl SoakReport {
                 ok(self.panic_count == 0),
             ),
             (
-                "deaths declared (all / of stable members)".into(),
-                format!("{} / {}", self.deaths, self.false_death_count),
+                "deaths declared (all / of stable members by cut-off members / false)".into(),
+                format!(
+                    "{} / {} / {}",
+                    self.deaths, self.partition_deaths, self.false_death_count
+                ),
                 ok(!self.failures.iter().any(|f| f.starts_with("false deaths"))),
             ),
             (
