@@ -48,6 +48,13 @@ pub(crate) trait Cluster {
     /// Traffic sent so far.
     fn traffic(&self) -> Traffic;
 
+    /// What the members sent so far, by message kind, and the outgoing
+    /// connections they hold, in words (logged when the cluster has
+    /// joined); empty where the system does not count them.
+    fn traffic_note(&self) -> String {
+        String::new()
+    }
+
     /// Sets `key` to `value` on member `i`. Every member records the key's
     /// arrival in the sightings book under `key:<key>`.
     async fn set_key(&self, i: usize, key: &str, value: &str) -> Result<(), BenchError>;

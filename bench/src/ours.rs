@@ -153,6 +153,22 @@ impl<T: Transport> Cluster for Ours<T> {
         })
     }
 
+    fn traffic_note(&self) -> String {
+        let stats: Vec<_> = self.members.iter().map(Member::stats).collect();
+        let by_kind: Vec<String> = gossip_core::MessageKind::ALL
+            .iter()
+            .map(|&k| {
+                let sent: u64 = stats.iter().map(|s| s.sent_by_kind.messages(k)).sum();
+                format!("{k:?} {sent}")
+            })
+            .collect();
+        let connections: u64 = stats.iter().map(|s| s.connections).sum();
+        format!(
+            "messages sent: {}; outgoing connections held: {connections}",
+            by_kind.join(", ")
+        )
+    }
+
     async fn set_key(&self, i: usize, key: &str, value: &str) -> Result<(), BenchError> {
         self.members[i]
             .set_key(key, Bytes::copy_from_slice(value.as_bytes()), None)

@@ -115,7 +115,13 @@ pub(crate) async fn run<C: Cluster>(
             return out;
         }
     }
-    tracing::info!(system = out.system, n, join_ms = out.join_ms, "joined");
+    tracing::info!(
+        system = out.system,
+        n,
+        join_ms = out.join_ms,
+        traffic = cluster.traffic_note(),
+        "joined"
+    );
 
     tokio::time::sleep(plan.warmup).await;
     let (before, wire_before, t0) = (cluster.traffic(), wire::loopback_bytes(), Instant::now());

@@ -13,9 +13,10 @@
 //!
 //! Each node's admin API listens on 127.0.0.1 inside its namespace, so a
 //! cut link does not hide the cut-off members' views: the test reads them
-//! from a thread that entered the namespace (`setns`). Names of namespaces
-//! and links carry the test's pid and a counter; a guard deletes them when
-//! the test ends, also when it panics.
+//! from a thread that entered the namespace (`setns`). The namespaces and
+//! links are a `gossip_node::cli::netns::Lab`, as the soak's are: their
+//! names carry the test's pid and a counter, and they are deleted when the
+//! test ends, also when it panics.
 //!
 //! The 100-member version (4 hosts x 25 members) is ignored by default
 //! (release build, one at a time; about 90 s for both on two cores):
@@ -28,10 +29,9 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use gossip_node::cli::netns::{Lab, NetnsError};
 use gossip_node::config::{FileConfig, NodeConfig, RunArgs};
 use serde_json::Value;
 
@@ -57,8 +57,6 @@ gossip_interval_ms = 200
 probe_interval_ms = 1000
 probe_timeout_ms = 500
 ";
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 #[cfg(feature = "grpc")]
 #[test]
@@ -86,25 +84,6 @@ fn quic_hundred_members_on_four_hosts() {
     cut_host("quic", 4, 25, HUNDRED, Duration::from_secs(240));
 }
 
-/// Runs `ip args`; the error names the command and its standard error.
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}: {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
 /// One host: a network namespace, its address, and the bridge end of its
 /// veth pair (in the test's own namespace).
 struct Host {
@@ -113,96 +92,49 @@ struct Host {
     port: String,
 }
 
-/// The hosts and their bridge; deleted on drop, also when a test panics.
+/// The hosts on one bridge; deleted on drop (by the [`Lab`]), also when a
+/// test panics.
 struct Net {
-    bridge: String,
+    lab: Lab,
     hosts: Vec<Host>,
 }
 
 impl Net {
     /// Builds `hosts` namespaces on a new bridge, host `i` at 10.77.0.(i+1).
-    fn build(hosts: usize) -> Result<Net, String> {
-        // Interface names are at most 15 bytes: "gh" + pid (at most 7
-        // digits) + "x" + counter + "p" + host index.
-        let tag = format!(
-            "gh{}x{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+    fn build(hosts: usize) -> Result<Net, NetnsError> {
+        let mut lab = Lab::new("gh")?;
+        let bridge = lab.bridge('b')?;
         let mut net = Net {
-            bridge: format!("{tag}b"),
+            lab,
             hosts: Vec::new(),
         };
-        ip(&["link", "add", &net.bridge, "type", "bridge"])?;
-        ip(&["link", "set", &net.bridge, "up"])?;
         for i in 0..hosts {
-            let ns = format!("{tag}n{i}");
-            let (port, inner) = (format!("{tag}p{i}"), format!("{tag}h{i}"));
             let ip_addr = Ipv4Addr::new(10, 77, 0, i as u8 + 1);
-            ip(&["netns", "add", &ns])?;
+            let ns = net.lab.namespace(i)?;
+            let port = net
+                .lab
+                .plug(&ns, i, 'p', "eth0", &bridge, &format!("{ip_addr}/24"))?;
             net.hosts.push(Host {
-                ns: ns.clone(),
+                ns,
                 ip: ip_addr,
-                port: port.clone(),
+                port,
             });
-            ip(&[
-                "link", "add", &port, "type", "veth", "peer", "name", &inner, "netns", &ns,
-            ])?;
-            ip(&["link", "set", &port, "master", &net.bridge, "up"])?;
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{ip_addr}/24"),
-                "dev",
-                &inner,
-            ])?;
-            ip(&["-n", &ns, "link", "set", &inner, "up"])?;
-            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         }
         Ok(net)
     }
 
     /// Sets host `i`'s link at the bridge up or down.
     fn set_link(&self, i: usize, up: bool) {
-        let state = if up { "up" } else { "down" };
-        ip(&["link", "set", &self.hosts[i].port, state]).unwrap();
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for host in &self.hosts {
-            // Deleting the namespace deletes its veth end, and so the pair.
-            let _ = ip(&["netns", "del", &host.ns]);
-            let _ = ip(&["link", "del", &host.port]);
-        }
-        let _ = ip(&["link", "del", &self.bridge]);
-    }
-}
-
-/// Why these tests cannot run here, if they cannot.
-fn unavailable() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("not running as root (network namespaces need it)".into());
-    }
-    match Command::new("ip").arg("-V").stdin(Stdio::null()).output() {
-        Ok(out) if out.status.success() => None,
-        Ok(out) => Some(format!("`ip -V` failed: {}", out.status)),
-        Err(e) => Some(format!("iproute2's `ip` not found: {e}")),
+        self.lab.set_port(&self.hosts[i].port, up).unwrap();
     }
 }
 
 /// Builds the network, or says loudly why the test is skipped and returns
 /// `None`; panics instead if [`REQUIRE`] is set to 1.
 fn net_or_skip(test: &str, hosts: usize) -> Option<Net> {
-    let why = match unavailable() {
-        None => match Net::build(hosts) {
-            Ok(net) => return Some(net),
-            Err(e) => format!("cannot build the network: {e}"),
-        },
-        Some(why) => why,
+    let why = match Net::build(hosts) {
+        Ok(net) => return Some(net),
+        Err(e) => e.to_string(),
     };
     if std::env::var(REQUIRE).as_deref() == Ok("1") {
         panic!("{test}: {REQUIRE}=1 but the test cannot run: {why}");
@@ -289,19 +221,10 @@ fn views(net: &Net, nodes: &[Vec<Node>]) -> Vec<Vec<Result<BTreeSet<String>, Str
             .zip(nodes)
             .map(|(host, on_host)| {
                 s.spawn(move || {
-                    let entered = std::fs::File::open(format!("/run/netns/{}", host.ns))
-                        .map_err(|e| e.to_string())
-                        .and_then(|ns| {
-                            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                                .map_err(|e| e.to_string())
-                        });
-                    on_host
-                        .iter()
-                        .map(|node| match &entered {
-                            Ok(()) => get_members(node.admin),
-                            Err(e) => Err(format!("setns {}: {e}", host.ns)),
-                        })
-                        .collect()
+                    Lab::run_in(&host.ns, || {
+                        on_host.iter().map(|node| get_members(node.admin)).collect()
+                    })
+                    .unwrap_or_else(|e| vec![Err(e.to_string()); on_host.len()])
                 })
             })
             .collect();
@@ -382,8 +305,7 @@ fn cut_host(transport: &str, hosts: usize, per_host: usize, timing: &str, timeou
     for host in &net.hosts {
         let mut on_host = Vec::new();
         for _ in 0..per_host {
-            let mut cmd = Command::new("ip");
-            cmd.args(["netns", "exec", &host.ns, BIN]);
+            let cmd = Lab::command_in(&host.ns, BIN.as_ref());
             let mut args = vec!["--config", &config_path];
             if let Some(seed) = &first {
                 args.extend(["--seed", seed.as_str()]);

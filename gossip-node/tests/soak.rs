@@ -53,7 +53,8 @@ fn check_report(r: &Value, members: u64) {
         let cuts = r["cuts"].as_array().expect("cuts");
         assert!(!cuts.is_empty(), "no partition: {r:#}");
         assert!(
-            cuts.iter().all(|c| c["end_ms"].as_u64() > c["start_ms"].as_u64()),
+            cuts.iter()
+                .all(|c| c["end_ms"].as_u64() > c["start_ms"].as_u64()),
             "a partition not healed: {r:#}"
         );
         assert!(r["partitioned_members"].as_u64() >= Some(cuts.len() as u64));

@@ -69,6 +69,14 @@ pub fn available() -> Result<(), NetnsError> {
 /// # Errors
 /// [`NetnsError::Ip`] naming the command, with its standard error.
 pub fn ip(args: &[&str]) -> Result<(), NetnsError> {
+    ip_output(args).map(drop)
+}
+
+/// Runs `ip args` and returns its standard output.
+///
+/// # Errors
+/// [`NetnsError::Ip`] naming the command, with its standard error.
+pub fn ip_output(args: &[&str]) -> Result<String, NetnsError> {
     let failed = |reason: String| NetnsError::Ip {
         command: args.join(" "),
         reason,
@@ -79,7 +87,7 @@ pub fn ip(args: &[&str]) -> Result<(), NetnsError> {
         .output()
         .map_err(|e| failed(e.to_string()))?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(failed(format!(
             "{}: {}",
@@ -212,8 +220,8 @@ impl Lab {
         let enter = || -> Result<(), String> {
             #[cfg(target_os = "linux")]
             {
-                let file = std::fs::File::open(format!("/run/netns/{ns}"))
-                    .map_err(|e| e.to_string())?;
+                let file =
+                    std::fs::File::open(format!("/run/netns/{ns}")).map_err(|e| e.to_string())?;
                 nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
                     .map_err(|e| e.to_string())
             }

@@ -522,7 +522,8 @@ async fn soak(
                 next_partition += partition_every;
                 let mut cut = Vec::new();
                 for _ in 0..args.partition_members {
-                    let up: Vec<usize> = (stable..n).filter(|&i| cond[i] == Condition::Up).collect();
+                    let up: Vec<usize> =
+                        (stable..n).filter(|&i| cond[i] == Condition::Up).collect();
                     if let Some(v) = rng.pick(&up) {
                         cond[v] = Condition::Cut;
                         cut.push(v);
@@ -666,7 +667,9 @@ fn resume(cluster: &ProcessCluster, cond: &mut [Condition]) -> Result<(), SoakEr
 
 /// Joins every cut-off member to the others again and records the time.
 fn heal(net: &SoakNet, cond: &mut [Condition], report: &mut SoakReport) -> Result<(), SoakError> {
-    let cut: Vec<usize> = (0..cond.len()).filter(|&i| cond[i] == Condition::Cut).collect();
+    let cut: Vec<usize> = (0..cond.len())
+        .filter(|&i| cond[i] == Condition::Cut)
+        .collect();
     if cut.is_empty() {
         return Ok(());
     }

@@ -9,16 +9,18 @@
 //!   bridge: they still reach each other, not the rest (their frames to
 //!   the rest go nowhere: no refusal, a silent drop), and the rest no
 //!   longer reach them. A heal moves them back.
-//! - `mgmt0`, its admin link, at `10.79.X.Y/16` on a management bridge
-//!   that also holds `10.79.255.254` in the soak's own namespace. It is
-//!   never cut, so the soak keeps writing to cut-off members and reading
-//!   their views, as an operator's management network would. Members
-//!   gossip on `10.78` addresses only, and have no route beyond their two
-//!   subnets, so nothing crosses from one network to the other.
+//! - `mgmt0`, its admin link, at `10.M.X.Y/16` on a management bridge
+//!   that also holds `10.M.255.254` in the soak's own namespace, where `M`
+//!   is the first of 79..=254 that no address of the soak's namespace uses
+//!   (two soaks can run at once). It is never cut, so the soak keeps
+//!   writing to cut-off members and reading their views, as an operator's
+//!   management network would. Members gossip on `10.78` addresses only,
+//!   and have no route beyond their two subnets, so nothing crosses from
+//!   one network to the other.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
-use crate::cli::netns::{Lab, NetnsError};
+use crate::cli::netns::{Lab, NetnsError, ip_output};
 use crate::cli::procs::NodeHost;
 
 /// Gossip port of every member (each has its own namespace).
@@ -44,6 +46,17 @@ fn address(a: u8, b: u8, k: usize) -> Ipv4Addr {
     Ipv4Addr::new(a, b, hi, lo)
 }
 
+/// The first `N` of 79..=254 such that no address listed in `addrs` (the
+/// output of `ip -o -4 addr show`) is in `10.N.0.0/16`.
+fn free_second_octet(addrs: &str) -> Option<u8> {
+    let used: Vec<u8> = addrs
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("10."))
+        .filter_map(|rest| rest.split('.').next()?.parse().ok())
+        .collect();
+    (79..=254).find(|n| !used.contains(n))
+}
+
 impl SoakNet {
     /// Builds the network of `members` members (at most 65,000).
     ///
@@ -55,12 +68,15 @@ impl SoakNet {
         let data = lab.bridge('B')?;
         let cut = lab.bridge('C')?;
         let mgmt = lab.bridge('M')?;
-        lab.address_bridge(&mgmt, "10.79.255.254/16")?;
+        let m = free_second_octet(&ip_output(&["-o", "-4", "addr", "show"])?).ok_or_else(|| {
+            NetnsError::Unavailable("every 10.N.0.0/16 from N = 79 to 254 is in use".into())
+        })?;
+        lab.address_bridge(&mgmt, &format!("10.{m}.255.254/16"))?;
         let mut ports = Vec::with_capacity(members);
         let mut hosts = Vec::with_capacity(members);
         for k in 1..=members {
             let ns = lab.namespace(k)?;
-            let (gossip, admin) = (address(10, 78, k), address(10, 79, k));
+            let (gossip, admin) = (address(10, 78, k), address(10, m, k));
             ports.push(lab.plug(&ns, k, 'd', "eth0", &data, &format!("{gossip}/16"))?);
             lab.plug(&ns, k, 'm', "mgmt0", &mgmt, &format!("{admin}/16"))?;
             hosts.push(NodeHost {
@@ -116,5 +132,14 @@ mod tests {
         assert_eq!(address(10, 78, 1), Ipv4Addr::new(10, 78, 0, 1));
         assert_eq!(address(10, 78, 256), Ipv4Addr::new(10, 78, 1, 0));
         assert_eq!(address(10, 79, 500), Ipv4Addr::new(10, 79, 1, 244));
+    }
+
+    #[test]
+    fn the_management_subnet_is_one_not_in_use() {
+        let addrs = "1: lo    inet 127.0.0.1/8 scope host lo\n\
+                     5: gs1aM    inet 10.79.255.254/16 scope global gs1aM\n\
+                     6: eth0    inet 10.80.3.4/24 brd 10.80.3.255 scope global eth0\n";
+        assert_eq!(free_second_octet(addrs), Some(81));
+        assert_eq!(free_second_octet(""), Some(79));
     }
 }

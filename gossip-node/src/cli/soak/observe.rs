@@ -189,7 +189,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let handler = failed_handler(dir.path());
         let command = handler.strip_prefix("member-failed=").unwrap();
-        let event = r#"{"event":"member-failed","member":{"addr":"10.78.0.2:7946","generation":3}}"#;
+        let event =
+            r#"{"event":"member-failed","member":{"addr":"10.78.0.2:7946","generation":3}}"#;
         for _ in 0..2 {
             let mut child = std::process::Command::new("sh")
                 .args(["-c", command])
