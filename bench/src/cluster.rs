@@ -29,6 +29,8 @@ pub(crate) struct Settings {
     pub(crate) probe_factor: u32,
     /// Ours: `Config::suspicion_mult`.
     pub(crate) suspicion_mult: u32,
+    /// Ours: `Config::active_view`.
+    pub(crate) active_view: usize,
     /// Chitchat: phi-accrual threshold.
     pub(crate) phi_threshold: f64,
 }

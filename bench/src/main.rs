@@ -89,6 +89,10 @@ struct Args {
     /// mult x max(1, log10 N) x probe interval).
     #[arg(long, default_value_t = 2)]
     suspicion_mult: u32,
+    /// Ours: size of the active view (`Config::active_view`; 0: every peer
+    /// of an anti-entropy round uniformly random).
+    #[arg(long, default_value_t = gossip_core::Config::default().active_view)]
+    active_view: usize,
     /// chitchat: phi-accrual threshold (its default is 8).
     #[arg(long, default_value_t = 8.0)]
     phi: f64,
@@ -215,6 +219,7 @@ async fn bench(args: Args) -> Result<(), BenchError> {
             fanout: FANOUT,
             probe_factor: args.probe_factor,
             suspicion_mult: args.suspicion_mult,
+            active_view: args.active_view,
             phi_threshold: args.phi,
         };
         let plan = plan(&args, interval);
@@ -245,10 +250,11 @@ async fn bench(args: Args) -> Result<(), BenchError> {
         }
         println!(
             "\ngossip interval {interval_ms} ms, fanout {FANOUT}; ours: probe {} ms, probe timeout {} ms, \
-             suspicion_mult {}; chitchat: phi {}; warm-up {:?}, rest window {:?}, {} keys",
+             suspicion_mult {}, active view {}; chitchat: phi {}; warm-up {:?}, rest window {:?}, {} keys",
             block.probe_interval_ms,
             block.probe_timeout_ms,
             block.suspicion_mult,
+            args.active_view,
             block.phi_threshold,
             plan.warmup,
             plan.rest_window,

@@ -27,6 +27,7 @@ pub(crate) fn config(s: &Settings) -> Config {
         probe_interval: g * s.probe_factor,
         probe_timeout: g,
         suspicion_mult: s.suspicion_mult,
+        active_view: s.active_view,
         seed_retry_initial: g,
         seed_retry_max: g * 10,
         ..Config::default()

@@ -102,6 +102,11 @@ pub(crate) async fn run<C: Cluster>(
         ..Outcome::default()
     };
     let everyone: Vec<usize> = (0..n).collect();
+    tracing::debug!(
+        system = out.system,
+        start_ms = started.elapsed().as_millis() as u64,
+        "every member started"
+    );
     match wait_joined(&cluster, &everyone, plan.join_limit).await {
         Ok(()) => {
             out.join_ms = Some(ms(started.elapsed()));
@@ -200,6 +205,11 @@ async fn wait_joined<C: Cluster>(
             }
         }
         pending = still;
+        tracing::debug!(
+            waited_ms = start.elapsed().as_millis() as u64,
+            short = pending.len(),
+            "members short of the full view"
+        );
         if pending.is_empty() {
             return Ok(());
         }

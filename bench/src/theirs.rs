@@ -298,6 +298,7 @@ mod tests {
             fanout: 3,
             probe_factor: 2,
             suspicion_mult: 2,
+            active_view: 8,
             phi_threshold: 8.0,
         };
         let id = ChitchatId::new("n", 1, SocketAddr::from(([127, 0, 0, 1], 7000)));

@@ -59,9 +59,17 @@ pub struct Config {
     /// wait is drawn in `[0.75, 1]` times this so members do not fire in step.
     /// Default 30 s.
     pub push_pull_interval: Duration,
-    /// Number of random live peers contacted per gossip round, and the
-    /// floor of [`Config::eager_push_fanout`]. Default 3.
+    /// Number of live peers contacted per gossip round, and the floor of
+    /// [`Config::eager_push_fanout`]. One of them is chosen uniformly at
+    /// random, the others from the [`Config::active_view`]. Default 3.
     pub fanout: usize,
+    /// Size of the active view: the peers this member exchanged messages
+    /// with most recently. An anti-entropy round sends to one uniformly
+    /// random live peer and to `fanout - 1` live peers of this view, whose
+    /// connections are already open (HyParView, Leitão et al. 2007, §4;
+    /// issue #10: a new QUIC or TLS connection costs a handshake). 0 makes
+    /// every peer of a round uniformly random. Default 8.
+    pub active_view: usize,
     /// Period of failure-detector probes (SWIM 4.1). Default 1 s.
     pub probe_interval: Duration,
     /// Time to wait for a direct ack before probing indirectly. Default 500 ms.
@@ -123,6 +131,7 @@ impl Default for Config {
             active_rounds: 10,
             push_pull_interval: Duration::from_secs(30),
             fanout: 3,
+            active_view: 8,
             probe_interval: Duration::from_secs(1),
             probe_timeout: Duration::from_millis(500),
             indirect_probes: 3,

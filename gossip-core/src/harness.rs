@@ -113,6 +113,11 @@ pub struct Traffic {
     /// Messages to a crashed member answered with a refusal (see
     /// [`Harness::set_refusals`]).
     pub refused: u64,
+    /// Distinct pairs of slots that exchanged a message (either way, lost
+    /// ones included) since the harness was made: the connections, and so
+    /// the handshakes, a connection-oriented transport (TLS, QUIC) would
+    /// need (issue #10; see `Config::active_view`).
+    pub pairs: u64,
 }
 
 impl Traffic {
@@ -173,6 +178,9 @@ struct Slot {
     group: u16,
     extra_delay: u64,
     wakes: u64,
+    /// Bit `j` set: this slot and slot `j > this` have exchanged a message
+    /// ([`Traffic::pairs`]).
+    contacted: Vec<u64>,
 }
 
 /// Many [`Machine`]s over a simulated network under virtual time; see the
@@ -366,6 +374,7 @@ impl Harness {
             group: 0,
             extra_delay: 0,
             wakes: 0,
+            contacted: Vec::new(),
         });
         i
     }
@@ -762,6 +771,20 @@ impl Harness {
         }
     }
 
+    /// Counts the pair `{a, b}` in [`Traffic::pairs`] the first time.
+    fn count_pair(&mut self, a: usize, b: usize) {
+        let (lo, hi) = (a.min(b), a.max(b));
+        let bits = &mut self.members[lo].contacted;
+        let (word, bit) = (hi / 64, 1u64 << (hi % 64));
+        if bits.len() <= word {
+            bits.resize(word + 1, 0);
+        }
+        if bits[word] & bit == 0 {
+            bits[word] |= bit;
+            self.traffic.pairs += 1;
+        }
+    }
+
     fn route(&mut self, from: usize, t: Transmit) {
         let kind = MessageKind::of(&t.msg);
         let size = t.msg.encoded_len();
@@ -779,6 +802,7 @@ impl Harness {
             self.traffic.dropped_unknown += 1;
             return;
         };
+        self.count_pair(from, to as usize);
         if self.loss > 0.0 && self.rng.random_bool(self.loss) {
             self.traffic.dropped_loss += 1;
             return;

@@ -26,6 +26,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod active_view;
 mod anti_entropy;
 mod codec;
 mod config;

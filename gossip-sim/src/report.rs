@@ -54,6 +54,9 @@ pub struct Report {
     pub probe_interval_ms: f64,
     /// Protocol fanout.
     pub fanout: usize,
+    /// Size of the active view (`Config::active_view`; 0: every peer of a
+    /// round uniformly random).
+    pub active_view: usize,
     /// Whether fresh writes are pushed eagerly.
     pub eager_push: bool,
     /// How the members started (seeds, stagger, converged start).
@@ -133,6 +136,10 @@ pub struct TrafficReport {
     pub bytes_per_member_per_sec: f64,
     /// Of which piggybacked membership updates and broadcasts.
     pub piggyback_bytes_per_member_per_sec: f64,
+    /// Pairs of members that exchanged their first message in the window:
+    /// the connections (and handshakes) a connection-oriented transport
+    /// would open (`Traffic::pairs`).
+    pub new_pairs: u64,
     /// By message kind (`ping`, `ack`, `ping_req`, `sync_request`, `sync_buckets`,
     /// `sync_digest`, `delta`, `gossip`); kinds never sent are left out.
     pub by_kind: BTreeMap<&'static str, KindRate>,
@@ -333,6 +340,7 @@ impl Simulation {
             messages_per_member_per_sec: per(messages),
             bytes_per_member_per_sec: per(bytes),
             piggyback_bytes_per_member_per_sec: per(b.piggyback_bytes - a.piggyback_bytes),
+            new_pairs: b.pairs - a.pairs,
             by_kind,
         }
     }
@@ -453,6 +461,7 @@ impl Simulation {
             gossip_interval_ms: ms(nanos(gossip.gossip_interval)),
             probe_interval_ms: ms(nanos(gossip.probe_interval)),
             fanout: gossip.fanout,
+            active_view: gossip.active_view,
             eager_push: gossip.eager_push,
             bootstrap: self.cfg.bootstrap.clone(),
             scenario: self.window.as_ref().map(|_| self.cfg.scenario.clone()),

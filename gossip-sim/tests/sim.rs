@@ -478,3 +478,34 @@ fn the_report_serializes_to_json() {
     assert!(json["warmup"]["series"].as_array().unwrap().len() > 10);
     assert!(json["traffic"]["by_kind"]["sync_request"]["messages"].as_u64() > Some(0));
 }
+
+/// The active view (issue #10): at 300 members from a cold start, rounds
+/// that send all but one request to recently contacted peers reach full
+/// membership having opened far fewer pairs (the handshakes of a TLS or
+/// QUIC transport) than all-random rounds, and no later; a write still
+/// reaches everyone.
+#[test]
+fn the_active_view_opens_fewer_pairs_and_joins_as_fast() {
+    let mut pairs = Vec::new();
+    for active_view in [0, 8] {
+        let mut cfg = config(300, 21, Scenario::Update { at: SEC }, 3 * SEC);
+        cfg.protocol.active_view = active_view;
+        let r = run(&cfg);
+        check_consistent(&r);
+        let w = r.warmup.as_ref().expect("a cold start has a warm-up");
+        assert_eq!(r.updates[0].reached, 300, "active view {active_view}");
+        pairs.push((
+            w.traffic.new_pairs,
+            w.took_ms.expect("membership converged"),
+        ));
+    }
+    let ((random_pairs, random_ms), (warm_pairs, warm_ms)) = (pairs[0], pairs[1]);
+    assert!(
+        warm_pairs * 10 < random_pairs * 8,
+        "pairs: {warm_pairs} with the active view, {random_pairs} without"
+    );
+    assert!(
+        warm_ms <= random_ms * 1.25,
+        "warm-up: {warm_ms} ms with the active view, {random_ms} without"
+    );
+}

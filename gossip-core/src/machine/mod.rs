@@ -37,6 +37,7 @@ use rand_chacha::ChaCha8Rng;
 use tracing::{debug, trace, warn};
 use uuid::Uuid;
 
+use crate::active_view::ActiveView;
 use crate::anti_entropy::AntiEntropy;
 use crate::config::{
     Config, ConfigError, ENVELOPE_OVERHEAD, MAX_KEY_LEN, MAX_META_BYTES, MAX_META_ENTRIES,
@@ -105,6 +106,8 @@ pub struct Machine {
     swim: Swim,
     /// Anti-entropy's state: gossip ticks, silence at rest, dead contacts.
     sync: AntiEntropy,
+    /// The peers contacted most recently, whose connections are warm.
+    active: ActiveView,
     /// Every deadline that can wake this machine.
     timers: TimerTable,
     updates: TransmitQueue<NodeAddr, pb::MemberUpdate>,
@@ -159,6 +162,7 @@ impl Machine {
                 now + gossip_offset,
                 now + push_pull_offset,
             ),
+            active: ActiveView::new(config.active_view),
             timers,
             updates: TransmitQueue::new(),
             bcasts: TransmitQueue::new(),
@@ -563,6 +567,7 @@ impl Machine {
         };
         self.apply_update(now, sender, Some(&from.addr), true, &Rumor::default());
         self.table.heard(&from.addr, now);
+        self.active.touch(&from.addr);
         // A message from a member this one suspects proves it runs: the
         // suspicion here ends (an ack that comes late, after the probe
         // period, included). Its state stays `suspect` until it refutes, and
@@ -796,6 +801,7 @@ impl Machine {
             warn!(%to, size, max = self.cfg.max_message_size, "message over max_message_size not sent");
             return;
         }
+        self.active.touch(to);
         self.transmits.push_back(Transmit {
             to: to.clone(),
             msg,

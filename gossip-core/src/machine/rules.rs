@@ -411,3 +411,52 @@ fn a_pushed_record_too_large_to_forward_is_applied_not_forwarded() {
     let got = m.get_key(t0, &x.addr, "big").expect("the key is applied");
     assert_eq!(got.value.len(), 3900);
 }
+
+// --------------------------------------------------------------- active view
+
+/// A round's peers: `explore` uniformly random live peers, the rest from
+/// the live members of the active view; a member of the view that left is
+/// never picked, and with no usable view every peer is random.
+#[test]
+fn a_round_explores_one_peer_and_takes_the_rest_from_the_active_view() {
+    let now = Instant::now();
+    let me = id("m");
+    let peers: Vec<NodeId> = (0..40).map(|i| id(&format!("p{i}"))).collect();
+    let mut m = machine(&me, &peers, now);
+    // p1 leaves; the view holds p1..=p5.
+    let left = update(&peers[1], 1, MemberState::Left);
+    m.handle_message(now, envelope(&peers[1], vec![left], gossip()));
+    while m.poll_transmit().is_some() {}
+    m.active = crate::active_view::ActiveView::new(8);
+    for p in &peers[1..=5] {
+        m.active.touch(&p.addr);
+    }
+    let warm: BTreeSet<NodeAddr> = peers[2..=5].iter().map(|p| p.addr.clone()).collect();
+    let mut explored = BTreeSet::new();
+    for _ in 0..200 {
+        let tick = m.round_peers(3, 1);
+        assert_eq!(tick.len(), 3);
+        assert_eq!(tick.iter().collect::<BTreeSet<_>>().len(), 3, "{tick:?}");
+        assert!(
+            !tick.contains(&peers[1].addr),
+            "member that left picked: {tick:?}"
+        );
+        // The last two come from the view's live members.
+        assert!(tick[1..].iter().all(|a| warm.contains(a)), "{tick:?}");
+        explored.insert(tick[0].clone());
+
+        let extra = m.round_peers(3, 2);
+        assert_eq!(extra.len(), 3);
+        assert!(warm.contains(&extra[2]), "{extra:?}");
+    }
+    // The explored peer is any live member, not only the view's.
+    assert!(explored.iter().any(|a| !warm.contains(a)));
+    assert!(explored.len() > 20, "{} peers explored", explored.len());
+
+    // No live member in the view: every peer is random.
+    m.active = crate::active_view::ActiveView::new(8);
+    m.active.touch(&peers[1].addr);
+    let all = m.round_peers(3, 1);
+    assert_eq!(all.len(), 3);
+    assert!(!all.contains(&peers[1].addr));
+}

@@ -37,7 +37,7 @@ use crate::digest::{
 };
 use crate::event::Event;
 use crate::id::{NodeAddr, NodeId};
-use crate::members::{BUCKETS, fact_from_pb, fact_to_pb, supersedes};
+use crate::members::{BUCKETS, Node, fact_from_pb, fact_to_pb, supersedes};
 
 /// Bytes a forwarded push adds around its one `OwnerDelta` (the `Delta`
 /// body's field tags and lengths, and its `push` flag).
@@ -65,11 +65,7 @@ impl Machine {
     /// start rounds.
     pub(super) fn gossip_round(&mut self, now: Instant) {
         let plan = self.sync.tick(now, self.queue_depth(), self.cfg.fanout);
-        let mut targets = if plan.peers > 0 {
-            self.table.random_live(&mut self.rng, plan.peers, &[])
-        } else {
-            Vec::new()
-        };
+        let mut targets = self.round_peers(plan.peers, 1);
         if !targets.is_empty() {
             let wait = super::push_pull_wait(&self.cfg, &mut self.rng);
             self.sync.ran_round(now, wait);
@@ -100,7 +96,10 @@ impl Machine {
     /// A round to `fanout` peers outside the ticks, for a member that has
     /// just learned something (`Machine::learned`); it counts as no tick.
     pub(super) fn extra_round(&mut self, now: Instant) {
-        let targets = self.table.random_live(&mut self.rng, self.cfg.fanout, &[]);
+        // Mostly random: an extra round stands in for the pull of the
+        // quiet members, which must find the members a push missed.
+        let explore = self.cfg.fanout.saturating_sub(1).max(1);
+        let targets = self.round_peers(self.cfg.fanout, explore);
         if !targets.is_empty() {
             let wait = super::push_pull_wait(&self.cfg, &mut self.rng);
             self.sync.ran_round(now, wait);
@@ -109,6 +108,37 @@ impl Machine {
             let req = self.sync_request();
             self.send(&t, req);
         }
+    }
+
+    /// The `k` peers of an anti-entropy round: `explore` uniformly random
+    /// live peers, then live peers of the active view (warm connections;
+    /// `active_view.rs`), then more random live peers if the view has too
+    /// few. A tick's round explores with one peer (Karp et al.'s push-pull
+    /// call, which bounds the spread); an extra round with all but one.
+    /// In the simulator at 1,000 members (10 seeds), this opened 36 % fewer
+    /// pairs of members than all-random rounds before every member listed
+    /// every other, with the same warm-up time and the same tail of a
+    /// write's spread; one explored peer in extra rounds too opened 43 %
+    /// fewer, but the warm-up took 13 % longer and half the writes reached
+    /// their last member after 60-290 ms instead of 6-10 ms.
+    pub(super) fn round_peers(&mut self, k: usize, explore: usize) -> Vec<NodeAddr> {
+        let mut out = self.table.random_live(&mut self.rng, k.min(explore), &[]);
+        if k <= out.len() {
+            return out;
+        }
+        let table = &self.table;
+        let warm = self.active.pick(&mut self.rng, k - out.len(), |a| {
+            !out.contains(a) && table.get(a).is_some_and(Node::is_live)
+        });
+        out.extend(warm);
+        if out.len() < k {
+            let exclude: Vec<&NodeAddr> = out.iter().collect();
+            let more = self
+                .table
+                .random_live(&mut self.rng, k - out.len(), &exclude);
+            out.extend(more);
+        }
+        out
     }
 
     fn random_dead(&mut self) -> Option<NodeAddr> {

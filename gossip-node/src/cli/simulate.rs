@@ -56,6 +56,11 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub fanout: u16,
 
+    /// Size of the active view: the recently contacted peers that take all
+    /// but one of a round's requests (0: every peer uniformly random).
+    #[arg(long, default_value_t = gossip_core::Config::default().active_view as u16)]
+    pub active_view: u16,
+
     /// Seed of the run: the same seed and flags give the same figures.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -202,6 +207,7 @@ pub fn sim_config(args: &SimulateArgs) -> Result<SimConfig, SimulateError> {
     cfg.refusals = args.crash_refuses;
     cfg.latency = args.latency.clone();
     cfg.protocol.fanout = usize::from(args.fanout);
+    cfg.protocol.active_view = usize::from(args.active_view);
     cfg.protocol.eager_push = !args.no_eager_push;
     cfg.protocol.gossip_interval = Duration::from_millis(args.gossip_interval_ms);
     cfg.duration = Duration::from_secs(args.duration);
@@ -297,12 +303,13 @@ pub fn render(r: &Report, tty: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "simulated {} members (seed {}, loss {}{}, fanout {}, gossip every {} ms, probe every {} ms, eager push {}): {:.1} s of virtual time",
+        "simulated {} members (seed {}, loss {}{}, fanout {}, active view {}, gossip every {} ms, probe every {} ms, eager push {}): {:.1} s of virtual time",
         r.nodes,
         r.seed,
         r.loss,
         if r.refusals { ", a crash refuses" } else { "" },
         r.fanout,
+        r.active_view,
         r.gossip_interval_ms,
         r.probe_interval_ms,
         if r.eager_push { "on" } else { "off" },
@@ -319,7 +326,9 @@ pub fn render(r: &Report, tty: bool) -> String {
             (Some(ms), Some(rounds)) => {
                 let _ = writeln!(
                     out,
-                    "warm-up: every member listed every other one after {ms:.1} ms ({rounds:.1} rounds)"
+                    "warm-up: every member listed every other one after {ms:.1} ms ({rounds:.1} rounds); \
+                     {} pairs of members had exchanged a message (the handshakes a TLS or QUIC transport pays)",
+                    w.traffic.new_pairs
                 );
             }
             _ => {
