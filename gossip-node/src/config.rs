@@ -30,6 +30,7 @@
 //! probe_interval_ms = 1000
 //! probe_timeout_ms = 500
 //! fanout = 3
+//! active_view = 8                  # recent peers that take most of a round
 //! suspicion_mult = 4
 //! tombstone_ttl_ms = 60000
 //! max_message_size = 65536
@@ -253,6 +254,11 @@ pub struct TimingArgs {
     /// Peers contacted per gossip round (default 3).
     #[arg(long, value_name = "N")]
     pub fanout: Option<usize>,
+    /// Recently contacted peers that take all but one of a round's
+    /// requests, so that rounds reuse open connections (default 8; 0: every
+    /// peer random).
+    #[arg(long, value_name = "N")]
+    pub active_view: Option<usize>,
     /// Suspicion timeout multiplier (default 4).
     #[arg(long, value_name = "N")]
     pub suspicion_mult: Option<u32>,
@@ -325,6 +331,8 @@ pub struct FileConfig {
     pub probe_timeout_ms: Option<u64>,
     /// `fanout`.
     pub fanout: Option<usize>,
+    /// `active_view`.
+    pub active_view: Option<usize>,
     /// `suspicion_mult`.
     pub suspicion_mult: Option<u32>,
     /// `tombstone_ttl_ms`.
@@ -569,6 +577,9 @@ impl NodeConfig {
         }
         if let Some(v) = t.fanout.or(file.fanout) {
             protocol.fanout = v;
+        }
+        if let Some(v) = t.active_view.or(file.active_view) {
+            protocol.active_view = v;
         }
         if let Some(v) = t.suspicion_mult.or(file.suspicion_mult) {
             protocol.suspicion_mult = v;
@@ -838,6 +849,7 @@ mod tests {
             gossip_interval_ms = 300
             probe_interval_ms = 2000
             fanout = 5
+            active_view = 4
             log_format = "json"
             [meta]
             name = "file"
@@ -878,6 +890,7 @@ mod tests {
         assert_eq!(c.protocol.gossip_interval, Duration::from_millis(100));
         assert_eq!(c.protocol.probe_interval, Duration::from_millis(2000));
         assert_eq!(c.protocol.fanout, 5);
+        assert_eq!(c.protocol.active_view, 4);
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.meta["name"], "flag");
         assert_eq!(c.meta["zone"], "a");
