@@ -29,18 +29,10 @@ use gossip_node::cli::procs::{AdminClient, ClusterSpec, ProcessCluster};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-const BIN: &str = env!("CARGO_BIN_EXE_gossip-node");
-/// Fast protocol timing, so that a killed member is dropped within seconds.
-const FAST: [&str; 8] = [
-    "--gossip-interval-ms",
-    "100",
-    "--probe-interval-ms",
-    "200",
-    "--probe-timeout-ms",
-    "100",
-    "--suspicion-mult",
-    "2",
-];
+mod support;
+
+use support::{BIN, FAST, SHORT_SUSPICION};
+
 /// Names of the Chromium executable looked up on the `PATH`, in order.
 const BROWSERS: [&str; 4] = [
     "chromium",
@@ -376,6 +368,7 @@ fn dashboard_shows_every_member_live_and_drops_a_killed_one() {
     spec.args = ["--cluster-id", &cluster_id]
         .iter()
         .chain(FAST.iter())
+        .chain(SHORT_SUSPICION.iter())
         .map(OsString::from)
         .collect();
     spec.node_args = (1..=3)

@@ -14,19 +14,8 @@ use serde_json::Value;
 
 mod support;
 
-use support::{Node, wait_for};
+use support::{FAST, Node, SHORT_SUSPICION, wait_for};
 
-/// Fast protocol timing.
-const FAST: [&str; 8] = [
-    "--gossip-interval-ms",
-    "100",
-    "--probe-interval-ms",
-    "200",
-    "--probe-timeout-ms",
-    "100",
-    "--suspicion-mult",
-    "2",
-];
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// An HTTP/1.0 request to an admin endpoint; the status and the JSON body.
@@ -79,6 +68,7 @@ fn free_addr() -> String {
 fn start(addr: &str, cluster: &str, seeds: &[&str], data_dir: Option<&Path>) -> Node {
     let mut args = vec!["--cluster-id", cluster];
     args.extend(FAST);
+    args.extend(SHORT_SUSPICION);
     for s in seeds {
         args.extend(["--seed", s]);
     }

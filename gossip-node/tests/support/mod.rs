@@ -208,6 +208,10 @@ pub(crate) const FAST: [&str; 6] = [
     "100",
 ];
 
+/// With [`FAST`], a suspicion timeout of 2 x max(1, log10 n) probe periods,
+/// so that a killed member is dropped within seconds.
+pub(crate) const SHORT_SUSPICION: [&str; 2] = ["--suspicion-mult", "2"];
+
 impl Node {
     /// As [`Node::spawn`], a member of `cluster` with [`FAST`] timing and
     /// `extra` flags.
