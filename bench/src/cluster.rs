@@ -31,6 +31,8 @@ pub(crate) struct Settings {
     pub(crate) suspicion_mult: u32,
     /// Ours: `Config::active_view`.
     pub(crate) active_view: usize,
+    /// Ours: `Config::warm_up_peers`.
+    pub(crate) warm_up_peers: usize,
     /// Chitchat: phi-accrual threshold.
     pub(crate) phi_threshold: f64,
 }
@@ -150,6 +152,30 @@ impl Sightings {
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+    }
+
+    /// When the first half, nine in ten, and all of `members` had seen
+    /// `tag`, in ms after `t0` (`None` for a share not reached).
+    pub(crate) fn progress_ms(
+        &self,
+        tag: &str,
+        members: &[usize],
+        t0: Instant,
+    ) -> [Option<f64>; 3] {
+        let book = self.book();
+        let mut times: Vec<f64> = book.get(tag).map_or_else(Vec::new, |s| {
+            members
+                .iter()
+                .filter_map(|m| s.get(m))
+                .map(|t| t.saturating_duration_since(t0).as_secs_f64() * 1e3)
+                .collect()
+        });
+        times.sort_by(f64::total_cmp);
+        let at = |share: f64| {
+            let k = ((members.len() as f64 * share).ceil() as usize).max(1);
+            times.get(k - 1).copied()
+        };
+        [at(0.5), at(0.9), at(1.0)]
     }
 
     fn seen_by(&self, tag: &str, members: &[usize]) -> usize {

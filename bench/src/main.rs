@@ -93,6 +93,10 @@ struct Args {
     /// of an anti-entropy round uniformly random).
     #[arg(long, default_value_t = gossip_core::Config::default().active_view)]
     active_view: usize,
+    /// Ours: peers a quiet member contacts ahead of need
+    /// (`Config::warm_up_peers`; 0: off).
+    #[arg(long, default_value_t = gossip_core::Config::default().warm_up_peers)]
+    warm_up_peers: usize,
     /// chitchat: phi-accrual threshold (its default is 8).
     #[arg(long, default_value_t = 8.0)]
     phi: f64,
@@ -220,6 +224,7 @@ async fn bench(args: Args) -> Result<(), BenchError> {
             probe_factor: args.probe_factor,
             suspicion_mult: args.suspicion_mult,
             active_view: args.active_view,
+            warm_up_peers: args.warm_up_peers,
             phi_threshold: args.phi,
         };
         let plan = plan(&args, interval);
@@ -250,11 +255,12 @@ async fn bench(args: Args) -> Result<(), BenchError> {
         }
         println!(
             "\ngossip interval {interval_ms} ms, fanout {FANOUT}; ours: probe {} ms, probe timeout {} ms, \
-             suspicion_mult {}, active view {}; chitchat: phi {}; warm-up {:?}, rest window {:?}, {} keys",
+             suspicion_mult {}, active view {}, warm-up peers {}; chitchat: phi {}; warm-up {:?}, rest window {:?}, {} keys",
             block.probe_interval_ms,
             block.probe_timeout_ms,
             block.suspicion_mult,
             args.active_view,
+            args.warm_up_peers,
             block.phi_threshold,
             plan.warmup,
             plan.rest_window,

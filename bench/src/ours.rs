@@ -28,6 +28,7 @@ pub(crate) fn config(s: &Settings) -> Config {
         probe_timeout: g,
         suspicion_mult: s.suspicion_mult,
         active_view: s.active_view,
+        warm_up_peers: s.warm_up_peers,
         seed_retry_initial: g,
         seed_retry_max: g * 10,
         ..Config::default()
@@ -164,9 +165,17 @@ impl<T: Transport> Cluster for Ours<T> {
             })
             .collect();
         let connections: u64 = stats.iter().map(|s| s.connections).sum();
+        let sum = |f: fn(&gossip_core::StatsSnapshot) -> u64| stats.iter().map(f).sum::<u64>();
         format!(
-            "messages sent: {}; outgoing connections held: {connections}",
-            by_kind.join(", ")
+            "messages sent: {}; outgoing connections held: {connections}; \
+             sent {}, received {}, send failures {}, dropped {}, rejected overloaded {}, late wake-ups {}",
+            by_kind.join(", "),
+            sum(|s| s.messages_sent),
+            sum(|s| s.messages_received),
+            sum(|s| s.send_failures),
+            sum(|s| s.send_dropped),
+            sum(|s| s.rejected_overloaded),
+            sum(|s| s.late_wakeups),
         )
     }
 

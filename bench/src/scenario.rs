@@ -140,6 +140,11 @@ pub(crate) async fn run<C: Cluster>(
     }
     log_traffic(&out.system, n, before, after);
 
+    tracing::debug!(
+        system = out.system,
+        traffic = cluster.traffic_note(),
+        "before the writes"
+    );
     for rep in 0..plan.repetitions {
         // Writers rotate over members other than the seed.
         let writer = 1 + rep % (n - 1).max(1);
@@ -154,6 +159,16 @@ pub(crate) async fn run<C: Cluster>(
             }
             Err(e) => Err(e),
         };
+        let [half, most, all] = book.progress_ms(&format!("key:{key}"), &others, t0);
+        tracing::debug!(
+            system = out.system,
+            rep,
+            writer,
+            half_ms = ?half,
+            ninety_pct_ms = ?most,
+            all_ms = ?all,
+            "key spread"
+        );
         match seen {
             Ok(t) => out.spread_ms.push(ms(t.saturating_duration_since(t0))),
             Err(e) => out.errors.push(e.to_string()),
@@ -161,6 +176,11 @@ pub(crate) async fn run<C: Cluster>(
         tokio::time::sleep(plan.pause).await;
     }
     out.spread_median_ms = median(&out.spread_ms);
+    tracing::debug!(
+        system = out.system,
+        traffic = cluster.traffic_note(),
+        "after the writes"
+    );
 
     let victim = n - 1;
     let tag = cluster.death_tag(victim);

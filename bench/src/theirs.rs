@@ -299,6 +299,7 @@ mod tests {
             probe_factor: 2,
             suspicion_mult: 2,
             active_view: 8,
+            warm_up_peers: 128,
             phi_threshold: 8.0,
         };
         let id = ChitchatId::new("n", 1, SocketAddr::from(([127, 0, 0, 1], 7000)));

@@ -70,6 +70,22 @@ pub struct Config {
     /// issue #10: a new QUIC or TLS connection costs a handshake). 0 makes
     /// every peer of a round uniformly random. Default 8.
     pub active_view: usize,
+    /// Warm-up: how many peers, in all, this member contacts ahead of need.
+    /// Each probe period, a quiet member (no rounds running) sends its
+    /// digest fingerprint (a `SyncRequest`) to `fanout` live peers it has
+    /// exchanged no message with yet, until it has done so this many times.
+    /// Over QUIC or TLS this opens, at a quiet moment, the connection a
+    /// later write's eager push would otherwise wait for; peers whose
+    /// views differ answer as to any round (issue #10: a write made within
+    /// one probe cycle of a join paid a handshake on most of its hops). The
+    /// default, 128, is half [`QuicConfig::max_connections`]'s default, so
+    /// warming never evicts a connection in use; in a cluster of `n`
+    /// members every pair is warm after about `n / fanout` probe periods
+    /// (a third of the probe cycle that would open them otherwise). 0
+    /// turns warm-up off.
+    ///
+    /// [`QuicConfig::max_connections`]: https://docs.rs/gossip-quic
+    pub warm_up_peers: usize,
     /// Period of failure-detector probes (SWIM 4.1). Default 1 s.
     pub probe_interval: Duration,
     /// Time to wait for a direct ack before probing indirectly. Default 500 ms.
@@ -132,6 +148,7 @@ impl Default for Config {
             push_pull_interval: Duration::from_secs(30),
             fanout: 3,
             active_view: 8,
+            warm_up_peers: 128,
             probe_interval: Duration::from_secs(1),
             probe_timeout: Duration::from_millis(500),
             indirect_probes: 3,

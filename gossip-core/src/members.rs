@@ -119,6 +119,11 @@ pub(crate) struct Node {
     /// Last time a message came from this node directly, in us since the
     /// table's epoch; `NEVER` if not yet.
     heard_us: u64,
+    /// Whether this member exchanged a message with this node (sent one to
+    /// it, or heard one from it) since the node's generation began here:
+    /// a connection-based transport then holds a connection to it
+    /// (`Machine::warm_up`).
+    contacted: bool,
     pub(crate) owner: OwnerState,
     /// Index in `Table::live`, or `NOT_LIVE`.
     live_idx: u32,
@@ -139,6 +144,7 @@ impl Node {
             fact,
             since_us,
             heard_us: NEVER,
+            contacted: false,
             owner: OwnerState::new(),
             live_idx: NOT_LIVE,
         }
@@ -412,6 +418,7 @@ impl Table {
                     if new_generation {
                         n.owner = OwnerState::new();
                         n.heard_us = NEVER;
+                        n.contacted = false;
                     }
                     n.fact = fact;
                     n.since_us = since;
@@ -458,8 +465,44 @@ impl Table {
     /// Records that a message came from `addr` directly.
     pub(crate) fn heard(&mut self, addr: &NodeAddr, now: Instant) {
         if let Some(i) = self.slot(addr) {
-            self.slots[i as usize].heard_us = self.stamp(now);
+            let stamp = self.stamp(now);
+            let n = &mut self.slots[i as usize];
+            n.heard_us = stamp;
+            n.contacted = true;
         }
+    }
+
+    /// Records that this member sent `addr` a message.
+    pub(crate) fn contacted(&mut self, addr: &NodeAddr) {
+        if let Some(i) = self.slot(addr) {
+            self.slots[i as usize].contacted = true;
+        }
+    }
+
+    /// Up to `k` alive peers (not suspects) this member has exchanged no
+    /// message with (`Node::contacted`), chosen uniformly among them. Draws
+    /// from `rng` only if there are more than `k`, so once every peer is
+    /// contacted the member's random draws are those of a member without
+    /// warm-up. O(live members).
+    pub(crate) fn uncontacted_alive(&self, rng: &mut impl Rng, k: usize) -> Vec<&NodeAddr> {
+        if k == 0 {
+            return Vec::new();
+        }
+        let mut all: Vec<&NodeAddr> = self
+            .live
+            .iter()
+            .map(|&i| &self.slots[i as usize])
+            .filter(|node| !node.contacted && node.fact.state == MemberState::Alive)
+            .map(|node| &node.fact.id.addr)
+            .collect();
+        if all.len() > k {
+            for i in 0..k {
+                let j = rng.random_range(i..all.len());
+                all.swap(i, j);
+            }
+            all.truncate(k);
+        }
+        all
     }
 
     fn insert(&mut self, node: Node) {
@@ -599,6 +642,55 @@ mod tests {
         assert_eq!(t.apply(fact(1, 0, MemberState::Alive), now), Change::None);
         t.remove(&NodeAddr::parse("a:1").unwrap());
         assert_eq!(t.len(), 1);
+    }
+
+    /// Warm-up's candidates (`Machine::warm_up`): alive peers never
+    /// contacted; a message sent or heard contacts a peer; a suspect is no
+    /// candidate; a new generation (a restart: its connections are gone) is
+    /// one again.
+    #[test]
+    fn uncontacted_alive_peers_are_warm_up_candidates_until_contacted() {
+        use rand::SeedableRng;
+        let now = Instant::now();
+        let mut t = table(now);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let addr = |i: u32| NodeAddr::parse(&format!("m{i}:1")).unwrap();
+        let put = |t: &mut Table, i: u32, generation: u64, state: MemberState| {
+            let id = NodeId::new(addr(i), generation);
+            t.apply(
+                Fact {
+                    id,
+                    incarnation: 0,
+                    state,
+                },
+                now,
+            );
+        };
+        for i in 0..5 {
+            put(&mut t, i, 1, MemberState::Alive);
+        }
+        let set = |v: Vec<&NodeAddr>| v.into_iter().cloned().collect::<BTreeSet<_>>();
+        assert_eq!(
+            set(t.uncontacted_alive(&mut rng, 9)),
+            (0..5).map(addr).collect()
+        );
+        assert_eq!(t.uncontacted_alive(&mut rng, 2).len(), 2);
+        assert!(t.uncontacted_alive(&mut rng, 0).is_empty());
+
+        t.contacted(&addr(0));
+        t.heard(&addr(1), now);
+        put(&mut t, 2, 1, MemberState::Suspect);
+        assert_eq!(
+            set(t.uncontacted_alive(&mut rng, 9)),
+            [addr(3), addr(4)].into()
+        );
+
+        // m0 restarts: a new generation, contacted by nobody yet.
+        put(&mut t, 0, 2, MemberState::Alive);
+        assert_eq!(
+            set(t.uncontacted_alive(&mut rng, 9)),
+            [addr(0), addr(3), addr(4)].into()
+        );
     }
 
     /// Regression (issue #12, fuzzing the config file): `fanout =

@@ -31,6 +31,7 @@
 //! probe_timeout_ms = 500
 //! fanout = 3
 //! active_view = 8                  # recent peers that take most of a round
+//! warm_up_peers = 128              # peers contacted ahead of need once quiet; 0: off
 //! suspicion_mult = 4
 //! tombstone_ttl_ms = 60000
 //! max_message_size = 65536
@@ -259,6 +260,11 @@ pub struct TimingArgs {
     /// peer random).
     #[arg(long, value_name = "N")]
     pub active_view: Option<usize>,
+    /// Peers, in all, a quiet member contacts ahead of need (`fanout` per
+    /// probe period) so that their connections are open before a write
+    /// needs them (default 128; 0: off).
+    #[arg(long, value_name = "N")]
+    pub warm_up_peers: Option<usize>,
     /// Suspicion timeout multiplier (default 4).
     #[arg(long, value_name = "N")]
     pub suspicion_mult: Option<u32>,
@@ -333,6 +339,8 @@ pub struct FileConfig {
     pub fanout: Option<usize>,
     /// `active_view`.
     pub active_view: Option<usize>,
+    /// `warm_up_peers`.
+    pub warm_up_peers: Option<usize>,
     /// `suspicion_mult`.
     pub suspicion_mult: Option<u32>,
     /// `tombstone_ttl_ms`.
@@ -580,6 +588,9 @@ impl NodeConfig {
         }
         if let Some(v) = t.active_view.or(file.active_view) {
             protocol.active_view = v;
+        }
+        if let Some(v) = t.warm_up_peers.or(file.warm_up_peers) {
+            protocol.warm_up_peers = v;
         }
         if let Some(v) = t.suspicion_mult.or(file.suspicion_mult) {
             protocol.suspicion_mult = v;
@@ -850,6 +861,7 @@ mod tests {
             probe_interval_ms = 2000
             fanout = 5
             active_view = 4
+            warm_up_peers = 7
             log_format = "json"
             [meta]
             name = "file"
@@ -891,6 +903,7 @@ mod tests {
         assert_eq!(c.protocol.probe_interval, Duration::from_millis(2000));
         assert_eq!(c.protocol.fanout, 5);
         assert_eq!(c.protocol.active_view, 4);
+        assert_eq!(c.protocol.warm_up_peers, 7);
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.meta["name"], "flag");
         assert_eq!(c.meta["zone"], "a");

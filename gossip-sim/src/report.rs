@@ -57,6 +57,9 @@ pub struct Report {
     /// Size of the active view (`Config::active_view`; 0: every peer of a
     /// round uniformly random).
     pub active_view: usize,
+    /// Peers contacted ahead of need once quiet (`Config::warm_up_peers`;
+    /// 0: off).
+    pub warm_up_peers: usize,
     /// Whether fresh writes are pushed eagerly.
     pub eager_push: bool,
     /// How the members started (seeds, stagger, converged start).
@@ -462,6 +465,7 @@ impl Simulation {
             probe_interval_ms: ms(nanos(gossip.probe_interval)),
             fanout: gossip.fanout,
             active_view: gossip.active_view,
+            warm_up_peers: gossip.warm_up_peers,
             eager_push: gossip.eager_push,
             bootstrap: self.cfg.bootstrap.clone(),
             scenario: self.window.as_ref().map(|_| self.cfg.scenario.clone()),

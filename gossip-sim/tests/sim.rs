@@ -303,15 +303,69 @@ fn a_restart_replaces_the_old_life() {
     assert_eq!(r.end.false_deaths_total, 0);
 }
 
+/// Warm-up (`Config::warm_up_peers`, issue #10): once quiet, members
+/// contact the peers they have exchanged no message with, `fanout` per
+/// probe period, so that every pair of members has met (over a
+/// connection-based transport: holds a connection) within about `n /
+/// fanout` probe periods, long before the probe cycle (`n` periods) would
+/// have done it; each member sends at most one such request per peer.
+#[test]
+fn warm_up_has_every_pair_meet_within_a_third_of_the_probe_cycle() {
+    let n = 40;
+    // Pairs that exchanged a message, and `SyncRequest`s sent, from the
+    // start of the warm-up phase to `rest` seconds at rest.
+    let pairs = |warm_up_peers: usize, rest: u32| {
+        let mut cfg = config(n, 1, Scenario::Update { at: SEC * rest }, SEC * (rest + 1));
+        cfg.protocol.warm_up_peers = warm_up_peers;
+        let r = run(&cfg);
+        check_consistent(&r);
+        assert_eq!(r.end.false_deaths_total, 0);
+        let phases = [
+            &r.warmup.as_ref().unwrap().traffic,
+            &r.settle.as_ref().unwrap().traffic,
+            r.at_rest.as_ref().expect("an at-rest window"),
+        ];
+        let met: u64 = phases.iter().map(|t| t.new_pairs).sum();
+        let requests: u64 = phases
+            .iter()
+            .map(|t| t.by_kind.get("sync_request").map_or(0, |k| k.messages))
+            .sum();
+        (met, requests)
+    };
+    let (met_on, requests_on) = pairs(128, 20);
+    let (met_off, requests_off) = pairs(0, 20);
+    // After the probe cycle (40 probe periods), every pair has met.
+    let (all, _) = pairs(0, 60);
+    eprintln!(
+        "pairs met after 20 s at rest: {met_on} with warm-up, {met_off} without; \
+         {all} after 60 s without; sync requests {requests_on} and {requests_off}"
+    );
+    assert_eq!(met_on, all, "with warm-up, every pair met within 20 s");
+    assert!(
+        met_off < all,
+        "without warm-up, the probe cycle (40 s) meets them"
+    );
+    // At most one warm-up request per member and peer.
+    let bound = requests_off + (n * (n - 1)) as u64;
+    assert!(
+        requests_on <= bound,
+        "{requests_on} requests with warm-up, {requests_off} without"
+    );
+}
+
 /// At rest, the cost per member does not depend on the cluster size, and no
 /// digest is exchanged. Gossip rounds have stopped (issue #9, item 7): a
 /// member sends one probe and one ack per probe interval (1 s), and a
 /// background round to one peer at most every push-pull interval (30 s).
+/// Warm-up is off here: it ends after about `n / fanout` probe periods
+/// (see `warm_up_has_every_pair_meet_within_a_third_of_the_probe_cycle`),
+/// longer than this window at 80 members.
 #[test]
 fn at_rest_traffic_is_constant_per_member() {
     let rest = |n| {
         let mut cfg = config(n, 1, Scenario::Update { at: 3 * SEC }, 3 * SEC);
         cfg.protocol.eager_push = false;
+        cfg.protocol.warm_up_peers = 0;
         let r = run(&cfg);
         assert!(r.settle.as_ref().unwrap().done, "queues drained");
         r.at_rest.expect("an at-rest window")

@@ -123,6 +123,9 @@ pub struct Machine {
     /// Addresses whose listener the driver should check
     /// ([`Machine::poll_refusal_check`]).
     refusal_checks: VecDeque<NodeAddr>,
+    /// Warm-up requests sent so far (`Config::warm_up_peers`; sync.rs
+    /// `warm_up`).
+    warmed: usize,
 }
 
 impl Machine {
@@ -174,6 +177,7 @@ impl Machine {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             refusal_checks: VecDeque::new(),
+            warmed: 0,
             id,
             cfg: config,
             rng,
@@ -802,6 +806,7 @@ impl Machine {
             return;
         }
         self.active.touch(to);
+        self.table.contacted(to);
         self.transmits.push_back(Transmit {
             to: to.clone(),
             msg,

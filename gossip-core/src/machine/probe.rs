@@ -429,6 +429,7 @@ impl Machine {
             self.declare(now, &target, MemberState::Suspect);
         }
         self.start_probe(now);
+        self.warm_up();
     }
 
     /// Suspicions whose timeout passed: the member is declared dead, if

@@ -460,3 +460,91 @@ fn a_round_explores_one_peer_and_takes_the_rest_from_the_active_view() {
     assert_eq!(all.len(), 3);
     assert!(!all.contains(&peers[1].addr));
 }
+
+// ------------------------------------------------------------------ warm-up
+
+/// Runs `m`'s timers up to `until`, acking every ping at once with `m`'s
+/// own digest fingerprint (a peer whose view agrees, so no ack makes `m`
+/// active). Returns, per timer that fired while `m` was quiet, the peers
+/// it sent a `SyncRequest` to, and records every peer `m` sent anything
+/// to in `contacted`.
+fn run_quietly(
+    m: &mut Machine,
+    until: Instant,
+    contacted: &mut BTreeSet<NodeAddr>,
+) -> Vec<Vec<NodeAddr>> {
+    let mut warmed = Vec::new();
+    while let Some(t) = m.poll_timeout().filter(|t| *t <= until) {
+        let quiet = !m.sync.is_active(m.queue_depth());
+        m.handle_timeout(t);
+        let mut requests = Vec::new();
+        let mut pings = Vec::new();
+        while let Some(x) = m.poll_transmit() {
+            match &x.msg.body {
+                Some(Body::Ping(p)) => pings.push((x.to.clone(), p.seq)),
+                Some(Body::SyncRequest(_)) if quiet => {
+                    assert!(
+                        !contacted.contains(&x.to),
+                        "warm-up request to {} contacted before",
+                        x.to
+                    );
+                    requests.push(x.to.clone());
+                }
+                _ => {}
+            }
+            contacted.insert(x.to);
+        }
+        for (to, seq) in pings {
+            let from = NodeId::new(to, 1);
+            let ack = pb::Ack {
+                seq,
+                target: Some(from.to_pb()),
+                digest_hash: m.table.root_hash(),
+                members: m.table.live_count() as u32,
+            };
+            m.handle_message(t, envelope(&from, vec![], Body::Ack(ack)));
+        }
+        if !requests.is_empty() {
+            warmed.push(requests);
+        }
+    }
+    warmed
+}
+
+/// Warm-up (issue #10: a write's eager push waited for handshakes to
+/// peers never contacted): once quiet, a member sends its fingerprint to
+/// `fanout` alive peers it has exchanged no message with, once per probe
+/// period, each peer once, `warm_up_peers` in all; nothing with 0.
+#[test]
+fn a_quiet_member_contacts_fanout_new_peers_per_probe_period_up_to_its_limit() {
+    let now = Instant::now();
+    let me = id("m");
+    let peers: Vec<NodeId> = (0..60).map(|i| id(&format!("p{i}"))).collect();
+    let cfg = Config {
+        warm_up_peers: 7,
+        // No background round in the window: every quiet request is warm-up.
+        push_pull_interval: Duration::from_secs(3600),
+        ..Config::default()
+    };
+    let mut m = machine_with(cfg.clone(), &me, &peers, now);
+    let mut contacted = BTreeSet::from([peers[0].addr.clone()]);
+    let warmed = run_quietly(&mut m, now + Duration::from_secs(30), &mut contacted);
+    let sizes: Vec<usize> = warmed.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [3, 3, 1], "fanout per probe period, then the rest");
+    let all: BTreeSet<&NodeAddr> = warmed.iter().flatten().collect();
+    assert_eq!(all.len(), 7, "each peer once");
+    assert!(
+        !all.contains(&peers[0].addr),
+        "the peer it heard from is warm"
+    );
+
+    // Off: no request while quiet.
+    let cfg = Config {
+        warm_up_peers: 0,
+        ..cfg
+    };
+    let mut m = machine_with(cfg, &me, &peers, now);
+    let mut contacted = BTreeSet::from([peers[0].addr.clone()]);
+    let warmed = run_quietly(&mut m, now + Duration::from_secs(30), &mut contacted);
+    assert!(warmed.is_empty(), "{warmed:?}");
+}

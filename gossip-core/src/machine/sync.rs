@@ -141,6 +141,32 @@ impl Machine {
         out
     }
 
+    /// Warm-up, once per probe period (`Config::warm_up_peers`): a quiet
+    /// member sends its digest fingerprint to `fanout` alive peers it has
+    /// exchanged no message with, until it has sent `warm_up_peers` of them.
+    /// The message is an ordinary anti-entropy request (a peer whose view
+    /// differs answers it); what it is for is the connection it opens
+    /// ahead of a write's eager push. Not while rounds run: a join, or a
+    /// write spreading, has the CPU and the network first.
+    pub(super) fn warm_up(&mut self) {
+        let left = self.cfg.warm_up_peers.saturating_sub(self.warmed);
+        if left == 0 || self.sync.is_active(self.queue_depth()) {
+            return;
+        }
+        let k = self.cfg.fanout.min(left);
+        let peers: Vec<NodeAddr> = self
+            .table
+            .uncontacted_alive(&mut self.rng, k)
+            .into_iter()
+            .cloned()
+            .collect();
+        self.warmed += peers.len();
+        for p in peers {
+            let req = self.sync_request();
+            self.send(&p, req);
+        }
+    }
+
     fn random_dead(&mut self) -> Option<NodeAddr> {
         let pool = &mut self.sync.dead_pool;
         while !pool.is_empty() {

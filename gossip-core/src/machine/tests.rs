@@ -962,6 +962,16 @@ impl Net {
         self.live_up().iter().all(|m| !m.is_active())
     }
 
+    /// Every running member has exchanged a message with every alive
+    /// peer: warm-up (`Config::warm_up_peers`) has nothing left to send.
+    fn warm(&self) -> bool {
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        self.live_up()
+            .iter()
+            .all(|m| m.table.uncontacted_alive(&mut rng, 1).is_empty())
+    }
+
     /// Messages of kind `k` sent so far.
     fn count(&self, k: &str) -> u64 {
         self.sent.get(k).map_or(0, |c| c.0)
@@ -975,10 +985,12 @@ impl Net {
     }
 }
 
-/// A converged cluster of `n` at rest (every member quiet).
+/// A converged cluster of `n` at rest (every member quiet, and done with
+/// its warm-up).
 fn cluster_at_rest(cfg: Config, n: usize) -> Net {
     let mut net = Net::chain(cfg, n);
     net.run_until(Duration::from_secs(5), "join", Net::converged);
+    net.run_until(Duration::from_secs(10), "warm", Net::warm);
     net.run_until(Duration::from_secs(10), "quiet", Net::quiet);
     net
 }
@@ -1000,7 +1012,12 @@ fn a_cluster_at_rest_sends_only_probes_and_a_push_pull_per_interval() {
     // One ping and one ack per member per probe interval.
     let pings = net.count("ping");
     assert!((n as u64 * 19..=n as u64 * 21).contains(&pings), "{pings}");
-    assert_eq!(net.count("ack"), pings);
+    // Every ping is acked, but those still in flight when the window ends.
+    let acks = net.count("ack");
+    assert!(
+        (pings - n as u64..=pings).contains(&acks),
+        "{acks} acks, {pings} pings"
+    );
     // Every probe carries the fingerprint, and at rest it is the same.
     let hash = net.m(0).digest_hash();
     for t in net.log.as_ref().unwrap() {
@@ -1135,10 +1152,13 @@ fn an_update_missed_behind_a_partition_is_repaired_after_the_heal() {
 
 /// The join time through a seed at rest: within two gossip intervals, as
 /// when every member ran a round every interval (about 200 ms here then),
-/// and no slower than with rounds that never stop.
+/// and no slower than with rounds that never stop. The median of five joins
+/// at different moments (so with the members' random draws at different
+/// points): one join's time depends on whether a random pick missed a
+/// member, which adds a gossip interval.
 #[test]
 fn a_member_joins_a_quiet_cluster_as_fast_as_before() {
-    let join = |active_rounds: u32| {
+    let join = |active_rounds: u32, rest: Duration| {
         let mut c = cfg();
         c.active_rounds = active_rounds;
         let n = 12;
@@ -1148,7 +1168,7 @@ fn a_member_joins_a_quiet_cluster_as_fast_as_before() {
         net.with(5, |m, now| {
             m.set_key(now, "k", Bytes::from_static(b"v"), None).unwrap()
         });
-        net.run_for(Duration::from_secs(10));
+        net.run_for(rest);
         let quiet = net.quiet();
         net.spawn(n, 1, Some(0));
         let took = net.run_until(Duration::from_secs(10), "join", |x| {
@@ -1156,10 +1176,27 @@ fn a_member_joins_a_quiet_cluster_as_fast_as_before() {
         });
         (took, quiet)
     };
-    let (before, rest_always_on) = join(u32::MAX);
-    let (after, quiet) = join(cfg().active_rounds);
-    eprintln!("join of a 13th member: {after:?}, with rounds always on {before:?}");
-    assert!(!rest_always_on, "rounds that never stop never come to rest");
+    let median = |active_rounds: u32| {
+        let mut runs: Vec<(Duration, bool)> = (10..15)
+            .map(|s| join(active_rounds, Duration::from_millis(s * 1000 + s * 37)))
+            .collect();
+        let quiet = runs.iter().all(|r| r.1);
+        let never_quiet = runs.iter().all(|r| !r.1);
+        runs.sort();
+        (
+            runs[2].0,
+            runs.iter().map(|r| r.0).collect::<Vec<_>>(),
+            quiet,
+            never_quiet,
+        )
+    };
+    let (before, all_before, _, rest_always_on) = median(u32::MAX);
+    let (after, all_after, quiet, _) = median(cfg().active_rounds);
+    eprintln!(
+        "join of a 13th member, median of 5: {after:?} ({all_after:?}), with rounds always on \
+         {before:?} ({all_before:?})"
+    );
+    assert!(rest_always_on, "rounds that never stop never come to rest");
     assert!(quiet, "the cluster was at rest when the member joined");
     assert!(after <= cfg().gossip_interval * 2, "join took {after:?}");
     assert!(

@@ -61,6 +61,11 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = gossip_core::Config::default().active_view as u16)]
     pub active_view: u16,
 
+    /// Peers, in all, a quiet member contacts ahead of need, `fanout` per
+    /// probe period (0: off).
+    #[arg(long, default_value_t = gossip_core::Config::default().warm_up_peers)]
+    pub warm_up_peers: usize,
+
     /// Seed of the run: the same seed and flags give the same figures.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -208,6 +213,7 @@ pub fn sim_config(args: &SimulateArgs) -> Result<SimConfig, SimulateError> {
     cfg.latency = args.latency.clone();
     cfg.protocol.fanout = usize::from(args.fanout);
     cfg.protocol.active_view = usize::from(args.active_view);
+    cfg.protocol.warm_up_peers = args.warm_up_peers;
     cfg.protocol.eager_push = !args.no_eager_push;
     cfg.protocol.gossip_interval = Duration::from_millis(args.gossip_interval_ms);
     cfg.duration = Duration::from_secs(args.duration);
@@ -303,13 +309,14 @@ pub fn render(r: &Report, tty: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "simulated {} members (seed {}, loss {}{}, fanout {}, active view {}, gossip every {} ms, probe every {} ms, eager push {}): {:.1} s of virtual time",
+        "simulated {} members (seed {}, loss {}{}, fanout {}, active view {}, warm-up {}, gossip every {} ms, probe every {} ms, eager push {}): {:.1} s of virtual time",
         r.nodes,
         r.seed,
         r.loss,
         if r.refusals { ", a crash refuses" } else { "" },
         r.fanout,
         r.active_view,
+        r.warm_up_peers,
         r.gossip_interval_ms,
         r.probe_interval_ms,
         if r.eager_push { "on" } else { "off" },
