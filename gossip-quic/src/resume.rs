@@ -58,6 +58,9 @@ pub(crate) fn server(
     let inner = rustls::crypto::ring::Ticketer::new()
         .map_err(|e| TransportError::Tls(format!("cannot set up TLS session tickets: {e}")))?;
     server.ticketer = Arc::new(CountingTicketer { inner, resumed });
+    // One ticket per handshake: a client keeps one per peer and resumes
+    // with it (rustls sends 2 by default).
+    server.send_tls13_tickets = 1;
     Ok(())
 }
 

@@ -283,6 +283,16 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// quinn's transport parameters for our connections.
+///
+/// Path MTU discovery is off: a connection stays at QUIC's 1,200-byte
+/// floor, and an envelope too large for a datagram of that size goes on a
+/// one-way stream (as larger ones always did). Discovery sent a few probe
+/// packets padded to up to 1,452 bytes after every handshake, which the
+/// peer parses one padding byte at a time (quinn's frame iterator): when
+/// 100 members joined in one process (1,200-1,400 handshakes) about a tenth
+/// of the CPU went there, and without discovery the join took 823-1,001 ms
+/// of CPU instead of 1,043-1,331 (issue #10, BENCHMARKS section 6).
+/// Gossip messages are mostly far below 1,200 bytes.
 pub(crate) fn transport_config(idle_timeout: Duration) -> Result<TransportConfig, TransportError> {
     let idle = IdleTimeout::try_from(idle_timeout).map_err(|_| {
         TransportError::InvalidConfig(format!(
@@ -296,7 +306,8 @@ pub(crate) fn transport_config(idle_timeout: Duration) -> Result<TransportConfig
         .max_concurrent_uni_streams(VarInt::from_u32(MAX_UNI_STREAMS))
         .max_concurrent_bidi_streams(VarInt::from_u32(MAX_BIDI_STREAMS))
         .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER))
-        .datagram_send_buffer_size(DATAGRAM_BUFFER);
+        .datagram_send_buffer_size(DATAGRAM_BUFFER)
+        .mtu_discovery_config(None);
     Ok(config)
 }
 
