@@ -72,8 +72,8 @@ pub struct Config {
     pub active_view: usize,
     /// Warm-up: how many peers, in all, this member contacts ahead of need.
     /// Each probe period, a quiet member (no rounds running) sends its
-    /// digest fingerprint (a `SyncRequest`) to `fanout` live peers it has
-    /// exchanged no message with yet, until it has done so this many times.
+    /// digest fingerprint (a `SyncRequest`) to `fanout` alive peers it has
+    /// sent no message to yet, until it has done so this many times.
     /// Over QUIC or TLS this opens, at a quiet moment, the connection a
     /// later write's eager push would otherwise wait for; peers whose
     /// views differ answer as to any round (issue #10: a write made within

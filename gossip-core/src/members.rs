@@ -119,10 +119,11 @@ pub(crate) struct Node {
     /// Last time a message came from this node directly, in us since the
     /// table's epoch; `NEVER` if not yet.
     heard_us: u64,
-    /// Whether this member exchanged a message with this node (sent one to
-    /// it, or heard one from it) since the node's generation began here:
-    /// a connection-based transport then holds a connection to it
-    /// (`Machine::warm_up`).
+    /// Whether this member sent this node a message since the node's
+    /// generation began here: its transport then holds (or held) a
+    /// connection to it (`Machine::warm_up`). Messages heard from the node
+    /// do not count: over gRPC they came on the node's connection, not on
+    /// one of ours.
     contacted: bool,
     pub(crate) owner: OwnerState,
     /// Index in `Table::live`, or `NOT_LIVE`.
@@ -465,10 +466,7 @@ impl Table {
     /// Records that a message came from `addr` directly.
     pub(crate) fn heard(&mut self, addr: &NodeAddr, now: Instant) {
         if let Some(i) = self.slot(addr) {
-            let stamp = self.stamp(now);
-            let n = &mut self.slots[i as usize];
-            n.heard_us = stamp;
-            n.contacted = true;
+            self.slots[i as usize].heard_us = self.stamp(now);
         }
     }
 
@@ -479,8 +477,8 @@ impl Table {
         }
     }
 
-    /// Up to `k` alive peers (not suspects) this member has exchanged no
-    /// message with (`Node::contacted`), chosen uniformly among them. Draws
+    /// Up to `k` alive peers (not suspects) this member has sent no message
+    /// to (`Node::contacted`), chosen uniformly among them. Draws
     /// from `rng` only if there are more than `k`, so once every peer is
     /// contacted the member's random draws are those of a member without
     /// warm-up. O(live members).
@@ -644,10 +642,9 @@ mod tests {
         assert_eq!(t.len(), 1);
     }
 
-    /// Warm-up's candidates (`Machine::warm_up`): alive peers never
-    /// contacted; a message sent or heard contacts a peer; a suspect is no
-    /// candidate; a new generation (a restart: its connections are gone) is
-    /// one again.
+    /// Warm-up's candidates (`Machine::warm_up`): alive peers never sent
+    /// to; a message heard does not count; a suspect is no candidate; a new
+    /// generation (a restart: its connections are gone) is one again.
     #[test]
     fn uncontacted_alive_peers_are_warm_up_candidates_until_contacted() {
         use rand::SeedableRng;
@@ -678,7 +675,8 @@ mod tests {
         assert!(t.uncontacted_alive(&mut rng, 0).is_empty());
 
         t.contacted(&addr(0));
-        t.heard(&addr(1), now);
+        t.contacted(&addr(1));
+        t.heard(&addr(3), now);
         put(&mut t, 2, 1, MemberState::Suspect);
         assert_eq!(
             set(t.uncontacted_alive(&mut rng, 9)),

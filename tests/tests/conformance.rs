@@ -41,6 +41,21 @@ conformance!(mem, Mem::default());
 conformance!(grpc, Grpc);
 conformance!(quic, Quic);
 
+/// Transports that keep connections: warm-up opens one to every member.
+mod grpc_connections {
+    use gossip_tests::kinds::*;
+    use gossip_tests::scenarios as s;
+
+    conformance!(@tests Grpc; a_quiet_cluster_holds_a_connection_to_every_member);
+}
+
+mod quic_connections {
+    use gossip_tests::kinds::*;
+    use gossip_tests::scenarios as s;
+
+    conformance!(@tests Quic; a_quiet_cluster_holds_a_connection_to_every_member);
+}
+
 /// The first gRPC wire version (unary `Send` only), as a member of the
 /// previous release runs it: the scenarios that exercise sending, receiving
 /// and bad input.

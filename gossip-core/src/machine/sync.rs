@@ -143,7 +143,7 @@ impl Machine {
 
     /// Warm-up, once per probe period (`Config::warm_up_peers`): a quiet
     /// member sends its digest fingerprint to `fanout` alive peers it has
-    /// exchanged no message with, until it has sent `warm_up_peers` of them.
+    /// sent no message to, until it has sent `warm_up_peers` of them.
     /// The message is an ordinary anti-entropy request (a peer whose view
     /// differs answers it); what it is for is the connection it opens
     /// ahead of a write's eager push. Not while rounds run: a join, or a

@@ -1012,10 +1012,11 @@ fn a_cluster_at_rest_sends_only_probes_and_a_push_pull_per_interval() {
     // One ping and one ack per member per probe interval.
     let pings = net.count("ping");
     assert!((n as u64 * 19..=n as u64 * 21).contains(&pings), "{pings}");
-    // Every ping is acked, but those still in flight when the window ends.
+    // Every ping is acked; at most one per member is in flight at either
+    // end of the window (pinged before it, or acked after it).
     let acks = net.count("ack");
     assert!(
-        (pings - n as u64..=pings).contains(&acks),
+        acks.abs_diff(pings) <= n as u64,
         "{acks} acks, {pings} pings"
     );
     // Every probe carries the fingerprint, and at rest it is the same.
