@@ -31,77 +31,85 @@ use std::time::{Duration, Instant};
 
 use gossip_sim::{Report, Scenario, SimConfig, Simulation, TrafficReport};
 
+/// How the simulator and the protocol scale (see the module doc).
+#[derive(Debug, clap::Parser)]
+#[command(name = "scale")]
 struct Opts {
+    /// Cluster sizes.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     sizes: Vec<usize>,
+    /// Eager push settings, `on` or `off`.
+    #[arg(long, value_delimiter = ',', default_value = "off,on", value_parser = on_off)]
     eager: Vec<bool>,
+    /// Loss rates; several give a false-death sweep.
+    #[arg(long = "loss", value_delimiter = ',', default_value = "0")]
     losses: Vec<f64>,
+    /// Network seed.
+    #[arg(long, default_value_t = 1)]
     seed: u64,
-    settle: Duration,
+    /// Longest settling, in seconds of virtual time.
+    #[arg(long = "settle", default_value_t = 60)]
+    settle_secs: u64,
+    /// Length of the measured period, in minutes.
+    #[arg(long, default_value_t = 1)]
     minutes: u32,
-    mem_limit: u64,
-    scenario: String,
-    converged: bool,
+    /// Stop a run whose resident memory passes this many GB (default: 85 %
+    /// of MemAvailable).
+    #[arg(long = "mem-limit-gb")]
+    mem_limit_gb: Option<f64>,
+    /// What the measured period holds.
+    #[arg(long, value_enum, default_value_t = ScenarioArg::UpdateCrash)]
+    scenario: ScenarioArg,
+    /// How the members start: `cold`, or `converged` (every member starts
+    /// with the full member list; see `Bootstrap::converged`).
+    #[arg(long = "start", value_enum, default_value_t = Start::Cold)]
+    start: Start,
 }
 
-fn list<T: std::str::FromStr>(s: &str, what: &str) -> Vec<T> {
-    s.split(',')
-        .map(|x| {
-            x.trim()
-                .parse()
-                .unwrap_or_else(|_| panic!("bad {what}: {x}"))
-        })
-        .collect()
+/// The scenario of the measured period.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ScenarioArg {
+    /// A write by member 0 at 5 s, a crash of the last member at 10 s.
+    UpdateCrash,
+    /// Half the members cut off at 5 s for 30 s.
+    Partition,
+    /// Nothing happens.
+    Idle,
 }
 
-fn opts() -> Opts {
-    let mut o = Opts {
-        sizes: vec![1000, 10_000],
-        eager: vec![false, true],
-        losses: vec![0.0],
-        seed: 1,
-        settle: Duration::from_secs(60),
-        minutes: 1,
-        scenario: "update-crash".into(),
-        converged: false,
-        mem_limit: meminfo("MemAvailable").unwrap_or(8 << 30) / 100 * 85,
-    };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for pair in args.chunks(2) {
-        let [flag, v] = pair else {
-            panic!("{} needs a value", pair[0])
-        };
-        match flag.as_str() {
-            "--sizes" => o.sizes = list(v, "size"),
-            "--eager" => {
-                o.eager = v
-                    .split(',')
-                    .map(|x| match x {
-                        "on" | "true" => true,
-                        "off" | "false" => false,
-                        _ => panic!("--eager takes on/off"),
-                    })
-                    .collect()
-            }
-            "--loss" => o.losses = list(v, "loss"),
-            "--seed" => o.seed = v.parse().expect("--seed"),
-            "--settle" => o.settle = Duration::from_secs(v.parse().expect("--settle")),
-            "--minutes" => o.minutes = v.parse().expect("--minutes"),
-            "--scenario" => o.scenario = v.clone(),
-            "--start" => {
-                o.converged = match v.as_str() {
-                    "cold" => false,
-                    "converged" => true,
-                    _ => panic!("--start takes cold or converged"),
-                }
-            }
-            "--mem-limit-gb" => {
-                o.mem_limit =
-                    (v.parse::<f64>().expect("--mem-limit-gb") * (1u64 << 30) as f64) as u64
-            }
-            _ => panic!("unknown option {flag}"),
+/// How the members start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Start {
+    /// Each knows its seeds only.
+    Cold,
+    /// Each knows every member.
+    Converged,
+}
+
+fn on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err(format!("`{s}`: expected on or off")),
+    }
+}
+
+impl Opts {
+    fn settle(&self) -> Duration {
+        Duration::from_secs(self.settle_secs)
+    }
+
+    fn converged(&self) -> bool {
+        self.start == Start::Converged
+    }
+
+    /// The memory limit in bytes.
+    fn mem_limit(&self) -> u64 {
+        match self.mem_limit_gb {
+            Some(g) => (g * (1u64 << 30) as f64) as u64,
+            None => meminfo("MemAvailable").unwrap_or(8 << 30) / 100 * 85,
         }
     }
-    o
 }
 
 /// A field of /proc/meminfo, in bytes (Linux only).
@@ -125,10 +133,10 @@ fn gb(b: u64) -> f64 {
 }
 
 fn main() {
-    let o = opts();
+    let o = <Opts as clap::Parser>::parse();
     println!(
         "memory limit {:.1} GB; {} core(s)",
-        gb(o.mem_limit),
+        gb(o.mem_limit()),
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     for &n in &o.sizes {
@@ -163,28 +171,27 @@ fn traffic(label: &str, t: &TrafficReport) {
 
 fn run(o: &Opts, n: usize, eager: bool, loss: f64) {
     let mut cfg = SimConfig::new(n, o.seed);
-    cfg.bootstrap.converged = o.converged;
+    cfg.bootstrap.converged = o.converged();
     cfg.protocol.eager_push = eager;
     cfg.loss = loss;
     cfg.duration = Duration::from_secs(60) * o.minutes;
-    cfg.scenario = match o.scenario.as_str() {
-        "update-crash" => Scenario::UpdateThenCrash {
+    cfg.scenario = match o.scenario {
+        ScenarioArg::UpdateCrash => Scenario::UpdateThenCrash {
             update_at: Duration::from_secs(5),
             crash_at: Duration::from_secs(10),
         },
-        "partition" => Scenario::Partition {
+        ScenarioArg::Partition => Scenario::Partition {
             at: Duration::from_secs(5),
             heal_after: Duration::from_secs(30),
             fraction: 0.5,
         },
-        "idle" => Scenario::Idle,
-        other => panic!("unknown scenario {other}"),
+        ScenarioArg::Idle => Scenario::Idle,
     };
     println!(
         "\n== {n} members, eager push {eager}, loss {loss}, seed {}",
         o.seed
     );
-    let limit = o.mem_limit;
+    let limit = o.mem_limit();
     let over = std::cell::Cell::new(false);
     let mut watch = |s: &Simulation| {
         let r = rss();
@@ -232,13 +239,13 @@ fn run(o: &Opts, n: usize, eager: bool, loss: f64) {
         return;
     }
     let wall = Instant::now();
-    let settled = sim.settle_with(o.settle, &mut watch);
+    let settled = sim.settle_with(o.settle(), &mut watch);
     println!(
         "  settle: {} , wall {:.1} s, RSS {:.2} GB",
         settled.map_or(
             format!(
                 "queues NOT drained within {} s (backlog {})",
-                o.settle.as_secs(),
+                o.settle_secs,
                 sim.piggyback_backlog()
             ),
             |d| format!(
