@@ -1,6 +1,7 @@
 //! The gate every received frame passes: size, shape and cluster id checks,
 //! the opening of sealed envelopes when the member encrypts (issue #12),
-//! and the hand-over to the driver. One place, so that every transport
+//! the limits on keys and metadata that local writers are held to, and the
+//! hand-over to the driver. One place, so that every transport
 //! rejects bad input the same way (requirement 9 and "bad input").
 
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use gossip_proto::v1::Envelope;
 use prost::Message;
 use tokio::sync::mpsc;
 
+use crate::config::{MAX_KEY_LEN, MAX_META_BYTES, MAX_META_ENTRIES};
 use crate::error::Rejection;
 use crate::id::NodeId;
 use crate::seal::{SEAL_OVERHEAD, Sealer};
@@ -181,6 +183,7 @@ impl Inbound {
         if env.body.is_none() {
             return Err(Rejection::Malformed("missing message body".into()));
         }
+        check_owner_limits(&env)?;
         let kind = MessageKind::of(&env);
         match self.tx.try_send(env) {
             Ok(()) => {
@@ -191,6 +194,41 @@ impl Inbound {
             Err(mpsc::error::TrySendError::Closed(_)) => Err(Rejection::ShuttingDown),
         }
     }
+}
+
+/// Refuses an envelope carrying an owner's record that no member could have
+/// written: a key outside 1 to [`MAX_KEY_LEN`] bytes, or metadata over
+/// [`MAX_META_ENTRIES`] entries or [`MAX_META_BYTES`] bytes (keys plus
+/// values), the limits `Machine::set_key` and `Machine::set_meta` hold a
+/// local writer to. Without it a peer could plant, within
+/// `max_message_size`, what every member would then store and pass on.
+fn check_owner_limits(env: &Envelope) -> Result<(), Rejection> {
+    let Some(gossip_proto::v1::envelope::Body::Delta(d)) = &env.body else {
+        return Ok(());
+    };
+    for od in &d.owners {
+        if let Some(kv) = od
+            .keys
+            .iter()
+            .find(|kv| kv.key.is_empty() || kv.key.len() > MAX_KEY_LEN)
+        {
+            return Err(Rejection::Malformed(format!(
+                "a key of {} bytes; keys are 1 to {MAX_KEY_LEN} bytes",
+                kv.key.len()
+            )));
+        }
+        if let Some(meta) = &od.meta {
+            let size: usize = meta.entries.iter().map(|(k, v)| k.len() + v.len()).sum();
+            if meta.entries.len() > MAX_META_ENTRIES || size > MAX_META_BYTES {
+                return Err(Rejection::Malformed(format!(
+                    "metadata of {} entries and {size} bytes; the limits are \
+                     {MAX_META_ENTRIES} entries and {MAX_META_BYTES} bytes",
+                    meta.entries.len()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Builds an [`Inbound`] and the receiving end of its queue, for transports'
@@ -266,6 +304,69 @@ mod tests {
             env("c1").encoded_len() as u64
         );
         assert_eq!(s.received_by_kind.messages(MessageKind::Ping), 0);
+    }
+
+    /// A peer is held to the limits a local writer is held to: a key of 1
+    /// to `MAX_KEY_LEN` bytes, metadata within `MAX_META_ENTRIES` entries
+    /// and `MAX_META_BYTES` bytes. At the limits a record passes; one byte
+    /// or entry over, the whole envelope is refused as malformed, counted,
+    /// and never reaches the driver.
+    #[test]
+    fn an_owner_record_over_the_writers_limits_is_refused() {
+        let stats = Arc::new(Stats::default());
+        let (inbound, mut rx) = inbound_channel("c1", 64 * 1024, 8, stats.clone());
+        let delta = |keys: Vec<String>, meta: Vec<(String, String)>| {
+            let mut e = env("c1");
+            e.body = Some(pb::envelope::Body::Delta(pb::Delta {
+                owners: vec![pb::OwnerDelta {
+                    keys: keys
+                        .into_iter()
+                        .map(|key| pb::KeyValue {
+                            key,
+                            version: 1,
+                            ..Default::default()
+                        })
+                        .collect(),
+                    meta: Some(pb::Meta {
+                        entries: meta.into_iter().collect(),
+                        version: 1,
+                    }),
+                    ..Default::default()
+                }],
+                push: true,
+            }));
+            e
+        };
+        let key = |n: usize| "k".repeat(n);
+        let entries = |n: usize, len: usize| -> Vec<(String, String)> {
+            (0..n)
+                .map(|i| (format!("{i:03}"), "v".repeat(len)))
+                .collect()
+        };
+        // At the limits: 64 entries of 3 + 61 bytes = 4,096 bytes.
+        let at_limits = delta(
+            vec![key(1), key(MAX_KEY_LEN)],
+            entries(MAX_META_ENTRIES, 61),
+        );
+        inbound.accept(at_limits).expect("a record at the limits");
+        assert!(rx.try_recv().is_ok());
+
+        let refused = |e: Envelope, what: &str| match inbound.accept(e) {
+            Err(Rejection::Malformed(m)) => assert!(m.contains(what), "{m}"),
+            other => panic!("accepted or refused otherwise: {other:?}"),
+        };
+        refused(delta(vec![key(0)], vec![]), "a key of 0 bytes");
+        refused(
+            delta(vec![key(MAX_KEY_LEN + 1)], vec![]),
+            "a key of 257 bytes",
+        );
+        refused(
+            delta(vec![], entries(MAX_META_ENTRIES + 1, 1)),
+            "65 entries",
+        );
+        refused(delta(vec![], entries(MAX_META_ENTRIES, 62)), "4160 bytes");
+        assert!(rx.try_recv().is_err(), "nothing refused reaches the driver");
+        assert_eq!(stats.snapshot().rejected_malformed, 4);
     }
 
     #[test]

@@ -372,6 +372,50 @@ pub async fn bad_input_is_rejected_and_changes_nothing<K: Kind>(kind: K) {
     assert!(err.contains("cluster"), "{err}");
     assert_eq!(c.members[0].stats().rejected_foreign_cluster, 1);
 
+    // A record no writer could make: a key over the limit, from a sender
+    // that vouches for itself. Refused whole: neither the key nor the
+    // sender is learned.
+    let mut planted = pb::Envelope::decode(envelope(&c.config.cluster_id).as_slice()).unwrap();
+    let owner = planted.from.clone();
+    planted.from = Some(pb::NodeId {
+        addr: "127.0.0.1:10".into(),
+        generation: 1,
+    });
+    planted.updates[0].id = planted.from.clone();
+    planted.body = Some(pb::envelope::Body::Delta(pb::Delta {
+        owners: vec![pb::OwnerDelta {
+            member: Some(pb::MemberUpdate {
+                id: owner,
+                state: pb::MemberState::Alive as i32,
+                ..Default::default()
+            }),
+            keys: vec![pb::KeyValue {
+                key: "k".repeat(gossip_core::MAX_KEY_LEN + 1),
+                value: Bytes::from_static(b"v"),
+                version: 1,
+                ..Default::default()
+            }],
+            to_version: 1,
+            ..Default::default()
+        }],
+        push: true,
+    }));
+    let malformed = c.members[0].stats().rejected_malformed;
+    let err = c
+        .kind
+        .send_raw(&target, Bytes::from(planted.encode_to_vec()))
+        .await
+        .expect_err("an over-long key accepted");
+    assert!(err.contains("key of 257 bytes"), "{err}");
+    assert_eq!(c.members[0].stats().rejected_malformed, malformed + 1);
+    assert!(
+        c.members[0]
+            .members()
+            .iter()
+            .all(|m| m.addr.as_str() != "127.0.0.1:10"),
+        "the sender of a refused envelope is not learned"
+    );
+
     // A whole member of another cluster cannot join through ours.
     let mut foreign = c.config.clone();
     foreign.cluster_id = "elsewhere".into();
