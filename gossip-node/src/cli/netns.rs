@@ -4,7 +4,8 @@
 //! A [`Lab`] owns what it creates with iproute2's `ip` (namespaces,
 //! bridges, veth pairs) and deletes all of it when dropped, also on an
 //! error or a panic. Names carry a prefix, the process id and a counter,
-//! so two labs (or two runs) never collide. Root only: [`available`] says
+//! so two labs (or two runs) never collide, and what a run killed with
+//! SIGKILL left behind is deleted by the next lab of its prefix. Root only: [`available`] says
 //! why a lab cannot be built here.
 //!
 //! A process runs inside a namespace when started as
@@ -112,11 +113,16 @@ pub struct Lab {
 impl Lab {
     /// An empty lab whose names start with `prefix` (at most 2 bytes, so
     /// that names fit Linux's 15 bytes), then the process id and a counter.
+    /// First deletes what labs of `prefix` whose process is gone left
+    /// behind ([`sweep`]), and says so on standard error.
     ///
     /// # Errors
     /// [`NetnsError::Unavailable`] if [`available`] says so.
     pub fn new(prefix: &str) -> Result<Self, NetnsError> {
         available()?;
+        for gone in sweep(prefix) {
+            eprintln!("netns: deleted {gone}, left behind by a run whose process is gone");
+        }
         let tag = format!(
             "{}{}{}",
             &prefix[..prefix.len().min(2)],
@@ -247,6 +253,52 @@ impl Lab {
     }
 }
 
+/// The process id in a lab's name (`prefix`, the id, then a letter), if
+/// `name` is one of `prefix`'s.
+fn lab_pid(name: &str, prefix: &str) -> Option<u32> {
+    let rest = name.strip_prefix(&prefix[..prefix.len().min(2)])?;
+    let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    rest[digits..]
+        .chars()
+        .next()
+        .filter(char::is_ascii_lowercase)?;
+    rest[..digits].parse().ok()
+}
+
+/// Deletes the namespaces and links of `prefix`'s labs whose process no
+/// longer runs: what a run killed with SIGKILL (no `Drop`) left behind.
+/// A lab of a process still running is never touched. Returns what it
+/// deleted; best effort (a name that cannot be deleted is skipped).
+pub fn sweep(prefix: &str) -> Vec<String> {
+    let orphan = |name: &str| {
+        lab_pid(name, prefix)
+            .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+    };
+    let mut gone = Vec::new();
+    // `ip netns list`: `NAME (id: N)` or `NAME`.
+    let namespaces = ip_output(&["netns", "list"]).unwrap_or_default();
+    for name in namespaces
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+    {
+        if orphan(name) && ip(&["netns", "del", name]).is_ok() {
+            gone.push(format!("namespace {name}"));
+        }
+    }
+    // `ip -o link show`: `N: NAME[@PEER]: <FLAGS> ...`; deleting a
+    // namespace deleted its veth pairs already.
+    let links = ip_output(&["-o", "link", "show"]).unwrap_or_default();
+    for name in links
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1)?.split('@').next())
+    {
+        if orphan(name) && ip(&["link", "del", name]).is_ok() {
+            gone.push(format!("link {name}"));
+        }
+    }
+    gone
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         // Deleting a namespace deletes its veth ends, and so the pairs.
@@ -275,6 +327,59 @@ mod tests {
             TcpStream::connect_timeout(&to, Duration::from_secs(1)).is_ok()
         })
         .unwrap()
+    }
+
+    #[test]
+    fn lab_names_give_their_process_id() {
+        assert_eq!(lab_pid("gs4242an3", "gs"), Some(4242));
+        assert_eq!(lab_pid("gs4242aB", "gs"), Some(4242));
+        assert_eq!(lab_pid("gs4242", "gs"), None, "no lab letter");
+        assert_eq!(lab_pid("gsan3", "gs"), None, "no pid");
+        assert_eq!(lab_pid("gt4242an3", "gs"), None, "another prefix");
+        assert_eq!(lab_pid("eth0", "gs"), None);
+    }
+
+    /// What a lab of a process that is gone left behind is deleted when
+    /// the next lab of its prefix is made; a live process's lab is not.
+    /// Skips loudly where namespaces cannot be made, and fails instead with
+    /// `GOSSIP_REQUIRE_NETNS_TESTS=1` (set by `.ci/run`).
+    #[test]
+    fn a_new_lab_deletes_what_dead_labs_left() {
+        if let Err(e) = available() {
+            assert_ne!(
+                std::env::var("GOSSIP_REQUIRE_NETNS_TESTS").as_deref(),
+                Ok("1"),
+                "{e}"
+            );
+            eprintln!("SKIPPED a_new_lab_deletes_what_dead_labs_left: {e}");
+            return;
+        }
+        // No process has an id above pid_max.
+        let max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(4_194_304);
+        let dead = format!("gw{}an1", max + 1);
+        let dead_bridge = format!("gw{}aB", max + 1);
+        let live = Lab::new("gw").unwrap();
+        let live_ns = format!("{}n1", live.tag);
+        ip(&["netns", "add", &dead]).unwrap();
+        ip(&["link", "add", &dead_bridge, "type", "bridge"]).unwrap();
+        ip(&["netns", "add", &live_ns]).unwrap();
+        let _next = Lab::new("gw").unwrap();
+        assert!(
+            ip(&["netns", "exec", &dead, "true"]).is_err(),
+            "left: {dead}"
+        );
+        assert!(
+            ip(&["link", "show", &dead_bridge]).is_err(),
+            "left: {dead_bridge}"
+        );
+        assert!(
+            ip(&["netns", "exec", &live_ns, "true"]).is_ok(),
+            "a live lab's namespace deleted"
+        );
+        ip(&["netns", "del", &live_ns]).unwrap();
     }
 
     /// Two namespaces on a bridge reach each other; moved to another
