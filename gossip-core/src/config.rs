@@ -74,17 +74,15 @@ pub struct Config {
     /// Each probe period, a quiet member (no rounds running) sends its
     /// digest fingerprint (a `SyncRequest`) to `fanout` alive peers it has
     /// sent no message to yet, until it has done so this many times.
-    /// Over QUIC or TLS this opens, at a quiet moment, the connection a
+    /// Over QUIC or gRPC this opens, at a quiet moment, the connection a
     /// later write's eager push would otherwise wait for; peers whose
-    /// views differ answer as to any round (issue #10: a write made within
-    /// one probe cycle of a join paid a handshake on most of its hops). The
-    /// default, 128, is half [`QuicConfig::max_connections`]'s default, so
-    /// warming never evicts a connection in use; in a cluster of `n`
-    /// members every pair is warm after about `n / fanout` probe periods
-    /// (a third of the probe cycle that would open them otherwise). 0
-    /// turns warm-up off.
-    ///
-    /// [`QuicConfig::max_connections`]: https://docs.rs/gossip-quic
+    /// views differ answer as to any round (issue #10: 3 s after 100
+    /// members joined, a quarter of the pairs had no connection, and a
+    /// write's last members waited for handshakes). The default, 128, is
+    /// half the transports' default connection cap (256), so warming never
+    /// evicts a connection in use; in a cluster of `n` members every pair
+    /// is warm after about `n / fanout` probe periods (a third of the probe
+    /// cycle that would open them otherwise). 0 turns warm-up off.
     pub warm_up_peers: usize,
     /// Period of failure-detector probes (SWIM 4.1). Default 1 s.
     pub probe_interval: Duration,
