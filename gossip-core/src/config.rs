@@ -11,7 +11,7 @@ pub const MAX_META_ENTRIES: usize = 64;
 /// Maximum total size of one member's metadata (keys plus values), in bytes.
 pub const MAX_META_BYTES: usize = 4096;
 /// Smallest `max_message_size` a member accepts, in bytes: room for the
-/// envelope ([`ENVELOPE_OVERHEAD`]), the piggybacked updates
+/// envelope (`ENVELOPE_OVERHEAD`), the piggybacked updates
 /// (`UPDATE_BUDGET`, 1 KiB) and 512 bytes of body. Below it a member could
 /// not build its own digest entries and deltas within the limit.
 pub const MIN_MESSAGE_SIZE: usize = 2048;

@@ -626,7 +626,7 @@ impl Machine {
         self.rearm();
     }
 
-    /// Runs every timer that is due at `now` ([`Timer::ALL`] order: probes,
+    /// Runs every timer that is due at `now` (`Timer::ALL` order: probes,
     /// suspicion timeouts, seed retries, key expiry, tombstone collection,
     /// then the gossip tick or the extra round, which send what the others
     /// taught this member).
