@@ -189,6 +189,29 @@ impl Sightings {
 mod tests {
     use super::*;
 
+    /// Member i saw the tag i + 1 ms after the write: half of 10 had it
+    /// at 5 ms, nine in ten at 9, all at 10; a member that never saw it
+    /// leaves "all" unreached.
+    #[test]
+    fn progress_gives_the_time_of_half_ninety_percent_and_all() {
+        let s = Sightings::default();
+        let t0 = Instant::now();
+        for i in 0..10 {
+            s.record("key:a".into(), i, t0 + Duration::from_millis(i as u64 + 1));
+        }
+        let members: Vec<usize> = (0..10).collect();
+        assert_eq!(
+            s.progress_ms("key:a", &members, t0),
+            [Some(5.0), Some(9.0), Some(10.0)]
+        );
+        let eleven: Vec<usize> = (0..11).collect();
+        assert_eq!(
+            s.progress_ms("key:a", &eleven, t0),
+            [Some(6.0), Some(10.0), None]
+        );
+        assert_eq!(s.progress_ms("key:b", &members, t0), [None, None, None]);
+    }
+
     #[test]
     fn all_seen_waits_for_every_member_and_keeps_first_sightings() {
         let s = Sightings::default();
