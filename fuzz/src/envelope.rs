@@ -34,7 +34,7 @@ use prost::Message;
 /// The test keys: the primary, then a second installed key.
 const KEYS: [[u8; KEY_LEN]; 2] = [[0x5a; KEY_LEN], [0xa5; KEY_LEN]];
 
-/// The test keyring of mode 1 and 2's gate: both [`KEYS`], the first
+/// The test keyring of mode 1 and 2's gate: both `KEYS`, the first
 /// primary. Also what the seed generator seals mode 1's seeds with.
 pub fn test_keyring() -> Keyring {
     // The keys are constant and valid.

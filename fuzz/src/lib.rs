@@ -33,7 +33,7 @@ pub enum Target {
     /// The protocol itself: a script of decoded messages from a few peers,
     /// timer expiries, send failures and local commands, fed to one
     /// `Machine`, whose every output is checked against its documented
-    /// limits (see [`machine`](crate::machine) for the script's format).
+    /// limits (see `machine` for the script's format).
     Machine,
     /// The QUIC transport's readers (gossip-quic/src/frames.rs, wire.rs):
     /// the first byte picks the `gossip/2` hello, a datagram, a one-way

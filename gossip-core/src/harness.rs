@@ -448,7 +448,7 @@ impl Harness {
 
     /// Member `i`'s machine, to change behind the harness's back: nothing
     /// it sends, and no change of its deadline, is seen until its next input
-    /// or [`Harness::drain`].
+    /// or `Harness::drain`.
     pub fn machine_mut(&mut self, i: usize) -> Option<&mut Machine> {
         self.members.get_mut(i).and_then(|s| s.machine.as_mut())
     }

@@ -16,7 +16,7 @@
 //! - every `--partition-every` seconds, `--partition-members` members are
 //!   cut off from the rest (not from each other) for `--partition-secs`
 //!   seconds, then joined again: a partition. This needs a network
-//!   namespace per member (`--network netns`, root only; [`net`]);
+//!   namespace per member (`--network netns`, root only; `net`);
 //!   `--network auto`, the default, uses them where it can and otherwise
 //!   says loudly that it runs on loopback without partitions;
 //! - every `--write-interval-ms`, every member that is running and not
@@ -29,7 +29,7 @@
 //!
 //! 1. **nothing lost**: within `--settle-timeout`, every live member lists
 //!    every member and shows every key written by a member in its current
-//!    life with its last value ([`ledger`]);
+//!    life with its last value (`ledger`);
 //! 2. **no panic**: no log contains `panicked`;
 //! 3. **no false death**: no member declared a stable member dead (each
 //!    member's `member-failed` event handler appends the event and its time

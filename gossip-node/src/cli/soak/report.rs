@@ -53,18 +53,18 @@ pub struct SoakReport {
     /// Total of keys not shown as written, over all live members, at the
     /// last check.
     pub mismatches: usize,
-    /// Up to [`EXAMPLES`] of them.
+    /// Up to `EXAMPLES` of them.
     pub mismatch_examples: Vec<Mismatch>,
     /// Live members that did not list every live member at the last check.
     pub views_incomplete: usize,
-    /// Lines of the logs that report a panic (up to [`EXAMPLES`]).
+    /// Lines of the logs that report a panic (up to `EXAMPLES`).
     pub panics: Vec<Panic>,
     /// Number of them.
     pub panic_count: usize,
     /// Deaths declared, over all members.
     pub deaths: usize,
     /// Deaths of a stable member (never disturbed) declared by another:
-    /// false deaths (up to [`EXAMPLES`]).
+    /// false deaths (up to `EXAMPLES`).
     pub false_deaths: Vec<Death>,
     /// Number of them.
     pub false_death_count: usize,
