@@ -10,7 +10,7 @@ use gossip_proto::v1::Envelope;
 use prost::Message;
 use tokio::sync::mpsc;
 
-use crate::config::{MAX_KEY_LEN, MAX_META_BYTES, MAX_META_ENTRIES};
+use crate::config::{MAX_KEY_LEN, MAX_META_BYTES, MAX_META_ENTRIES, key_len_ok, meta_bytes};
 use crate::error::Rejection;
 use crate::id::NodeId;
 use crate::seal::{SEAL_OVERHEAD, Sealer};
@@ -207,18 +207,14 @@ fn check_owner_limits(env: &Envelope) -> Result<(), Rejection> {
         return Ok(());
     };
     for od in &d.owners {
-        if let Some(kv) = od
-            .keys
-            .iter()
-            .find(|kv| kv.key.is_empty() || kv.key.len() > MAX_KEY_LEN)
-        {
+        if let Some(kv) = od.keys.iter().find(|kv| !key_len_ok(&kv.key)) {
             return Err(Rejection::Malformed(format!(
                 "a key of {} bytes; keys are 1 to {MAX_KEY_LEN} bytes",
                 kv.key.len()
             )));
         }
         if let Some(meta) = &od.meta {
-            let size: usize = meta.entries.iter().map(|(k, v)| k.len() + v.len()).sum();
+            let size = meta_bytes(&meta.entries);
             if meta.entries.len() > MAX_META_ENTRIES || size > MAX_META_BYTES {
                 return Err(Rejection::Malformed(format!(
                     "metadata of {} entries and {size} bytes; the limits are \

@@ -10,6 +10,20 @@ pub const MAX_KEY_LEN: usize = 256;
 pub const MAX_META_ENTRIES: usize = 64;
 /// Maximum total size of one member's metadata (keys plus values), in bytes.
 pub const MAX_META_BYTES: usize = 4096;
+
+/// Whether `key` is one a member may write: 1 to [`MAX_KEY_LEN`] bytes.
+/// The one rule for a local writer (`Machine::set_key`) and for what a
+/// peer sends (`codec.rs`).
+pub(crate) fn key_len_ok(key: &str) -> bool {
+    !key.is_empty() && key.len() <= MAX_KEY_LEN
+}
+
+/// The size of metadata `entries` counted against [`MAX_META_BYTES`]: keys
+/// plus values, in bytes. The one measure for a local writer
+/// (`Machine::set_meta`) and for what a peer sends (`codec.rs`).
+pub(crate) fn meta_bytes<'a>(entries: impl IntoIterator<Item = (&'a String, &'a String)>) -> usize {
+    entries.into_iter().map(|(k, v)| k.len() + v.len()).sum()
+}
 /// Smallest `max_message_size` a member accepts, in bytes: room for the
 /// envelope (`ENVELOPE_OVERHEAD`), the piggybacked updates
 /// (`UPDATE_BUDGET`, 1 KiB) and 512 bytes of body. Below it a member could

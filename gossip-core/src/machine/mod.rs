@@ -348,7 +348,7 @@ impl Machine {
         if meta.len() > MAX_META_ENTRIES {
             return Err(GossipError::TooManyMetaEntries(meta.len()));
         }
-        let size: usize = meta.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let size = crate::config::meta_bytes(&meta);
         if size > MAX_META_BYTES {
             return Err(GossipError::TooLarge {
                 what: "metadata",
@@ -1004,7 +1004,7 @@ fn gc_period(cfg: &Config) -> Duration {
 }
 
 fn check_key(key: &str) -> Result<(), GossipError> {
-    if key.is_empty() || key.len() > MAX_KEY_LEN {
+    if !crate::config::key_len_ok(key) {
         return Err(GossipError::InvalidKey(format!(
             "a key must be 1 to {MAX_KEY_LEN} bytes, got {}",
             key.len()
