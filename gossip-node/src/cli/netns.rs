@@ -125,7 +125,7 @@ impl Lab {
         }
         let tag = format!(
             "{}{}{}",
-            &prefix[..prefix.len().min(2)],
+            short(prefix),
             std::process::id(),
             // One letter per lab of this process: a..z, then wraps.
             char::from(b'a' + (LABS.fetch_add(1, Ordering::Relaxed) % 26) as u8)
@@ -253,10 +253,15 @@ impl Lab {
     }
 }
 
+/// The part of `prefix` that starts a lab's names: its first 2 bytes.
+fn short(prefix: &str) -> &str {
+    &prefix[..prefix.len().min(2)]
+}
+
 /// The process id in a lab's name (`prefix`, the id, then a letter), if
 /// `name` is one of `prefix`'s.
 fn lab_pid(name: &str, prefix: &str) -> Option<u32> {
-    let rest = name.strip_prefix(&prefix[..prefix.len().min(2)])?;
+    let rest = name.strip_prefix(short(prefix))?;
     let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
     rest[digits..]
         .chars()
@@ -339,21 +344,33 @@ mod tests {
         assert_eq!(lab_pid("eth0", "gs"), None);
     }
 
+    /// A new lab of `prefix`, or `None` after a loud skip of `test` where
+    /// namespaces cannot be made; with `GOSSIP_REQUIRE_NETNS_TESTS=1` (set
+    /// by `.ci/run`) that fails the test instead.
+    fn lab_or_skip(prefix: &str, test: &str) -> Option<Lab> {
+        match Lab::new(prefix) {
+            Ok(lab) => Some(lab),
+            Err(e) => {
+                assert_ne!(
+                    std::env::var("GOSSIP_REQUIRE_NETNS_TESTS").as_deref(),
+                    Ok("1"),
+                    "{e}"
+                );
+                eprintln!("SKIPPED {test}: {e}");
+                None
+            }
+        }
+    }
+
     /// What a lab of a process that is gone left behind is deleted when
     /// the next lab of its prefix is made; a live process's lab is not.
     /// Skips loudly where namespaces cannot be made, and fails instead with
     /// `GOSSIP_REQUIRE_NETNS_TESTS=1` (set by `.ci/run`).
     #[test]
     fn a_new_lab_deletes_what_dead_labs_left() {
-        if let Err(e) = available() {
-            assert_ne!(
-                std::env::var("GOSSIP_REQUIRE_NETNS_TESTS").as_deref(),
-                Ok("1"),
-                "{e}"
-            );
-            eprintln!("SKIPPED a_new_lab_deletes_what_dead_labs_left: {e}");
+        let Some(live) = lab_or_skip("gw", "a_new_lab_deletes_what_dead_labs_left") else {
             return;
-        }
+        };
         // No process has an id above pid_max.
         let max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
             .ok()
@@ -361,7 +378,6 @@ mod tests {
             .unwrap_or(4_194_304);
         let dead = format!("gw{}an1", max + 1);
         let dead_bridge = format!("gw{}aB", max + 1);
-        let live = Lab::new("gw").unwrap();
         let live_ns = format!("{}n1", live.tag);
         ip(&["netns", "add", &dead]).unwrap();
         ip(&["link", "add", &dead_bridge, "type", "bridge"]).unwrap();
@@ -388,17 +404,8 @@ mod tests {
     /// `GOSSIP_REQUIRE_NETNS_TESTS=1` (set by `.ci/run`).
     #[test]
     fn a_moved_port_partitions_and_heals() {
-        let mut lab = match Lab::new("gt") {
-            Ok(lab) => lab,
-            Err(e) => {
-                assert_ne!(
-                    std::env::var("GOSSIP_REQUIRE_NETNS_TESTS").as_deref(),
-                    Ok("1"),
-                    "{e}"
-                );
-                eprintln!("SKIPPED a_moved_port_partitions_and_heals: {e}");
-                return;
-            }
+        let Some(mut lab) = lab_or_skip("gt", "a_moved_port_partitions_and_heals") else {
+            return;
         };
         let main = lab.bridge('B').unwrap();
         let cut = lab.bridge('C').unwrap();
