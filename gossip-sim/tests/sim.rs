@@ -304,7 +304,7 @@ fn a_restart_replaces_the_old_life() {
 }
 
 /// Warm-up (`Config::warm_up_peers`, issue #10): once quiet, members
-/// contact the peers they have exchanged no message with, `fanout` per
+/// contact the peers they have sent no message to, `fanout` per
 /// probe period, so that every pair of members has met (over a
 /// connection-based transport: holds a connection) within about `n /
 /// fanout` probe periods, long before the probe cycle (`n` periods) would
